@@ -1,0 +1,57 @@
+"""Moment's REST API: ``{base}/api/1.0/companies/{companyCode}/{entity}``.
+
+Facts marked *assumed* in the domain brief live here as constants.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterator
+
+import requests
+
+from .http import Timeouts, send
+
+DEFAULT_BASE_URL = "https://app.moment.team"
+API_PREFIX = "/api/1.0/companies"
+# Paging and filter parameter names (assumed, from a third-party client).
+PAGE_PARAM, SIZE_PARAM, MODIFIED_FROM_PARAM = "page", "size", "lastModifiedDateFrom"
+FIRST_PAGE = 1
+PAGE_SIZE = 200
+
+
+class MomentClient:
+    service = "Moment"
+
+    def __init__(self, company_code: str, api_key: str, *, base_url: str = DEFAULT_BASE_URL,
+                 session: requests.Session | None = None, timeouts: Timeouts = Timeouts()):
+        self.base = f"{base_url.rstrip('/')}{API_PREFIX}/{company_code}"
+        self.session = session or requests.Session()
+        self.auth = ("apikey", api_key)
+        self.timeouts = timeouts
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        resp = send(self.session, "GET", f"{self.base}/{path}", service=self.service,
+                    timeouts=self.timeouts, auth=self.auth, params=params)
+        return resp.json()
+
+    def get(self, entity: str, record_id: int | str) -> dict[str, Any]:
+        """One record as it is now. Raises ``NotFound`` when it is gone."""
+        return self._get(f"{entity}/{int(record_id)}")
+
+    def list(self, entity: str, *, modified_from: datetime | None = None,
+             page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+        """Every record (or every one modified at or after ``modified_from``), by id."""
+        page = FIRST_PAGE
+        seen = 0
+        while True:
+            params: dict[str, Any] = {PAGE_PARAM: page, SIZE_PARAM: page_size, "sort": "id,asc"}
+            if modified_from is not None:
+                params[MODIFIED_FROM_PARAM] = modified_from.isoformat()
+            body = self._get(entity, params)
+            content = body.get("content") or []
+            yield from content
+            seen += len(content)
+            total = (body.get("page") or {}).get("totalElements")
+            if not content or len(content) < page_size or (total is not None and seen >= total):
+                return
+            page += 1

@@ -1,0 +1,244 @@
+"""SpareBank 1 Regnskap (Unimicro platform) REST API: OAuth2 + ``CompanyKey``.
+
+* ``Credentials`` – the integrator's identity: a client id and either a private key
+  (PEM, or PKCS#12 with password) for a JWT client assertion, or a client secret.
+* ``TokenProvider`` – one access token per identity server and client, cached in Redis
+  and shared by every worker process until shortly before it expires.
+* ``SB1Client`` – one company's business API (``{base}/api/biz/{route}``).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import redis
+import requests
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from .errors import AuthError, PermanentError
+from .http import Timeouts, send
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IDENTITY_URL = "https://login.regnskap.sparebank1.no"
+TOKEN_PATH = "/connect/token"
+SCOPE = "AppFramework"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_LIFETIME = 300  # seconds
+API_PREFIX = "/api/biz"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    client_id: str
+    private_key: Any = field(default=None, repr=False)
+    x5t: str | None = None            # certificate thumbprint, sent in the JWT header when known
+    client_secret: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, client_id: str, *, key_file: str | None = None, p12_file: str | None = None,
+             p12_password: str | None = None, client_secret: str | None = None) -> "Credentials":
+        if key_file:
+            key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
+            return cls(client_id, private_key=key)
+        if p12_file:
+            key, cert, _ = pkcs12.load_key_and_certificates(
+                Path(p12_file).read_bytes(), (p12_password or "").encode() or None)
+            x5t = None
+            if cert is not None:
+                x5t = base64.urlsafe_b64encode(cert.fingerprint(hashes.SHA1())).rstrip(b"=").decode()
+            return cls(client_id, private_key=key, x5t=x5t)
+        if client_secret:
+            return cls(client_id, client_secret=client_secret)
+        raise ValueError("SpareBank 1 credentials need a private key, a PKCS#12 file or a client secret")
+
+    def token_form(self, token_url: str) -> dict[str, str]:
+        form = {"grant_type": "client_credentials", "scope": SCOPE, "client_id": self.client_id}
+        if self.private_key is not None:
+            form["client_assertion_type"] = ASSERTION_TYPE
+            form["client_assertion"] = self.assertion(token_url)
+        else:
+            form["client_secret"] = self.client_secret or ""
+        return form
+
+    def assertion(self, token_url: str, now: float | None = None) -> str:
+        now = int(now if now is not None else time.time())
+        claims = {"iss": self.client_id, "sub": self.client_id, "aud": token_url,
+                  "jti": str(uuid.uuid4()), "iat": now, "nbf": now, "exp": now + ASSERTION_LIFETIME}
+        headers = {"x5t": self.x5t} if self.x5t else None
+        return jwt.encode(claims, self.private_key, algorithm="RS256", headers=headers)
+
+
+class TokenProvider:
+    """Access tokens cached in Redis, shared by every process that uses the same Redis.
+
+    Only one process asks the identity server at a time (a Redis lock); the others wait
+    and read what it stored. A token is reused until ``refresh_margin`` seconds before it
+    expires, so the identity server sees about one request an hour.
+    """
+
+    service = "SpareBank 1 identity server"
+
+    def __init__(self, token_url: str, credentials: Credentials, *, redis_client: redis.Redis,
+                 key_prefix: str = "msb1", session: requests.Session | None = None,
+                 timeouts: Timeouts = Timeouts(), refresh_margin: float = 300):
+        self.token_url = token_url
+        self.credentials = credentials
+        self.redis = redis_client
+        digest = hashlib.sha256(f"{token_url}|{credentials.client_id}".encode()).hexdigest()[:16]
+        self.key = f"{key_prefix}:sb1-token:{digest}"
+        self.session = session or requests.Session()
+        self.timeouts = timeouts
+        self.refresh_margin = refresh_margin
+        self._local: tuple[str, float] | None = None
+        self._mutex = threading.Lock()
+
+    def token(self) -> str:
+        now = time.time()
+        local = self._local
+        if local and local[1] > now:
+            return local[0]
+        with self._mutex:
+            cached = self._read()
+            if cached:
+                return cached
+            with self.redis.lock(f"{self.key}:lock", timeout=60, blocking_timeout=60):
+                cached = self._read()   # another process may have fetched it meanwhile
+                if cached:
+                    return cached
+                return self._fetch()
+
+    def invalidate(self, token: str) -> None:
+        """Forget ``token`` (refused with a 401) unless another worker already replaced it."""
+        with self._mutex:
+            if self._local and self._local[0] == token:
+                self._local = None
+            raw = self.redis.get(self.key)
+            if raw and json.loads(raw)["access_token"] == token:
+                self.redis.delete(self.key)
+
+    def _read(self) -> str | None:
+        raw = self.redis.get(self.key)
+        if not raw:
+            return None
+        data = json.loads(raw)
+        use_until = data["expires_at"] - self.refresh_margin
+        if use_until <= time.time():
+            return None
+        self._local = (data["access_token"], use_until)
+        return data["access_token"]
+
+    def _fetch(self) -> str:
+        resp = send(self.session, "POST", self.token_url, service=self.service,
+                    timeouts=self.timeouts, data=self.credentials.token_form(self.token_url))
+        body = resp.json()
+        token = body.get("access_token")
+        if not token:
+            raise AuthError(f"{self.service}: no access token in the answer", service=self.service)
+        expires_in = float(body.get("expires_in") or 3600)
+        expires_at = time.time() + expires_in
+        ttl = int(expires_in - self.refresh_margin)
+        if ttl > 0:
+            self.redis.set(self.key, json.dumps({"access_token": token, "expires_at": expires_at}), ex=ttl)
+        self._local = (token, expires_at - self.refresh_margin)
+        log.info("fetched a new SpareBank 1 access token (valid %ds)", expires_in)
+        return token
+
+
+def quote(value: Any) -> str:
+    """A literal for the platform's ``filter`` language."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class SB1Client:
+    """One company's SpareBank 1 Regnskap: every call sends the bearer token and CompanyKey."""
+
+    service = "SpareBank 1 Regnskap"
+
+    def __init__(self, base_url: str, company_key: str, tokens: TokenProvider, *,
+                 session: requests.Session | None = None, timeouts: Timeouts = Timeouts(),
+                 lookup_cache: dict | None = None, lookup_ttl: float = 3600):
+        self.base = f"{base_url.rstrip('/')}{API_PREFIX}"
+        self.company_key = company_key
+        self.tokens = tokens
+        self.session = session or requests.Session()
+        self.timeouts = timeouts
+        self._lookups = lookup_cache if lookup_cache is not None else {}
+        self._lookup_ttl = lookup_ttl
+
+    def request(self, method: str, route: str, **kwargs: Any) -> requests.Response:
+        """One call; on a 401 the token is refreshed once and the call repeated."""
+        url = f"{self.base}/{route}"
+        for attempt in (1, 2):
+            token = self.tokens.token()
+            headers = {"Authorization": f"Bearer {token}", "CompanyKey": self.company_key,
+                       "Accept": "application/json"}
+            try:
+                return send(self.session, method, url, service=self.service,
+                            timeouts=self.timeouts, headers=headers, **kwargs)
+            except AuthError as exc:
+                if exc.status != 401 or attempt == 2:
+                    raise AuthError(
+                        f"{exc.message} (credentials or company key refused)", status=exc.status,
+                        service=self.service, request_id=exc.request_id) from exc
+                self.tokens.invalidate(token)
+        raise AssertionError("unreachable")
+
+    def get(self, route: str, entity_id: int, *, expand: str | None = None) -> dict[str, Any]:
+        params = {"expand": expand} if expand else None
+        return self.request("GET", f"{route}/{int(entity_id)}", params=params).json()
+
+    def query(self, route: str, *, filter: str | None = None, expand: str | None = None,
+              select: str | None = None, top: int | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in
+                  {"filter": filter, "expand": expand, "select": select, "top": top}.items()
+                  if v is not None}
+        body = self.request("GET", route, params=params).json()
+        return body if isinstance(body, list) else []
+
+    def find_by(self, route: str, field_name: str, value: Any, *, expand: str | None = None,
+                what: str = "record") -> dict[str, Any] | None:
+        """The one record whose ``field_name`` equals ``value``, or None.
+
+        The platform ignores a filter it does not understand and answers with an
+        unfiltered page, so whatever comes back is checked field by field here.
+        """
+        rows = self.query(route, filter=f"{field_name} eq {quote(value)}", expand=expand, top=50)
+        matches = [row for row in rows if str(row.get(field_name)) == str(value)]
+        if len(matches) > 1:
+            raise PermanentError(
+                f"{self.service} has {len(matches)} {what}s with {field_name} {value}; "
+                "there must be only one", service=self.service)
+        return matches[0] if matches else None
+
+    def create(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", route, json=body).json()
+
+    def update(self, route: str, entity_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("PUT", f"{route}/{int(entity_id)}", json=body).json()
+
+    def lookup_id(self, route: str, field_name: str, value: Any) -> int | None:
+        """The ID of a reference record (a currency code, an account, a VAT type), cached."""
+        key = (self.base, self.company_key, route, field_name, str(value))
+        hit = self._lookups.get(key)
+        if hit and hit[1] > time.time():
+            return hit[0]
+        row = self.find_by(route, field_name, value)
+        if row is None:
+            return None     # not cached: it may be set up in a minute, then a replay works
+        self._lookups[key] = (int(row["ID"]), time.time() + self._lookup_ttl)
+        return int(row["ID"])

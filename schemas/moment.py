@@ -1,0 +1,74 @@
+"""Records as Moment's API returns them (field names assumed in the domain brief)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from marshmallow import fields, post_load
+
+from .base import MomentSchema
+
+
+@dataclass(frozen=True)
+class MomentAddress:
+    address_line1: str | None = None
+    address_line2: str | None = None
+    postal_code: str | None = None
+    city: str | None = None
+    country_code: str | None = None
+
+
+@dataclass(frozen=True)
+class MomentCustomer:
+    id: int
+    name: str
+    customer_number: str
+    organization_number: str | None = None
+    email: str | None = None
+    website: str | None = None
+    phone: str | None = None
+    fax: str | None = None
+    currency_code: str | None = None
+    country_code: str | None = None
+    address: MomentAddress | None = None
+    last_modified_date: datetime | None = None
+
+
+def _text(**kw):
+    return fields.String(allow_none=True, load_default=None, **kw)
+
+
+class MomentAddressSchema(MomentSchema):
+    address_line1 = _text()
+    address_line2 = _text()
+    postal_code = _text()
+    city = _text()
+    country_code = _text()
+
+    @post_load
+    def _make(self, data, **kwargs) -> MomentAddress:
+        return MomentAddress(**data)
+
+
+class MomentCustomerSchema(MomentSchema):
+    id = fields.Integer(required=True, strict=True)
+    name = fields.String(required=True)
+    # Moment keeps the number as a string; the rule check decides whether it is usable.
+    customer_number = fields.Raw(required=True)
+    organization_number = _text()
+    email = _text()
+    website = _text()
+    phone = _text()
+    fax = _text()
+    currency_code = _text()
+    country_code = _text()
+    address = fields.Nested(MomentAddressSchema, allow_none=True, load_default=None)
+    last_modified_date = fields.AwareDateTime(allow_none=True, load_default=None)
+
+    @post_load
+    def _make(self, data, **kwargs) -> MomentCustomer:
+        data["customer_number"] = "" if data["customer_number"] is None else str(data["customer_number"]).strip()
+        return MomentCustomer(**data)
+
+
+MOMENT_CUSTOMER = MomentCustomerSchema()

@@ -1,0 +1,85 @@
+"""The Celery application: at-least-once delivery on Redis, JSON only, explicit task names.
+
+Run a worker with::
+
+    celery -A worker.app worker --pool threads --concurrency 32
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+from celery import Celery, Task, signals
+
+from .integrations import IntegrationsError
+from .observability import init_sentry
+from .runtime import Runtime, get_runtime
+from .settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+QUEUE = "moment-sb1"
+TASK_MODULES = ["tasks.customers"]
+
+
+def celery_config(settings: Settings) -> dict:
+    return {
+        "broker_url": settings.redis_url,
+        "broker_connection_retry_on_startup": True,
+        # A message that is not acked within this many seconds is handed out again, so it
+        # must be longer than any countdown we set (Settings.check enforces that).
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "task_default_queue": QUEUE,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        # at-least-once: ack after the task ran; a task whose worker died is delivered again
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_concurrency": settings.concurrency,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "timezone": "UTC",
+    }
+
+
+class SyncTask(Task):
+    """Base of every sync task: gives the body the process's runtime (clients, Redis)."""
+
+    abstract = True
+    typing = True
+
+    @property
+    def runtime(self) -> Runtime:
+        return get_runtime()
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as err:
+        print(f"moment-sb1: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+app = Celery("moment_sb1", task_cls=SyncTask)
+app.config_from_object(celery_config(_settings_or_exit()))
+app.conf.include = TASK_MODULES
+
+
+@signals.worker_init.connect
+def _check_before_start(**_):
+    """Refuse to start with an invalid integrations file or credentials, saying why."""
+    runtime = get_runtime()
+    try:
+        integrations = runtime.integrations
+        runtime.tokens  # loads the private key / certificate once
+    except (IntegrationsError, RuntimeError, ValueError, OSError) as err:
+        print(f"moment-sb1: the worker cannot start: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    init_sentry(runtime.settings)
+    log.info("moment-sb1 worker ready for %d integration(s): %s", len(integrations),
+             ", ".join(sorted(integrations)))

@@ -1,0 +1,148 @@
+"""The integrations file: one entry per Moment company sharing this deployment.
+
+```toml
+[[integration]]
+id = "acme"                                  # our name for it; appears in logs and task args
+moment_company = "acme"                      # Moment company code
+moment_api_key = { env = "ACME_MOMENT_KEY" } # a secret: inline string or { env = "VAR" }
+bank = "sor-norge"                           # a name from worker/banks.py ...
+# sb1_base_url = "https://regnskap.example"  # ... or the address itself
+company_key = "0f8fad5b-d9cb-469f-a165-70867728950e"
+notify_email = "regnskap@acme.no"
+data_types = ["customers"]                   # any of customers, projects, invoices
+```
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from clients.moment import DEFAULT_BASE_URL as MOMENT_BASE_URL
+from .banks import BANKS
+
+DATA_TYPES = ("customers", "projects", "invoices")
+
+
+class IntegrationsError(ValueError):
+    """The integrations file is invalid; the message lists every problem."""
+
+
+@dataclass(frozen=True)
+class Integration:
+    id: str
+    moment_company: str
+    moment_api_key: str = field(repr=False)
+    sb1_base_url: str
+    company_key: str
+    notify_email: str
+    data_types: frozenset[str]
+    moment_base_url: str = MOMENT_BASE_URL
+    bank: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+
+    def wants(self, data_type: str) -> bool:
+        return data_type in self.data_types
+
+
+class Secret(fields.Field):
+    """A secret given inline or as ``{ env = "VAR" }`` (read from the environment)."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, **kw: Any):
+        super().__init__(**kw)
+        self.env = env
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
+            env = self.parent.context_env if hasattr(self.parent, "context_env") else os.environ
+            found = env.get(value["env"])
+            if not found:
+                raise ValidationError(f"environment variable {value['env']} is not set")
+            return found
+        raise ValidationError('must be a non-empty string or { env = "VARIABLE" }')
+
+
+class IntegrationSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    id = fields.String(required=True, validate=validate.Regexp(
+        r"^[a-z0-9][a-z0-9_-]{0,62}$", error="must be lower-case letters, digits, - or _"))
+    moment_company = fields.String(required=True, validate=validate.Length(min=1))
+    moment_api_key = Secret(required=True)
+    moment_base_url = fields.Url(require_tld=False, load_default=MOMENT_BASE_URL)
+    bank = fields.String(load_default=None, validate=validate.OneOf(
+        sorted(BANKS), error="unknown bank {input!r}; valid names: {choices}"))
+    sb1_base_url = fields.Url(require_tld=False, load_default=None)
+    company_key = fields.UUID(required=True, error_messages={"invalid_uuid": "must be a GUID"})
+    notify_email = fields.Email(required=True)
+    data_types = fields.List(fields.String(validate=validate.OneOf(
+        DATA_TYPES, error="unknown data type {input!r}; choose from {choices}")), required=True,
+                             validate=validate.Length(min=1))
+    webhook_secret = Secret(load_default=None, validate=validate.Length(min=16))
+
+    def __init__(self, env: Mapping[str, str] | None = None, **kw: Any):
+        super().__init__(**kw)
+        self.context_env = os.environ if env is None else env
+
+    @validates_schema
+    def _bank_or_url(self, data, **kwargs):
+        if not data.get("bank") and not data.get("sb1_base_url"):
+            raise ValidationError("give either bank or sb1_base_url", "bank")
+
+    @post_load
+    def _make(self, data, **kwargs) -> Integration:
+        bank = data.pop("bank")
+        base = data.pop("sb1_base_url") or BANKS[bank]
+        return Integration(sb1_base_url=base, bank=bank, company_key=str(data.pop("company_key")),
+                           data_types=frozenset(data.pop("data_types")), **data)
+
+
+def parse_integrations(doc: Mapping[str, Any], env: Mapping[str, str] | None = None) -> dict[str, Integration]:
+    """Validate a parsed TOML document; raise ``IntegrationsError`` listing every problem."""
+    entries = doc.get("integration")
+    if not isinstance(entries, list) or not entries:
+        raise IntegrationsError("the integrations file has no [[integration]] entries")
+    schema = IntegrationSchema(env=env)
+    problems: list[str] = []
+    result: dict[str, Integration] = {}
+    for index, entry in enumerate(entries, start=1):
+        name = entry.get("id") if isinstance(entry, dict) and isinstance(entry.get("id"), str) else f"#{index}"
+        try:
+            integration = schema.load(entry)
+        except ValidationError as err:
+            for field_name, messages in sorted(err.normalized_messages().items()):
+                for msg in _flatten(messages):
+                    problems.append(f"integration {name!r}, field {field_name!r}: {msg}")
+            continue
+        if integration.id in result:
+            problems.append(f"integration {name!r}: the id is used twice")
+        result[integration.id] = integration
+    if problems:
+        raise IntegrationsError("invalid integrations file:\n  " + "\n  ".join(problems))
+    return result
+
+
+def _flatten(messages: Any) -> list[str]:
+    if isinstance(messages, str):
+        return [messages]
+    if isinstance(messages, dict):
+        return [f"{k}: {m}" for k, v in messages.items() for m in _flatten(v)]
+    return [m for item in messages for m in _flatten(item)]
+
+
+def load_integrations(path: str | Path, env: Mapping[str, str] | None = None) -> dict[str, Integration]:
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise IntegrationsError(f"integrations file {path} does not exist (set MSB1_INTEGRATIONS_FILE)") from None
+    except tomllib.TOMLDecodeError as err:
+        raise IntegrationsError(f"integrations file {path} is not valid TOML: {err}") from None
+    return parse_integrations(doc, env)

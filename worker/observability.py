@@ -1,0 +1,74 @@
+"""Logging and Sentry, set up so that neither carries secrets nor personal data.
+
+Our own log lines and exception messages name records by type, Moment id and number
+only. Sentry is told not to collect local variables, request bodies or PII, and
+``scrub_event`` strips what an integration might still add (HTTP breadcrumb data with
+query strings, request headers).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sentry_sdk
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+_SCRUB_HEADERS = {"authorization", "companykey", "cookie", "proxy-authorization"}
+
+
+def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
+    request = event.get("request")
+    if isinstance(request, dict):
+        request.pop("data", None)
+        request.pop("cookies", None)
+        headers = request.get("headers")
+        if isinstance(headers, dict):
+            for name in list(headers):
+                if name.lower() in _SCRUB_HEADERS:
+                    headers[name] = "[Filtered]"
+    for exc in (event.get("exception") or {}).get("values") or []:
+        for frame in (exc.get("stacktrace") or {}).get("frames") or []:
+            frame.pop("vars", None)
+    crumbs = event.get("breadcrumbs")
+    values = crumbs.get("values") if isinstance(crumbs, dict) else crumbs
+    for crumb in values or []:
+        data = crumb.get("data")
+        if isinstance(data, dict):
+            data.pop("http.query", None)
+            data.pop("http.fragment", None)
+    event.pop("extra", None)
+    return event
+
+
+def init_sentry(settings: Settings) -> bool:
+    if not settings.sentry_dsn:
+        return False
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn,
+        environment=settings.sentry_environment,
+        send_default_pii=False,
+        include_local_variables=False,
+        max_request_body_size="never",
+        before_send=scrub_event,
+        before_send_transaction=scrub_event,
+    )
+    return True
+
+
+def report_failure(error: BaseException, *, integration_id: str, data_type: str, record_id: int,
+                   kind: str) -> None:
+    """One Sentry event for a record that could not be transferred."""
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("integration", integration_id)
+        scope.set_tag("data_type", data_type)
+        scope.set_tag("failure_kind", kind)
+        scope.set_context("record", {"moment_id": record_id})
+        scope.fingerprint = [integration_id, data_type, type(error).__name__, str(error)]
+        sentry_sdk.capture_exception(error)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,113 @@
+"""Everything a task needs, built once per worker process: settings, integrations,
+Redis, and the API clients for each integration (HTTP sessions are per thread)."""
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+
+import redis
+import requests
+
+from clients.moment import MomentClient
+from clients.sb1 import Credentials, SB1Client, TokenProvider
+from .integrations import Integration, load_integrations
+from .settings import Settings
+from .state import DeadLetters, Keys, Stats, SyncState
+
+
+class UnknownIntegration(KeyError):
+    pass
+
+
+class Runtime:
+    def __init__(self, settings: Settings, integrations: dict[str, Integration] | None = None,
+                 redis_client: redis.Redis | None = None):
+        self.settings = settings
+        self._integrations = integrations
+        self._redis = redis_client
+        self._local = threading.local()
+        self._lookups: dict = {}
+        self._tokens: TokenProvider | None = None
+        self._tokens_mutex = threading.Lock()
+
+    @cached_property
+    def integrations(self) -> dict[str, Integration]:
+        if self._integrations is None:
+            self._integrations = load_integrations(self.settings.integrations_file)
+        return self._integrations
+
+    def integration(self, integration_id: str) -> Integration:
+        try:
+            return self.integrations[integration_id]
+        except KeyError:
+            raise UnknownIntegration(integration_id) from None
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return self._redis or redis.Redis.from_url(self.settings.redis_url, decode_responses=True,
+                                                   health_check_interval=30)
+
+    @cached_property
+    def keys(self) -> Keys:
+        return Keys(self.settings.key_prefix)
+
+    @cached_property
+    def state(self) -> SyncState:
+        return SyncState(self.redis, self.keys)
+
+    @cached_property
+    def dead_letters(self) -> DeadLetters:
+        return DeadLetters(self.redis, self.keys)
+
+    @cached_property
+    def stats(self) -> Stats:
+        return Stats(self.redis, self.keys)
+
+    def session(self) -> requests.Session:
+        """One keep-alive session per thread (a Session is not meant to be shared)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=8)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._local.session = session
+        return session
+
+    @property
+    def tokens(self) -> TokenProvider:
+        with self._tokens_mutex:
+            if self._tokens is None:
+                s = self.settings
+                if not s.sb1_client_id:
+                    raise RuntimeError("MSB1_SB1_CLIENT_ID is not set")
+                creds = Credentials.load(s.sb1_client_id, key_file=s.sb1_private_key_file,
+                                         p12_file=s.sb1_p12_file, p12_password=s.sb1_p12_password,
+                                         client_secret=s.sb1_client_secret)
+                self._tokens = TokenProvider(s.token_url, creds, redis_client=self.redis,
+                                             key_prefix=s.key_prefix, timeouts=s.timeouts,
+                                             refresh_margin=s.token_refresh_margin)
+            return self._tokens
+
+    def moment(self, integration: Integration) -> MomentClient:
+        return MomentClient(integration.moment_company, integration.moment_api_key,
+                            base_url=integration.moment_base_url, session=self.session(),
+                            timeouts=self.settings.timeouts)
+
+    def sb1(self, integration: Integration) -> SB1Client:
+        return SB1Client(integration.sb1_base_url, integration.company_key, self.tokens,
+                         session=self.session(), timeouts=self.settings.timeouts,
+                         lookup_cache=self._lookups)
+
+
+_runtime: Runtime | None = None
+_runtime_mutex = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, from the environment (built on first use)."""
+    global _runtime
+    with _runtime_mutex:
+        if _runtime is None:
+            _runtime = Runtime(Settings.from_env())
+        return _runtime

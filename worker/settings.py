@@ -1,0 +1,102 @@
+"""Deployment settings, read once from the environment (documented in `.env.example`)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from clients.http import Timeouts
+from clients.retry import RetryPolicy
+from clients.sb1 import DEFAULT_IDENTITY_URL, TOKEN_PATH
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "msb1"
+    integrations_file: str = "integrations.toml"
+    # mail
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_tls: str = "none"            # none | starttls | ssl
+    smtp_sender: str = "moment-sb1@localhost"
+    # Sentry
+    sentry_dsn: str | None = field(default=None, repr=False)
+    sentry_environment: str = "production"
+    # the integrator's SpareBank 1 identity
+    sb1_client_id: str | None = None
+    sb1_private_key_file: str | None = None
+    sb1_p12_file: str | None = None
+    sb1_p12_password: str | None = field(default=None, repr=False)
+    sb1_client_secret: str | None = field(default=None, repr=False)
+    sb1_identity_url: str = DEFAULT_IDENTITY_URL
+    sb1_token_url: str | None = None
+    token_refresh_margin: float = 300.0
+    # retries, locks, timeouts
+    retry_max_attempts: int = 8
+    retry_base_delay: float = 2.0
+    retry_max_delay: float = 600.0
+    visibility_timeout: int = 3600
+    lock_timeout: float = 120.0       # a dead worker's record lock frees itself after this
+    lock_wait: float = 10.0           # how long a task waits for another's lock before retrying
+    http_connect_timeout: float = 5.0
+    http_read_timeout: float = 30.0
+    concurrency: int = 32
+
+    @property
+    def token_url(self) -> str:
+        return self.sb1_token_url or self.sb1_identity_url.rstrip("/") + TOKEN_PATH
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.retry_max_attempts, self.retry_base_delay, self.retry_max_delay)
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return Timeouts(self.http_connect_timeout, self.http_read_timeout)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        values: dict = {}
+        for name, f in cls.__dataclass_fields__.items():
+            raw = env.get(f"MSB1_{name.upper()}")
+            if raw is None or raw == "":
+                continue
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            try:
+                if kind.startswith("int"):
+                    values[name] = int(raw)
+                elif kind.startswith("float"):
+                    values[name] = float(raw)
+                elif kind.startswith("bool"):
+                    values[name] = _bool(raw)
+                else:
+                    values[name] = raw
+            except ValueError:
+                raise SettingsError(f"MSB1_{name.upper()} must be a number, got {raw!r}") from None
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        longest_wait = self.retry_max_delay + self.lock_wait
+        if longest_wait >= self.visibility_timeout:
+            raise SettingsError(
+                f"MSB1_RETRY_MAX_DELAY ({self.retry_max_delay:g}s) plus MSB1_LOCK_WAIT must stay "
+                f"below MSB1_VISIBILITY_TIMEOUT ({self.visibility_timeout}s), or Redis would hand "
+                "a waiting task to a second worker")
+        if self.smtp_tls not in ("none", "starttls", "ssl"):
+            raise SettingsError("MSB1_SMTP_TLS must be none, starttls or ssl")
+        if self.retry_max_attempts < 1:
+            raise SettingsError("MSB1_RETRY_MAX_ATTEMPTS must be at least 1")

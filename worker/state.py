@@ -1,0 +1,122 @@
+"""What the worker remembers in Redis, all under one key prefix.
+
+``{p}:state:{integration}:{data_type}``  hash  record id → last successful transfer
+``{p}:dead:{integration}``              hash  "{data_type}:{record id}" → dead letter
+``{p}:stats:{integration}``             hash  counters (created, updated, unchanged, failed, ...)
+``{p}:lock:{integration}:{data_type}:{record id}``  per-record lock
+``{p}:sb1-token:{digest}``              the shared SpareBank 1 access token
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+import redis
+
+
+class Keys:
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def state(self, integration_id: str, data_type: str) -> str:
+        return f"{self.prefix}:state:{integration_id}:{data_type}"
+
+    def dead(self, integration_id: str) -> str:
+        return f"{self.prefix}:dead:{integration_id}"
+
+    def stats(self, integration_id: str) -> str:
+        return f"{self.prefix}:stats:{integration_id}"
+
+    def lock(self, integration_id: str, data_type: str, record_id: int) -> str:
+        return f"{self.prefix}:lock:{integration_id}:{data_type}:{record_id}"
+
+
+class SyncState:
+    """The last successful transfer of each record: its fingerprint and platform ID."""
+
+    def __init__(self, r: redis.Redis, keys: Keys):
+        self.redis, self.keys = r, keys
+
+    def get(self, integration_id: str, data_type: str, record_id: int) -> dict[str, Any] | None:
+        raw = self.redis.hget(self.keys.state(integration_id, data_type), str(record_id))
+        return json.loads(raw) if raw else None
+
+    def save(self, integration_id: str, data_type: str, record_id: int, **values: Any) -> None:
+        values["synced_at"] = time.time()
+        self.redis.hset(self.keys.state(integration_id, data_type), str(record_id), json.dumps(values))
+
+    def count(self, integration_id: str, data_type: str) -> int:
+        return self.redis.hlen(self.keys.state(integration_id, data_type))
+
+
+@dataclass
+class DeadLetter:
+    """A record that could not be transferred, kept until a replay succeeds.
+
+    Holds no personal data: ``what`` names the record by type and number only.
+    """
+    integration_id: str
+    data_type: str
+    record_id: int
+    what: str
+    error: str
+    kind: str
+    first_failed_at: float = field(default_factory=time.time)
+    last_failed_at: float = field(default_factory=time.time)
+    failures: int = 1
+    notified: bool = False
+
+    @property
+    def field(self) -> str:
+        return f"{self.data_type}:{self.record_id}"
+
+
+class DeadLetters:
+    def __init__(self, r: redis.Redis, keys: Keys):
+        self.redis, self.keys = r, keys
+
+    def record(self, letter: DeadLetter) -> tuple[DeadLetter, bool]:
+        """Store ``letter``; True when it is new or its error changed (worth an email)."""
+        key = self.keys.dead(letter.integration_id)
+        raw = self.redis.hget(key, letter.field)
+        news = True
+        if raw:
+            old = DeadLetter(**json.loads(raw))
+            news = old.error != letter.error
+            letter.first_failed_at = old.first_failed_at
+            letter.failures = old.failures + 1
+            letter.notified = old.notified and not news
+        self.redis.hset(key, letter.field, json.dumps(asdict(letter)))
+        return letter, news
+
+    def mark_notified(self, letter: DeadLetter) -> None:
+        letter.notified = True
+        self.redis.hset(self.keys.dead(letter.integration_id), letter.field, json.dumps(asdict(letter)))
+
+    def resolve(self, integration_id: str, data_type: str, record_id: int) -> bool:
+        return bool(self.redis.hdel(self.keys.dead(integration_id), f"{data_type}:{record_id}"))
+
+    def list(self, integration_id: str) -> list[DeadLetter]:
+        rows = self.redis.hgetall(self.keys.dead(integration_id))
+        letters = [DeadLetter(**json.loads(v)) for v in rows.values()]
+        return sorted(letters, key=lambda d: d.first_failed_at)
+
+    def iter_all(self, integration_ids: list[str]) -> Iterator[DeadLetter]:
+        for iid in integration_ids:
+            yield from self.list(iid)
+
+
+class Stats:
+    def __init__(self, r: redis.Redis, keys: Keys):
+        self.redis, self.keys = r, keys
+
+    def incr(self, integration_id: str, data_type: str, outcome: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(self.keys.stats(integration_id), f"{data_type}:{outcome}", 1)
+        pipe.hset(self.keys.stats(integration_id), f"{data_type}:last_{outcome}_at", f"{time.time():.3f}")
+        pipe.execute()
+
+    def get(self, integration_id: str) -> dict[str, str]:
+        return self.redis.hgetall(self.keys.stats(integration_id))

@@ -1,0 +1,182 @@
+"""The one mechanism every data type shares: lock, run the body, retry, or give up loudly.
+
+A data type's task body (in ``tasks/``) fetches, maps, checks and upserts one record and
+returns an outcome. Everything around it lives here:
+
+* a per-record Redis lock, so two workers never write one record at once;
+* transient errors → ``task.retry`` with exponential backoff, jitter and Retry-After;
+* permanent errors, exhausted retries and bugs → a dead letter in Redis, one email to the
+  company's notification address, one Sentry event; the task then ends normally so
+  the queue goes on;
+* success → the dead letter (if any) is cleared and the outcome counted.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from celery import Task
+from redis.exceptions import LockError
+
+from clients.errors import AuthError, IntegrationError, PermanentError, RecordInvalid, TransientError
+from clients.moment import MomentClient
+from clients.sb1 import SB1Client
+from .integrations import Integration
+from .notify import DATA_TYPE_NAMES, failure_email, send_email
+from .observability import report_failure
+from .runtime import Runtime, UnknownIntegration
+from .state import DeadLetter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncContext:
+    """What a task body works with; it fills in how to name the record once it knows."""
+    runtime: Runtime
+    integration: Integration
+    data_type: str
+    record_id: int
+    # "customer 100001": safe for logs, Sentry and dead letters (no personal data)
+    what: str = ""
+    # "customer Fjord Bygg AS (number 100001)": only for the company's own email
+    what_for_person: str = ""
+    _clients: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        noun = DATA_TYPE_NAMES[self.data_type]
+        self.what = self.what or f"{noun} with Moment id {self.record_id}"
+        self.what_for_person = self.what_for_person or self.what
+
+    def describe(self, what: str, what_for_person: str) -> None:
+        self.what, self.what_for_person = what, what_for_person
+
+    @property
+    def moment(self) -> MomentClient:
+        if "moment" not in self._clients:
+            self._clients["moment"] = self.runtime.moment(self.integration)
+        return self._clients["moment"]
+
+    @property
+    def sb1(self) -> SB1Client:
+        if "sb1" not in self._clients:
+            self._clients["sb1"] = self.runtime.sb1(self.integration)
+        return self._clients["sb1"]
+
+    def previous(self) -> dict[str, Any] | None:
+        return self.runtime.state.get(self.integration.id, self.data_type, self.record_id)
+
+    def remember(self, **values: Any) -> None:
+        self.runtime.state.save(self.integration.id, self.data_type, self.record_id, **values)
+
+
+Body = Callable[[SyncContext], str]
+
+
+def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, body: Body) -> str:
+    rt: Runtime = task.runtime
+    try:
+        integration = rt.integration(integration_id)
+    except UnknownIntegration:
+        log.error("%s %s: unknown integration %r; dropped (is the integrations file current?)",
+                  task.name, record_id, integration_id)
+        return "unknown-integration"
+    if not integration.wants(data_type):
+        log.info("%s: integration %s does not transfer %s; ignored", task.name, integration_id, data_type)
+        return "ignored"
+
+    ctx = SyncContext(rt, integration, data_type, int(record_id))
+    settings = rt.settings
+    lock = rt.redis.lock(rt.keys.lock(integration_id, data_type, ctx.record_id),
+                         timeout=settings.lock_timeout, blocking_timeout=settings.lock_wait)
+    if not lock.acquire():
+        # Another worker is writing this record; come back shortly (not counted as a failure).
+        log.info("%s %s/%s: busy elsewhere, retrying", task.name, integration_id, record_id)
+        raise task.retry(countdown=1 + random.random() * 2, max_retries=None)
+
+    retry_in: float | None = None
+    try:
+        outcome = body(ctx)
+    except TransientError as exc:
+        policy = settings.retry_policy
+        retries = task.request.retries
+        if policy.should_retry(exc, retries):
+            retry_in = policy.delay(retries, exc.retry_after)
+            log.warning("%s %s: %s; try %d of %d in %.1fs", integration_id, ctx.what, exc,
+                        retries + 2, policy.max_attempts, retry_in)
+            error = exc
+        else:
+            outcome = give_up(ctx, exc, kind="retries-exhausted",
+                              error=f"{exc} (gave up after {retries + 1} tries)")
+    except IntegrationError as exc:
+        outcome = give_up(ctx, exc, kind=type(exc).__name__)
+    except Exception as exc:  # a bug or an unexpected answer: still never dropped silently
+        log.exception("%s %s: unexpected error", integration_id, ctx.what)
+        outcome = give_up(ctx, exc, kind="unexpected",
+                          error=f"an unexpected error in the integration ({type(exc).__name__})")
+    else:
+        if rt.dead_letters.resolve(integration_id, data_type, ctx.record_id):
+            log.info("%s %s: transferred after an earlier failure; dead letter cleared",
+                     integration_id, ctx.what)
+        log.info("%s %s: %s", integration_id, ctx.what, outcome)
+    finally:
+        try:
+            lock.release()
+        except LockError:
+            log.warning("%s %s: the record lock expired while working", integration_id, ctx.what)
+    rt.stats.incr(integration_id, data_type, "retried" if retry_in is not None else outcome)
+    if retry_in is not None:
+        raise task.retry(countdown=retry_in, exc=error, max_retries=None)
+    return outcome
+
+
+def _todo(exc: BaseException, kind: str) -> str:
+    if isinstance(exc, IntegrationError) and exc.hint:
+        return exc.hint
+    service = getattr(exc, "service", None) or ""
+    if isinstance(exc, AuthError):
+        if service.startswith("Moment"):
+            return ("Moment refused the integration's API key. Create a new API key in Moment and "
+                    "give it to the operator of the integration.")
+        return ("SpareBank 1 Regnskap refused the integration. Check in SpareBank 1 Regnskap that "
+                "the integration \"Moment Team\" is activated in the marketplace, and that the company "
+                "key in Moment's integration settings matches \"?\" → \"Systeminformasjon\".")
+    if kind == "retries-exhausted":
+        return (f"{service or 'The other system'} did not answer properly for a while. Nothing is "
+                "needed from you if it works again; the operator can replay the record. If this "
+                "keeps happening, contact the operator of the integration.")
+    if isinstance(exc, RecordInvalid):
+        return ("Correct the record in Moment (Moment is the master); it is transferred again when "
+                "it is saved. If the message is about an account, VAT code or currency, set it up "
+                "in SpareBank 1 Regnskap first.")
+    if isinstance(exc, PermanentError):
+        return ("Check the message above. If it is not clear what to change, forward this email "
+                "to the operator of the integration.")
+    return "Forward this email to the operator of the integration; they have the details."
+
+
+def give_up(ctx: SyncContext, exc: BaseException, *, kind: str, error: str | None = None) -> str:
+    """Dead-letter the record; email and report it when the failure is new."""
+    rt, integration = ctx.runtime, ctx.integration
+    error = error or str(exc)
+    letter, news = rt.dead_letters.record(DeadLetter(
+        integration.id, ctx.data_type, ctx.record_id, what=ctx.what, error=error, kind=kind))
+    log.error("%s %s: not transferred (%s): %s", integration.id, ctx.what, kind, error)
+    if not news and letter.notified:
+        return "failed"
+    report_failure(exc, integration_id=integration.id, data_type=ctx.data_type,
+                   record_id=ctx.record_id, kind=kind)
+    noun = DATA_TYPE_NAMES[ctx.data_type]
+    msg = failure_email(integration, subject_what=ctx.what.replace(noun, noun.capitalize(), 1),
+                        what=ctx.what_for_person, error=error, todo=_todo(exc, kind),
+                        sender=rt.settings.smtp_sender)
+    try:
+        send_email(rt.settings, msg)
+    except Exception as mail_exc:  # the dead letter stays, marked not notified
+        log.error("%s %s: could not send the failure email (%s); the dead letter is kept",
+                  integration.id, ctx.what, type(mail_exc).__name__)
+    else:
+        rt.dead_letters.mark_notified(letter)
+    return "failed"
