@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 QUEUE = "moment-sb1"
 TASK_MODULES = ["tasks.customers"]
+# data type → task name; the producer API and the CLI enqueue through this table
+TASKS = {"customers": "sync.customer"}
 
 
 def celery_config(settings: Settings) -> dict:
@@ -28,7 +30,11 @@ def celery_config(settings: Settings) -> dict:
         "broker_connection_retry_on_startup": True,
         # A message that is not acked within this many seconds is handed out again, so it
         # must be longer than any countdown we set (Settings.check enforces that).
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            "unacked_restore_interval": settings.restore_interval,
+            "unacked_restore_throttle": 1,
+        },
         "task_default_queue": QUEUE,
         "task_serializer": "json",
         "accept_content": ["json"],

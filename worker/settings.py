@@ -47,6 +47,7 @@ class Settings:
     retry_base_delay: float = 2.0
     retry_max_delay: float = 600.0
     visibility_timeout: int = 3600
+    restore_interval: int = 60        # how often a worker looks for messages a dead worker held
     lock_timeout: float = 120.0       # a dead worker's record lock frees itself after this
     lock_wait: float = 10.0           # how long a task waits for another's lock before retrying
     http_connect_timeout: float = 5.0

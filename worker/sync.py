@@ -43,6 +43,7 @@ class SyncContext:
     what: str = ""
     # "customer Fjord Bygg AS (number 100001)": only for the company's own email
     what_for_person: str = ""
+    dry_run: bool = False       # the CLI's dry run: read everything, remember nothing
     _clients: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -69,6 +70,8 @@ class SyncContext:
         return self.runtime.state.get(self.integration.id, self.data_type, self.record_id)
 
     def remember(self, **values: Any) -> None:
+        if self.dry_run:
+            return
         self.runtime.state.save(self.integration.id, self.data_type, self.record_id, **values)
 
 

@@ -1,0 +1,170 @@
+"""Fault injection shared by the sandbox apps: latency, random 503/429, slow answers, scripts."""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, Request, Response, jsonify, request
+
+ADMIN_PREFIX = "/_sandbox/"
+# Never hit by random faults (only by scripted ones): the identity server's endpoints.
+RANDOM_EXEMPT_PREFIXES = ("/connect/token", "/.well-known/")
+FAULT_BODY = {"Message": "sandbox fault"}
+SETTINGS = ("latency", "error_rate", "rate_limit_rate", "slow_rate", "slow_seconds")
+
+
+@dataclass
+class ScriptedFault:
+    """One queued answer: the next ``times`` matching requests get ``status``."""
+
+    path_contains: str
+    status: int
+    times: int = 1
+    headers: dict[str, str] = field(default_factory=dict)
+    method: str | None = None
+    after: bool = False  # True: run the request first, then replace its answer
+
+    def matches(self, method: str, path: str, after: bool) -> bool:
+        return (self.times > 0 and self.after == after and self.path_contains in path
+                and (self.method is None or self.method.upper() == method.upper()))
+
+
+class Faults:
+    """Thread-safe fault settings for one app; install with :meth:`install`."""
+
+    def __init__(self, seed: int | None = None):
+        self.latency: float = 0.0
+        self.error_rate: float = 0.0
+        self.rate_limit_rate: float = 0.0
+        self.slow_rate: float = 0.0
+        self.slow_seconds: float = 2.0
+        self.injected: Counter[int] = Counter()  # status -> how many faults were answered
+        self._scripts: list[ScriptedFault] = []
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+
+    def seed(self, seed: int | None) -> None:
+        with self._lock:
+            self._rng.seed(seed)
+
+    def script(self, path_contains: str, status: int, times: int = 1,
+               headers: dict[str, str] | None = None, method: str | None = None,
+               *, after: bool = False) -> None:
+        """Queue ``status`` for the next ``times`` requests whose path contains ``path_contains``.
+
+        With ``after=True`` the request is processed first and only its answer is replaced
+        (an "ambiguous" failure: the write happened but the client sees an error).
+        """
+        with self._lock:
+            self._scripts.append(ScriptedFault(path_contains, int(status), int(times),
+                                               dict(headers or {}), method, after))
+
+    def configure(self, **settings: Any) -> None:
+        """Set any of latency, error_rate, rate_limit_rate, slow_rate, slow_seconds."""
+        for name, value in settings.items():
+            if name not in SETTINGS:
+                raise ValueError(f"unknown fault setting {name!r}")
+            value = float(value)
+            if value < 0 or (name.endswith("_rate") and value > 1):
+                raise ValueError(f"bad value for {name}: {value}")
+            setattr(self, name, value)
+
+    def reset(self) -> None:
+        """Back to no faults at all (counters of injected faults are kept)."""
+        with self._lock:
+            self.latency = self.error_rate = self.rate_limit_rate = self.slow_rate = 0.0
+            self.slow_seconds = 2.0
+            self._scripts.clear()
+
+    def to_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {**{name: getattr(self, name) for name in SETTINGS},
+                    "scripts": [vars(s).copy() for s in self._scripts if s.times > 0],
+                    "injected": {str(k): v for k, v in self.injected.items()}}
+
+    def _take_script(self, method: str, path: str, after: bool) -> ScriptedFault | None:
+        with self._lock:
+            for fault in self._scripts:
+                if fault.matches(method, path, after):
+                    fault.times -= 1
+                    self._scripts = [s for s in self._scripts if s.times > 0]
+                    self.injected[fault.status] += 1
+                    return fault
+        return None
+
+    def _answer(self, status: int, headers: dict[str, str] | None = None) -> Response:
+        return Response(json.dumps(FAULT_BODY), status=status, headers=headers or {},
+                        mimetype="application/json")
+
+    def apply(self, req: Request) -> Response | None:
+        """Before a request: sleep, then a scripted or random fault answer (or None)."""
+        path = req.path
+        if path.startswith(ADMIN_PREFIX):
+            return None
+        if self.latency > 0:
+            time.sleep(self.latency)
+        scripted = self._take_script(req.method, path, after=False)
+        if scripted:
+            return self._answer(scripted.status, scripted.headers)
+        if path.startswith(RANDOM_EXEMPT_PREFIXES):
+            return None
+        with self._lock:
+            fault_roll, slow_roll = self._rng.random(), self._rng.random()
+            status = None
+            if fault_roll < self.error_rate:
+                status = 503
+            elif fault_roll < self.error_rate + self.rate_limit_rate:
+                status = 429
+            if status:
+                self.injected[status] += 1
+        if status == 503:
+            return self._answer(503)
+        if status == 429:
+            return self._answer(429, {"Retry-After": "1"})
+        if slow_roll < self.slow_rate:
+            time.sleep(self.slow_seconds)
+        return None
+
+    def apply_after(self, req: Request, response: Response) -> Response:
+        """After a request: replace the answer if an ``after=True`` script matches."""
+        if req.path.startswith(ADMIN_PREFIX):
+            return response
+        scripted = self._take_script(req.method, req.path, after=True)
+        return self._answer(scripted.status, scripted.headers) if scripted else response
+
+    def install(self, app: Flask) -> None:
+        """Hook into ``app`` and add the ``/_sandbox/faults`` admin routes."""
+        app.before_request(lambda: self.apply(request))
+        app.after_request(lambda response: self.apply_after(request, response))
+        app.add_url_rule("/_sandbox/faults", "sandbox_faults", self._admin_set, methods=["POST"])
+        app.add_url_rule("/_sandbox/faults", "sandbox_faults_get", self._admin_get, methods=["GET"])
+        app.add_url_rule("/_sandbox/reset-faults", "sandbox_reset_faults", self._admin_reset,
+                         methods=["POST"])
+
+    def _admin_get(self) -> Response:
+        return jsonify(self.to_dict())
+
+    def _admin_set(self) -> Response | tuple[Response, int]:
+        body = request.get_json(force=True, silent=True)
+        if not isinstance(body, dict):
+            return jsonify({"Message": "expected a JSON object"}), 400
+        try:
+            if "seed" in body:
+                self.seed(body["seed"])
+            scripts = body.get("script") or []
+            for spec in scripts if isinstance(scripts, list) else [scripts]:
+                self.script(spec["path_contains"], spec["status"], spec.get("times", 1),
+                            spec.get("headers"), spec.get("method"), after=spec.get("after", False))
+            self.configure(**{k: v for k, v in body.items() if k not in ("seed", "script")})
+        except (KeyError, TypeError, ValueError) as exc:
+            return jsonify({"Message": f"bad fault settings: {exc}"}), 400
+        return jsonify(self.to_dict())
+
+    def _admin_reset(self) -> Response:
+        self.reset()
+        return jsonify(self.to_dict())

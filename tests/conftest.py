@@ -1,0 +1,290 @@
+"""Real parts for the tests: a private Redis server, the sandbox APIs on localhost, an SMTP
+sink (aiosmtpd), a Sentry ingest stand-in, and Celery workers as subprocesses."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPANY_KEYS = {"acme": "0f8fad5b-d9cb-469f-a165-70867728950e",
+                "fjord": "7c9e6679-7425-40de-944b-e07fc1f90ae7"}
+API_KEYS = {"acme": "acme-moment-key-1234", "fjord": "fjord-moment-key-5678"}
+CLIENT_ID = "moment-sb1-test-client"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 30, interval: float = 0.05, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+# A private Redis for the whole session: the shared one on 6379 is never touched.
+REDIS_PORT = free_port()
+REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
+os.environ["MSB1_REDIS_URL"] = REDIS_URL
+os.environ["MSB1_KEY_PREFIX"] = "msb1test"
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not installed (apt-get install redis-server)")
+    workdir = tempfile.mkdtemp(prefix="msb1-redis-")
+    proc = subprocess.Popen(["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--dir", workdir],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis.from_url(REDIS_URL)
+    wait_until(lambda: _ping(client), 10, message="redis-server")
+    yield REDIS_URL
+    proc.terminate()
+    proc.wait(10)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _ping(client) -> bool:
+    try:
+        return client.ping()
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.fixture
+def r(redis_server):
+    client = redis.Redis.from_url(redis_server, decode_responses=True)
+    client.flushall()
+    yield client
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def rsa_key(tmp_path_factory):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path_factory.mktemp("keys") / "client.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return path, public
+
+
+class SmtpSink:
+    """An aiosmtpd server that keeps every message it receives."""
+
+    def __init__(self):
+        from aiosmtpd.controller import Controller
+        self.messages: list = []
+        self.port = free_port()
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                msg = message_from_bytes(envelope.content, policy=policy.default)
+                sink.messages.append(msg)
+                return "250 OK"
+
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def bodies(self) -> list[str]:
+        return [m.get_content() for m in self.messages]
+
+    def stop(self):
+        self.controller.stop()
+
+
+@pytest.fixture
+def smtp():
+    sink = SmtpSink()
+    yield sink
+    sink.stop()
+
+
+class SentrySink:
+    """Stands in for Sentry's ingest endpoint and keeps the raw envelopes it receives."""
+
+    def __init__(self):
+        from sandbox.server import serve_in_thread
+        from flask import Flask, request
+        self.envelopes: list[bytes] = []
+        app = Flask("sentry-sink")
+
+        @app.post("/api/<int:project>/envelope/")
+        def envelope(project):
+            data = request.get_data()
+            enc = request.headers.get("Content-Encoding", "")
+            if enc == "gzip":
+                data = gzip.decompress(data)
+            elif enc == "deflate":
+                data = zlib.decompress(data)
+            elif enc == "br":
+                import brotli  # pragma: no cover - only if the SDK picks brotli
+                data = brotli.decompress(data)
+            self.envelopes.append(data)
+            return {"id": "0" * 32}
+
+        self.server = serve_in_thread(app)
+        self.dsn = f"http://public@127.0.0.1:{self.server.port}/1"
+
+    def events(self) -> list[dict]:
+        found = []
+        for raw in self.envelopes:
+            lines = raw.split(b"\n")
+            for header, payload in zip(lines[1::2], lines[2::2]):
+                if json.loads(header).get("type") == "event":
+                    found.append(json.loads(payload))
+        return found
+
+    def stop(self):
+        self.server.stop()
+
+
+@pytest.fixture
+def sentry():
+    sink = SentrySink()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def sandbox(rsa_key):
+    from sandbox.server import Sandbox
+    sb = Sandbox()
+    for name, key in COMPANY_KEYS.items():
+        sb.moment.add_company(name, API_KEYS[name])
+        sb.sb1.add_company(key, f"{name.title()} AS")
+    sb.sb1.add_client(CLIENT_ID, public_key_pem=rsa_key[1])
+    yield sb
+    sb.stop()
+
+
+def write_integrations(path: Path, sandbox, data_types=("customers",), **overrides) -> Path:
+    lines = []
+    for name, key in COMPANY_KEYS.items():
+        types = overrides.get(name, {}).get("data_types", data_types)
+        lines += ["[[integration]]", f'id = "{name}"', f'moment_company = "{name}"',
+                  f'moment_api_key = {{ env = "{name.upper()}_MOMENT_KEY" }}',
+                  f'moment_base_url = "{sandbox.moment_url}"', f'sb1_base_url = "{sandbox.sb1_url}"',
+                  f'company_key = "{key}"', f'notify_email = "regnskap@{name}.example"',
+                  f"data_types = {json.dumps(list(types))}",
+                  f'webhook_secret = "{name}-webhook-secret-0123456789"', ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+class Worker:
+    """A real Celery worker in a subprocess (thread pool), logging to a file."""
+
+    def __init__(self, env: dict, log_path: Path, concurrency: int = 8):
+        self.env, self.log_path, self.concurrency = env, log_path, concurrency
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> "Worker":
+        self._log = open(self.log_path, "ab")
+        self._offset = self.log_path.stat().st_size
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "threads",
+             "--concurrency", str(self.concurrency), "--queues", "moment-sb1", "--without-mingle",
+             "--without-gossip", "--loglevel", "INFO", "--hostname", f"test{time.time_ns()}@%h"],
+            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        if wait:
+            wait_until(lambda: b" ready." in self.log_path.read_bytes()[self._offset:] or self.proc.poll() is not None,
+                       60, 0.1, "the worker to start")
+            if self.proc.poll() is not None:
+                raise AssertionError("worker exited:\n" + self.log())
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        if hasattr(self, "_log"):
+            self._log.close()
+
+
+@pytest.fixture
+def worker_env(sandbox, smtp, rsa_key, r, tmp_path):
+    integrations = write_integrations(tmp_path / "integrations.toml", sandbox)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSB1_")}
+    env.update({
+        "PYTHONPATH": str(ROOT),
+        "MSB1_REDIS_URL": REDIS_URL,
+        "MSB1_KEY_PREFIX": "msb1test",
+        "MSB1_INTEGRATIONS_FILE": str(integrations),
+        "ACME_MOMENT_KEY": API_KEYS["acme"],
+        "FJORD_MOMENT_KEY": API_KEYS["fjord"],
+        "MSB1_SMTP_HOST": "127.0.0.1",
+        "MSB1_SMTP_PORT": str(smtp.port),
+        "MSB1_SMTP_SENDER": "integration@moment-sb1.example",
+        "MSB1_SB1_CLIENT_ID": CLIENT_ID,
+        "MSB1_SB1_PRIVATE_KEY_FILE": str(rsa_key[0]),
+        "MSB1_SB1_TOKEN_URL": f"{sandbox.sb1_url}/connect/token",
+        # fast retries, short timeouts: the same code paths, quicker
+        "MSB1_RETRY_MAX_ATTEMPTS": "4",
+        "MSB1_RETRY_BASE_DELAY": "0.1",
+        "MSB1_RETRY_MAX_DELAY": "1.5",
+        "MSB1_VISIBILITY_TIMEOUT": "8",
+        "MSB1_RESTORE_INTERVAL": "1",
+        "MSB1_LOCK_TIMEOUT": "5",
+        "MSB1_LOCK_WAIT": "2",
+        "MSB1_HTTP_READ_TIMEOUT": "5",
+    })
+    return env
+
+
+@pytest.fixture
+def start_worker(worker_env, tmp_path):
+    started: list[Worker] = []
+
+    def start(concurrency: int = 8, wait: bool = True, **env_overrides) -> Worker:
+        env = dict(worker_env, **{k: str(v) for k, v in env_overrides.items()})
+        w = Worker(env, tmp_path / "worker.log", concurrency).start(wait=wait)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+@pytest.fixture
+def worker(start_worker):
+    return start_worker()

@@ -1,0 +1,127 @@
+"""The mapping Moment customer → platform Customer, the rule check, and the swagger contract."""
+import json
+from pathlib import Path
+
+import pytest
+
+from clients.errors import RecordInvalid
+from schemas.moment import MOMENT_CUSTOMER
+from schemas.sb1 import (PHONE_TYPE_FAX, PHONE_TYPE_PHONE, check_customer, create_guid,
+                         customer_body, customer_fields, fingerprint)
+
+SWAGGER = Path(__file__).resolve().parents[2] / "shared" / "domain" / "unieconomy-swagger.json"
+
+MOMENT = {
+    "id": 1000001, "name": "Fjordkraft Bygg AS", "customerNumber": "100001",
+    "organizationNumber": "923456789", "email": "post@fjordbygg.no", "website": "https://fjordbygg.no",
+    "phone": "+47 22 33 44 55", "fax": "+47 22 33 44 56", "currencyCode": "NOK", "countryCode": "NO",
+    "address": {"addressLine1": "Storgata 1", "addressLine2": "2. etasje", "postalCode": "0155",
+                "city": "Oslo", "countryCode": "NO"},
+    "lastModifiedDate": "2026-11-25T10:00:00.000001+00:00", "someNewField": {"x": 1},
+}
+
+
+def guid(part):
+    return create_guid("acme", "customers", 1000001, "v1", part)
+
+
+def wanted(**changes):
+    c = MOMENT_CUSTOMER.load({**MOMENT, **changes})
+    return customer_fields(c, check_customer(c))
+
+
+@pytest.mark.parametrize("number,ok", [
+    ("100000", True), ("199999", True), ("150000", True),
+    ("99999", False), ("200000", False), ("0", False), ("1000001", False),
+    ("10001A", False), ("ABC123", False), ("", False), (" 12 ", False), ("-100001", False), ("1e5", False),
+])
+def test_customer_number_rule(number, ok):
+    c = MOMENT_CUSTOMER.load({**MOMENT, "customerNumber": number})
+    if ok:
+        assert check_customer(c) == int(number)
+    else:
+        with pytest.raises(RecordInvalid) as err:
+            check_customer(c)
+        assert "between 100000 and 199999" in str(err.value)
+        assert repr(number.strip()) in str(err.value) or number.strip() in str(err.value)
+
+
+def test_numeric_customer_number_from_moment_is_accepted():
+    c = MOMENT_CUSTOMER.load({**MOMENT, "customerNumber": 100042})
+    assert check_customer(c) == 100042
+
+
+def test_create_body_has_all_ten_fields():
+    body = customer_body(wanted(), currency_id=11, existing=None, guid=guid)
+    info = body["Info"]
+    assert body["CustomerNumber"] == 100001
+    assert body["OrgNumber"] == "923456789"
+    assert body["WebUrl"] == "https://fjordbygg.no"
+    assert body["CurrencyCodeID"] == 11
+    assert body["_createguid"] == guid("")
+    assert info["Name"] == "Fjordkraft Bygg AS"
+    assert info["DefaultEmail"]["EmailAddress"] == "post@fjordbygg.no"
+    assert info["DefaultPhone"] == {"ID": 0, "_createguid": guid("phone"), "Number": "+47 22 33 44 55",
+                                    "Type": PHONE_TYPE_PHONE}
+    assert info["Phones"] == [{"ID": 0, "_createguid": guid("fax"), "Number": "+47 22 33 44 56",
+                               "Type": PHONE_TYPE_FAX}]
+    assert info["InvoiceAddress"] == {"ID": 0, "_createguid": guid("invoice-address"),
+                                      "AddressLine1": "Storgata 1", "AddressLine2": "2. etasje",
+                                      "PostalCode": "0155", "City": "Oslo", "CountryCode": "NO"}
+
+
+def test_update_body_keeps_child_ids_and_deletes_what_moment_cleared():
+    existing = {"ID": 9, "BusinessRelationID": 3, "CustomerNumber": 100001,
+                "Info": {"ID": 3, "DefaultEmail": {"ID": 4, "EmailAddress": "old@x.no"},
+                         "DefaultPhone": {"ID": 5, "Number": "1", "Type": PHONE_TYPE_PHONE},
+                         "InvoiceAddress": {"ID": 6, "City": "Bergen"},
+                         "Phones": [{"ID": 5, "Type": PHONE_TYPE_PHONE}, {"ID": 7, "Type": PHONE_TYPE_FAX}]}}
+    body = customer_body(wanted(fax=None), currency_id=None, existing=existing, guid=guid)
+    info = body["Info"]
+    assert body["ID"] == 9 and info["ID"] == 3
+    assert "_createguid" not in body and "CurrencyCodeID" not in body
+    assert info["DefaultEmail"] == {"ID": 4, "EmailAddress": "post@fjordbygg.no"}
+    assert info["DefaultPhone"]["ID"] == 5
+    assert info["InvoiceAddress"]["ID"] == 6 and info["InvoiceAddress"]["City"] == "Oslo"
+    assert info["Phones"] == [{"ID": 7, "Deleted": True}]
+
+
+def test_fingerprint_changes_only_with_the_data():
+    assert fingerprint(wanted()) == fingerprint(wanted(someNewField=2, lastModifiedDate="2027-01-01T00:00:00+00:00"))
+    assert fingerprint(wanted()) != fingerprint(wanted(email="ny@fjordbygg.no"))
+    assert fingerprint(wanted()) != fingerprint(wanted(address={**MOMENT["address"], "city": "Bergen"}))
+
+
+def test_create_guid_is_deterministic_and_distinct():
+    assert guid("") == guid("")
+    assert len({guid(""), guid("fax"), create_guid("fjord", "customers", 1000001, "v1", "")}) == 3
+
+
+def _keys(node, definition, definitions, path="Customer"):
+    """Every key we send, checked against the swagger definition it belongs to."""
+    nested = {"Info": "BusinessRelation", "DefaultEmail": "Email", "DefaultPhone": "Phone",
+              "InvoiceAddress": "Address", "Phones": "Phone"}
+    props = definitions[definition]["properties"]
+    for key, value in node.items():
+        assert key in props, f"{path}.{key} is not a field of {definition} in the swagger"
+        if isinstance(value, dict):
+            _keys(value, nested[key], definitions, f"{path}.{key}")
+        elif isinstance(value, list):
+            for item in value:
+                _keys(item, nested[key], definitions, f"{path}.{key}[]")
+
+
+@pytest.mark.skipif(not SWAGGER.exists(), reason="shared/domain/unieconomy-swagger.json not beside the repo")
+def test_every_field_we_send_exists_in_the_swagger():
+    definitions = json.loads(SWAGGER.read_text())["definitions"]
+    existing = {"ID": 9, "Info": {"ID": 3, "DefaultEmail": {"ID": 4}, "Phones": [{"ID": 7, "Type": PHONE_TYPE_FAX}]}}
+    for body in (customer_body(wanted(), currency_id=11, existing=None, guid=guid),
+                 customer_body(wanted(fax=None), currency_id=11, existing=existing, guid=guid)):
+        _keys(body, "Customer", definitions)
+
+
+def test_moment_schema_names_missing_fields():
+    from marshmallow import ValidationError
+    with pytest.raises(ValidationError) as err:
+        MOMENT_CUSTOMER.load({"id": 1})
+    assert set(err.value.messages) == {"name", "customerNumber"}

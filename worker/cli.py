@@ -1,0 +1,233 @@
+"""``moment-sb1``: run, inspect and repair the integration."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime, timezone
+
+import click
+
+from .integrations import DATA_TYPES, IntegrationsError, load_integrations
+from .settings import Settings, SettingsError
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _runtime():
+    from .runtime import get_runtime
+    rt = get_runtime()
+    try:
+        rt.integrations
+    except IntegrationsError as err:
+        raise click.ClickException(str(err)) from None
+    return rt
+
+
+def _pick(rt, integration_id: str | None):
+    if integration_id is None:
+        return list(rt.integrations.values())
+    if integration_id not in rt.integrations:
+        raise click.ClickException(
+            f"unknown integration {integration_id!r}; known: {', '.join(sorted(rt.integrations))}")
+    return [rt.integrations[integration_id]]
+
+
+@click.group()
+def main() -> None:
+    """Keep SpareBank 1 Regnskap in step with Moment."""
+
+
+@main.command("check-config")
+def check_config() -> None:
+    """Validate the settings and the integrations file."""
+    settings = _settings()
+    try:
+        integrations = load_integrations(settings.integrations_file)
+    except IntegrationsError as err:
+        raise click.ClickException(str(err)) from None
+    for i in integrations.values():
+        click.echo(f"{i.id}: Moment company {i.moment_company} → {i.sb1_base_url} "
+                   f"({', '.join(sorted(i.data_types))}); failures mailed to {i.notify_email}")
+    click.echo(f"{len(integrations)} integration(s) OK")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--concurrency", "-c", type=int, default=None, help="threads (default MSB1_CONCURRENCY)")
+@click.pass_context
+def worker(ctx: click.Context, concurrency: int | None) -> None:
+    """Run a Celery worker (thread pool); extra arguments go to Celery."""
+    from .app import QUEUE, app
+    settings = _settings()
+    argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency or settings.concurrency),
+            "--queues", QUEUE, "--loglevel", "INFO", *ctx.args]
+    app.worker_main(argv)
+
+
+@main.command()
+@click.option("--integration", "integration_id", default=None)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def status(integration_id: str | None, as_json: bool) -> None:
+    """Queue length, transfers and dead letters per integration."""
+    from .app import QUEUE
+    rt = _runtime()
+    out = {"queue": QUEUE, "queued": rt.redis.llen(QUEUE), "integrations": {}}
+    for i in _pick(rt, integration_id):
+        stats = rt.stats.get(i.id)
+        out["integrations"][i.id] = {
+            "data_types": sorted(i.data_types),
+            "records_in_step": {t: rt.state.count(i.id, t) for t in sorted(i.data_types)},
+            "counters": {k: int(v) for k, v in stats.items() if ":last_" not in k},
+            "dead_letters": len(rt.dead_letters.list(i.id)),
+        }
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"queue {out['queue']}: {out['queued']} waiting")
+    for iid, info in out["integrations"].items():
+        click.echo(f"\n{iid} ({', '.join(info['data_types'])})")
+        for t, n in info["records_in_step"].items():
+            click.echo(f"  {t}: {n} records transferred")
+        for k, v in sorted(info["counters"].items()):
+            click.echo(f"  {k}: {v}")
+        click.echo(f"  dead letters: {info['dead_letters']}")
+
+
+@main.command("dead-letters")
+@click.option("--integration", "integration_id", default=None)
+def dead_letters(integration_id: str | None) -> None:
+    """List records that could not be transferred."""
+    rt = _runtime()
+    count = 0
+    for i in _pick(rt, integration_id):
+        for d in rt.dead_letters.list(i.id):
+            count += 1
+            when = datetime.fromtimestamp(d.last_failed_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            click.echo(f"{i.id} {d.data_type} {d.record_id} ({d.what}) failed {d.failures}x, "
+                       f"last {when} UTC [{d.kind}{'' if d.notified else ', not yet emailed'}]: {d.error}")
+    click.echo(f"{count} dead letter(s)")
+
+
+@main.command()
+@click.argument("integration_id")
+@click.argument("data_type", type=click.Choice(DATA_TYPES))
+@click.argument("record_ids", nargs=-1, type=int, required=True)
+def enqueue(integration_id: str, data_type: str, record_ids: tuple[int, ...]) -> None:
+    """Queue syncs of records by Moment id."""
+    from .producer import enqueue as put
+    rt = _runtime()
+    _pick(rt, integration_id)
+    for rid in record_ids:
+        put(integration_id, data_type, rid)
+    click.echo(f"queued {len(record_ids)} {data_type} sync(s) for {integration_id}")
+
+
+@main.command()
+@click.option("--integration", "integration_id", default=None)
+@click.option("--data-type", type=click.Choice(DATA_TYPES), default=None)
+@click.option("--id", "record_id", type=int, default=None)
+def replay(integration_id: str | None, data_type: str | None, record_id: int | None) -> None:
+    """Queue dead-lettered records again (they stay listed until they succeed)."""
+    from .producer import UnknownDataType, enqueue as put
+    rt = _runtime()
+    n = 0
+    for i in _pick(rt, integration_id):
+        for d in rt.dead_letters.list(i.id):
+            if (data_type and d.data_type != data_type) or (record_id and d.record_id != record_id):
+                continue
+            try:
+                put(i.id, d.data_type, d.record_id)
+            except UnknownDataType as err:
+                click.echo(f"skipped {d.what}: {err}", err=True)
+                continue
+            n += 1
+    click.echo(f"queued {n} replay(s)")
+
+
+@main.command()
+@click.argument("integration_id")
+@click.option("--data-type", type=click.Choice(DATA_TYPES), default="customers")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
+              help="only records modified since (UTC)")
+def backfill(integration_id: str, data_type: str, since: datetime | None) -> None:
+    """Queue a sync of every Moment record of one type (or those modified since a date)."""
+    from .producer import enqueue as put
+    rt = _runtime()
+    [integration] = _pick(rt, integration_id)
+    if not integration.wants(data_type):
+        raise click.ClickException(f"{integration_id} does not transfer {data_type}")
+    moment = rt.moment(integration)
+    since_utc = since.replace(tzinfo=timezone.utc) if since else None
+    n = 0
+    with click.progressbar(moment.list(data_type, modified_from=since_utc),
+                           label=f"queueing {data_type}", item_show_func=lambda r: str(r["id"]) if r else "") as bar:
+        for record in bar:
+            put(integration_id, data_type, record["id"])
+            n += 1
+    click.echo(f"queued {n} {data_type} sync(s) for {integration_id}")
+
+
+@main.command("dry-run")
+@click.argument("integration_id")
+@click.argument("data_type", type=click.Choice(DATA_TYPES))
+@click.argument("record_id", type=int)
+def dry_run(integration_id: str, data_type: str, record_id: int) -> None:
+    """Fetch, map and check one record and show what would be written; write nothing."""
+    from clients.errors import IntegrationError
+    from clients.sb1 import SB1Client
+    from tasks import bodies
+    from .sync import SyncContext
+
+    rt = _runtime()
+    [integration] = _pick(rt, integration_id)
+    writes: list[tuple[str, str, dict]] = []
+
+    class ReadOnly(SB1Client):
+        def create(self, route, body):
+            writes.append(("POST", route, body))
+            return {"ID": 0}
+
+        def update(self, route, entity_id, body):
+            writes.append(("PUT", f"{route}/{entity_id}", body))
+            return body
+
+    real = rt.sb1(integration)
+    ro = ReadOnly(integration.sb1_base_url, integration.company_key, real.tokens, session=real.session,
+                  timeouts=real.timeouts)
+    ctx = SyncContext(rt, integration, data_type, record_id, dry_run=True, _clients={"sb1": ro})
+    body = bodies().get(data_type)
+    if body is None:
+        raise click.ClickException(f"{data_type} are not supported yet")
+    try:
+        outcome = body(ctx)
+    except IntegrationError as err:
+        click.echo(f"{ctx.what}: would FAIL: {err}")
+        sys.exit(1)
+    click.echo(f"{ctx.what}: would be {outcome}")
+    for method, route, payload in writes:
+        click.echo(f"{method} {route}\n{json.dumps(payload, indent=2, ensure_ascii=False)}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1")
+@click.option("--moment-port", default=8081, type=int)
+@click.option("--sb1-port", default=8082, type=int)
+@click.option("--latency", default=0.0, type=float, help="seconds added to every API call")
+@click.option("--config", "config_file", type=click.Path(exists=True), default=None,
+              help="JSON file with companies and the client to register")
+def sandbox(host: str, moment_port: int, sb1_port: int, latency: float, config_file: str | None) -> None:
+    """Run local stand-ins for Moment and SpareBank 1 Regnskap."""
+    from sandbox.server import run_sandbox
+    config = json.load(open(config_file)) if config_file else {}
+    run_sandbox(host=host, moment_port=moment_port, sb1_port=sb1_port,
+                companies=config.get("companies", []), client=config.get("client"),
+                seed=config.get("seed", 0), latency=latency)
+
+
+if __name__ == "__main__":
+    main()
