@@ -1,0 +1,368 @@
+"""Stand-in for Moment's REST API (``/api/1.0/companies/{company}/{entity}``).
+
+Record shapes follow the *assumed* JSON of the domain brief (camelCase).
+"""
+from __future__ import annotations
+
+import copy
+import hmac
+import math
+import random
+import threading
+import unicodedata
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+
+from .faults import Faults
+
+API_PREFIX = "/api/1.0/companies"
+ENTITIES = ("customers", "projects", "invoices")
+FIRST_ID = 1000001
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+Record = dict[str, Any]
+Listener = Callable[[str, str, str, Record], None]  # (company, entity, event, record)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def parse_timestamp(value: str) -> datetime:
+    """ISO 8601 into an aware datetime (``Z`` and a '+' decoded as space are accepted)."""
+    text = value.strip().replace(" ", "+")
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+class MomentStore:
+    """Thread-safe in-memory records: company -> entity -> {id: record}."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.api_keys: dict[str, str] = {}
+        self.data: dict[str, dict[str, dict[int, Record]]] = {}
+        self.requests: Counter[tuple[str, str]] = Counter()  # (method, entity)
+        self.listeners: list[Listener] = []  # called after every create/update/delete
+        self._next_id = FIRST_ID
+        self._last_modified = datetime.min.replace(tzinfo=timezone.utc)
+
+    def add_company(self, code: str, api_key: str) -> None:
+        """Register a company (or replace its API key)."""
+        with self._lock:
+            self.api_keys[code] = api_key
+            self.data.setdefault(code, {entity: {} for entity in ENTITIES})
+
+    def check_api_key(self, code: str, api_key: str | None) -> bool:
+        expected = self.api_keys.get(code)
+        return bool(expected and api_key) and hmac.compare_digest(expected, api_key or "")
+
+    def _table(self, company: str, entity: str) -> dict[int, Record]:
+        if company not in self.data:
+            raise KeyError(f"unknown company {company!r}")
+        return self.data[company].setdefault(entity, {})
+
+    def _stamp(self) -> str:
+        """Now as ISO 8601, strictly later than every earlier stamp."""
+        now = _now()
+        if now <= self._last_modified:
+            now = self._last_modified + timedelta(microseconds=1)
+        self._last_modified = now
+        return now.isoformat(timespec="microseconds")
+
+    def _notify(self, company: str, entity: str, event: str, record: Record) -> None:
+        for listener in list(self.listeners):
+            listener(company, entity, event, copy.deepcopy(record))
+
+    def create(self, company: str, entity: str, data: Record) -> Record:
+        """Insert a record; assigns ``id`` and ``lastModifiedDate``."""
+        with self._lock:
+            table = self._table(company, entity)
+            record = {k: copy.deepcopy(v) for k, v in data.items() if k != "id"}
+            record = {"id": self._next_id, **record, "lastModifiedDate": self._stamp()}
+            self._next_id += 1
+            table[record["id"]] = record
+            result = copy.deepcopy(record)
+        self._notify(company, entity, "CREATE_NEW", result)
+        return result
+
+    def update(self, company: str, entity: str, id: int, data: Record,
+               partial: bool = True) -> Record:
+        """Change a record (``partial``: merge, nested dicts too; else replace). KeyError if gone."""
+        with self._lock:
+            table = self._table(company, entity)
+            current = table[int(id)]
+            changes = {k: copy.deepcopy(v) for k, v in data.items()
+                       if k not in ("id", "lastModifiedDate")}
+            if partial:
+                record = copy.deepcopy(current)
+                for key, value in changes.items():
+                    if isinstance(value, dict) and isinstance(record.get(key), dict):
+                        record[key].update(value)
+                    else:
+                        record[key] = value
+            else:
+                record = {"id": current["id"], **changes}
+            record["lastModifiedDate"] = self._stamp()
+            table[int(id)] = record
+            result = copy.deepcopy(record)
+        self._notify(company, entity, "UPDATE", result)
+        return result
+
+    def get(self, company: str, entity: str, id: int) -> Record | None:
+        with self._lock:
+            record = self._table(company, entity).get(int(id))
+            return copy.deepcopy(record) if record else None
+
+    def delete(self, company: str, entity: str, id: int) -> bool:
+        """Remove a record; False if it did not exist."""
+        with self._lock:
+            record = self._table(company, entity).pop(int(id), None)
+        if record:
+            self._notify(company, entity, "DELETE", record)
+        return record is not None
+
+    def list(self, company: str, entity: str, modified_from: datetime | None = None,
+             modified_to: datetime | None = None) -> list[Record]:
+        """Records by id; only those with ``modified_from <= lastModifiedDate <= modified_to``."""
+        with self._lock:
+            records = [copy.deepcopy(r) for _, r in sorted(self._table(company, entity).items())]
+        if modified_from is not None:
+            records = [r for r in records if parse_timestamp(r["lastModifiedDate"]) >= modified_from]
+        if modified_to is not None:
+            records = [r for r in records if parse_timestamp(r["lastModifiedDate"]) <= modified_to]
+        return records
+
+    def count(self, company: str, entity: str) -> int:
+        with self._lock:
+            return len(self._table(company, entity))
+
+
+def webhook_payload(entity: str, event: str, record: Record) -> dict[str, Any]:
+    """The (assumed) webhook body Moment would send for a change of ``record``."""
+    key = entity.rstrip("s")
+    ref = {"id": record["id"]}
+    for number_field in ("customerNumber", "projectNumber", "invoiceNumber"):
+        if number_field in record:
+            ref[number_field] = record[number_field]
+    for relation in ("customer", "project"):
+        if isinstance(record.get(relation), dict):
+            ref[relation] = copy.deepcopy(record[relation])
+    return {"event": event, key: ref}
+
+
+# --- sample data -------------------------------------------------------------------------
+
+_NAME_FIRST = ["Fjordkraft", "Nordlys", "Fjellheim", "Havbris", "Vestland", "Midnattsol",
+               "Bryggen", "Trollheimen", "Polarlys", "Skagerrak", "Lofoten", "Dovre",
+               "Hardanger", "Nidaros", "Solsiden", "Viken", "Jotun", "Stølen", "Bølgen",
+               "Aurora", "Sognefjord", "Tindeløft", "Nordkapp", "Finnmark", "Romsdal"]
+_NAME_TRADE = ["Bygg", "Elektro", "Rør", "Transport", "Regnskap", "Maskin", "Eiendom", "Data",
+               "Consulting", "Snekkeri", "Arkitekter", "Marine", "Energi", "Entreprenør",
+               "Maling", "Catering", "Advokatfirma", "Reklame", "Logistikk", "Trearbeid"]
+_NAME_SUFFIX = ["AS", "AS", "AS", "AS", "ASA", "ANS", "DA"]
+_STREETS = ["Storgata", "Kirkegata", "Strandgata", "Dronningens gate", "Kongens gate",
+            "Parkveien", "Sjøgata", "Torggata", "Industriveien", "Havnegata", "Fjordveien",
+            "Skolegata", "Bryggeveien", "Løkkeveien", "Vestre gate", "Øvre Slottsgate",
+            "Nedre Vollgate", "Elvegata", "Bjørkeveien", "Grønland"]
+# city -> (postal codes, telephone area prefix)
+_CITIES: dict[str, tuple[list[str], str]] = {
+    "Oslo": (["0150", "0151", "0152", "0154", "0155", "0158", "0159", "0160", "0182"], "22"),
+    "Bergen": (["5003", "5004", "5007", "5008", "5011", "5015"], "55"),
+    "Trondheim": (["7010", "7011", "7013", "7014", "7030"], "73"),
+    "Stavanger": (["4005", "4006", "4007", "4008", "4010"], "51"),
+    "Tromsø": (["9008", "9009", "9010"], "77"),
+    "Kristiansand": (["4610", "4611", "4612", "4614"], "38"),
+    "Drammen": (["3015", "3016", "3017", "3019"], "32"),
+    "Bodø": (["8006", "8007", "8008"], "75"),
+    "Ålesund": (["6002", "6003", "6004", "6005"], "70"),
+    "Fredrikstad": (["1606", "1607", "1608"], "69"),
+}
+_ORG_WEIGHTS = (3, 2, 7, 6, 5, 4, 3, 2)
+
+
+def _org_number(rng: random.Random) -> str:
+    """A 9-digit Norwegian organisation number with a valid MOD11 check digit."""
+    while True:
+        digits = [rng.choice((8, 9))] + [rng.randrange(10) for _ in range(7)]
+        rest = sum(d * w for d, w in zip(digits, _ORG_WEIGHTS)) % 11
+        check = 0 if rest == 0 else 11 - rest
+        if check != 10:
+            return "".join(map(str, digits)) + str(check)
+
+
+def _slug(name: str) -> str:
+    text = name.lower()
+    for src, dst in (("æ", "ae"), ("ø", "o"), ("å", "a")):
+        text = text.replace(src, dst)
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    words = [w for w in text.replace("&", " ").split() if w not in ("as", "asa", "ans", "da")]
+    return "-".join(words) or "firma"
+
+
+def _phone(rng: random.Random, prefix: str) -> str:
+    rest = f"{rng.randrange(100000, 1000000):06d}"
+    return f"+47 {prefix} {rest[:2]} {rest[2:4]} {rest[4:]}"
+
+
+def sample_customer(rng: random.Random, customer_number: str, used_names: set[str]) -> Record:
+    """One realistic Norwegian customer (without ``id``/``lastModifiedDate``)."""
+    name = ""
+    for _ in range(20):
+        name = f"{rng.choice(_NAME_FIRST)} {rng.choice(_NAME_TRADE)} {rng.choice(_NAME_SUFFIX)}"
+        if name not in used_names:
+            break
+    used_names.add(name)
+    city = rng.choice(list(_CITIES))
+    postal_codes, area = _CITIES[city]
+    slug = _slug(name)
+    currency = rng.choices(["NOK", "EUR", "SEK"], weights=[18, 1, 1])[0]
+    line2 = rng.choice(["", "", "", f"Postboks {rng.randrange(1, 999)}", "2. etasje",
+                        f"Bygg {rng.choice('ABC')}"])
+    return {
+        "name": name,
+        "customerNumber": customer_number,
+        "organizationNumber": _org_number(rng),
+        "email": f"{rng.choice(['post', 'faktura', 'regnskap', 'kontakt'])}@{slug}.no",
+        "website": f"https://www.{slug}.no",
+        "phone": _phone(rng, area),
+        "fax": _phone(rng, area),
+        "currencyCode": currency,
+        "countryCode": "NO",
+        "address": {
+            "addressLine1": f"{rng.choice(_STREETS)} {rng.randrange(1, 120)}",
+            "addressLine2": line2,
+            "postalCode": rng.choice(postal_codes),
+            "city": city,
+            "countryCode": "NO",
+        },
+    }
+
+
+def seed_customers(store: MomentStore, company: str, n: int, start_number: int = 100001,
+                   rng_seed: int = 0) -> list[Record]:
+    """Create ``n`` sample customers numbered from ``start_number``; return them."""
+    rng = random.Random(rng_seed)
+    used: set[str] = set()
+    return [store.create(company, "customers", sample_customer(rng, str(start_number + i), used))
+            for i in range(n)]
+
+
+# --- the HTTP app ------------------------------------------------------------------------
+
+def _error(status: int, error: str, message: str) -> tuple[Response, int]:
+    """A Spring-Boot-like error body (Moment's real error shape is not documented)."""
+    body = {"timestamp": _now().isoformat(timespec="milliseconds"), "status": status,
+            "error": error, "message": message, "path": request.path}
+    return jsonify(body), status
+
+
+def create_moment_app(store: MomentStore, faults: Faults) -> Flask:
+    """The Moment stand-in: Basic auth (``apikey`` / company API key), CRUD and paged lists."""
+    app = Flask("moment_sandbox")
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    faults.install(app)
+    base = API_PREFIX + "/<company>/<entity>"
+
+    def check(company: str, entity: str) -> tuple[Response, int] | None:
+        store.requests[(request.method, entity)] += 1
+        auth = request.authorization
+        if (auth is None or auth.type != "basic" or auth.username != "apikey"
+                or not store.check_api_key(company, auth.password)):
+            response, status = _error(401, "Unauthorized", "Full authentication is required")
+            response.headers["WWW-Authenticate"] = 'Basic realm="Moment"'
+            return response, status
+        if entity not in ENTITIES:
+            return _error(404, "Not Found", f"Unknown entity {entity}")
+        return None
+
+    def json_object() -> Record | None:
+        body = request.get_json(force=True, silent=True)
+        return body if isinstance(body, dict) else None
+
+    @app.get(base)
+    def list_records(company: str, entity: str):
+        if failed := check(company, entity):
+            return failed
+        args = request.args
+        try:
+            page = int(args.get("page", 1))
+            size = min(int(args.get("size", DEFAULT_PAGE_SIZE)), MAX_PAGE_SIZE)
+            modified_from = args.get("lastModifiedDateFrom")
+            modified_to = args.get("lastModifiedDateTo")
+            records = store.list(company, entity,
+                                 parse_timestamp(modified_from) if modified_from else None,
+                                 parse_timestamp(modified_to) if modified_to else None)
+        except ValueError as exc:
+            return _error(400, "Bad Request", f"Invalid parameter: {exc}")
+        if page < 1 or size < 1:
+            return _error(400, "Bad Request", "page must be >= 1 and size >= 1")
+        if ids := args.get("ids"):
+            wanted = {part.strip() for part in ids.split(",")}
+            records = [r for r in records if str(r["id"]) in wanted]
+        sort_field, _, direction = args.get("sort", "id,asc").partition(",")
+        if sort_field in ("id", "lastModifiedDate"):
+            records.sort(key=lambda r: r[sort_field], reverse=direction.lower() == "desc")
+        total = len(records)
+        content = records[(page - 1) * size: page * size]
+        return jsonify({"content": content,
+                        "page": {"number": page, "size": size, "totalElements": total,
+                                 "totalPages": math.ceil(total / size)}})
+
+    @app.get(base + "/<int:id>")
+    def get_record(company: str, entity: str, id: int):
+        if failed := check(company, entity):
+            return failed
+        record = store.get(company, entity, id)
+        if record is None:
+            return _error(404, "Not Found", f"No {entity} with id {id}")
+        return jsonify(record)
+
+    @app.post(base)
+    def create_record(company: str, entity: str):
+        if failed := check(company, entity):
+            return failed
+        body = json_object()
+        if body is None:
+            return _error(400, "Bad Request", "Expected a JSON object")
+        return jsonify(store.create(company, entity, body)), 201
+
+    @app.route(base + "/<int:id>", methods=["PUT", "PATCH"])
+    def update_record(company: str, entity: str, id: int):
+        if failed := check(company, entity):
+            return failed
+        body = json_object()
+        if body is None:
+            return _error(400, "Bad Request", "Expected a JSON object")
+        try:
+            record = store.update(company, entity, id, body, partial=request.method == "PATCH")
+        except KeyError:
+            return _error(404, "Not Found", f"No {entity} with id {id}")
+        return jsonify(record)
+
+    @app.delete(base + "/<int:id>")
+    def delete_record(company: str, entity: str, id: int):
+        if failed := check(company, entity):
+            return failed
+        if not store.delete(company, entity, id):
+            return _error(404, "Not Found", f"No {entity} with id {id}")
+        return Response(status=204)
+
+    @app.get("/_sandbox/state")
+    def state():
+        with store._lock:
+            companies = {code: {entity: len(table) for entity, table in tables.items()}
+                         for code, tables in store.data.items()}
+        return jsonify({"companies": companies,
+                        "requests": [{"method": m, "entity": e, "count": c}
+                                     for (m, e), c in sorted(store.requests.items())],
+                        "faults": faults.to_dict()})
+
+    return app

@@ -1,0 +1,244 @@
+"""Customers end to end: a real Celery worker (subprocess) on a private Redis, the sandbox
+APIs over real sockets, an SMTP sink and a Sentry stand-in."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import API_KEYS, COMPANY_KEYS, ROOT, wait_until
+from sandbox.moment import seed_customers
+
+ACME = COMPANY_KEYS["acme"]
+pytestmark = pytest.mark.slow
+
+
+def enqueue(integration, record_id, data_type="customers"):
+    from worker.producer import enqueue as put
+    put(integration, data_type, record_id)
+
+
+def cli(env, *args) -> str:
+    out = subprocess.run([sys.executable, "-m", "worker.cli", *args], env=env, capture_output=True,
+                         text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def stat(r, integration, name):
+    return int(r.hget(f"msb1test:stats:{integration}", f"customers:{name}") or 0)
+
+
+def by_number(sandbox, key=ACME):
+    found = {}
+    for c in sandbox.sb1.customers(key):
+        found.setdefault(c["CustomerNumber"], []).append(c)
+    return found
+
+
+def test_customers_arrive_with_all_fields(sandbox, worker, r):
+    records = seed_customers(sandbox.moment, "acme", 3)
+    for rec in records:
+        enqueue("acme", rec["id"])
+    wait_until(lambda: len(sandbox.sb1.customers(ACME)) == 3, 20, message="3 customers in the books")
+    wait_until(lambda: stat(r, "acme", "created") == 3, 5, message="3 created")
+    books = by_number(sandbox)
+    nok = next(c["ID"] for c in sandbox.sb1.table(ACME, "currencycodes") if c["Code"] == "NOK")
+    for rec in records:
+        [c] = books[int(rec["customerNumber"])]
+        info = c["Info"]
+        assert info["Name"] == rec["name"]
+        assert c["OrgNumber"] == rec["organizationNumber"]
+        assert c["WebUrl"] == rec["website"]
+        assert info["DefaultEmail"]["EmailAddress"] == rec["email"]
+        assert info["DefaultPhone"]["Number"] == rec["phone"]
+        faxes = [p for p in info["Phones"] if p["Type"] == 150103]
+        assert [f["Number"] for f in faxes] == [rec["fax"]]
+        addr = info["InvoiceAddress"]
+        assert (addr["AddressLine1"], addr["PostalCode"], addr["City"], addr["CountryCode"]) == (
+            rec["address"]["addressLine1"], rec["address"]["postalCode"], rec["address"]["city"], "NO")
+        if rec["currencyCode"] == "NOK":
+            assert c["CurrencyCodeID"] == nok
+    # the other company's books are untouched
+    assert sandbox.sb1.customers(COMPANY_KEYS["fjord"]) == []
+
+
+def test_repeated_updates_leave_one_of_each_child(sandbox, worker, r):
+    [rec] = seed_customers(sandbox.moment, "acme", 1)
+    for i in range(10):
+        sandbox.moment.update("acme", "customers", rec["id"], {
+            "email": f"post{i}@example.no", "phone": f"+47 900 00 00{i}", "fax": f"+47 800 00 00{i}",
+            "address": {**rec["address"], "addressLine1": f"Storgata {i}"}})
+        enqueue("acme", rec["id"])
+        wait_until(lambda: stat(r, "acme", "created") + stat(r, "acme", "updated") == i + 1, 20,
+                   message=f"sync {i + 1}")
+    [c] = sandbox.sb1.customers(ACME)
+    info = c["Info"]
+    assert len(info["Emails"]) == 1 and info["DefaultEmail"]["EmailAddress"] == "post9@example.no"
+    phones = sorted((p["Type"], p["Number"]) for p in info["Phones"])
+    assert phones == [(150101, "+47 900 00 009"), (150103, "+47 800 00 009")]
+    assert len(info["Addresses"]) == 1 and info["InvoiceAddress"]["AddressLine1"] == "Storgata 9"
+
+
+def test_unchanged_customer_is_not_written_again(sandbox, worker, r):
+    [rec] = seed_customers(sandbox.moment, "acme", 1)
+    enqueue("acme", rec["id"])
+    wait_until(lambda: stat(r, "acme", "created") == 1, 20, message="created")
+    writes = sandbox.sb1.count_writes(ACME)
+    requests_before = sum(sandbox.sb1.requests.values())
+    for _ in range(3):
+        enqueue("acme", rec["id"])
+    wait_until(lambda: stat(r, "acme", "unchanged") == 3, 20, message="3 unchanged")
+    assert sandbox.sb1.count_writes(ACME) == writes == 1
+    assert sum(sandbox.sb1.requests.values()) == requests_before   # not even a read
+    # a real change is written
+    sandbox.moment.update("acme", "customers", rec["id"], {"website": "https://ny.example.no"})
+    enqueue("acme", rec["id"])
+    wait_until(lambda: stat(r, "acme", "updated") == 1, 20, message="updated")
+    assert sandbox.sb1.customers(ACME)[0]["WebUrl"] == "https://ny.example.no"
+
+
+@pytest.mark.parametrize("bad_number,reason", [("99999", "outside the allowed range"),
+                                               ("10001A", "is not a number")])
+def test_invalid_customer_number_one_email_dead_letter_no_retry(sandbox, smtp, sentry, start_worker, r,
+                                                              worker_env, bad_number, reason):
+    start_worker(MSB1_SENTRY_DSN=sentry.dsn)
+    good, bad = seed_customers(sandbox.moment, "acme", 2)
+    sandbox.moment.update("acme", "customers", bad["id"], {"customerNumber": bad_number})
+    enqueue("acme", bad["id"])
+    enqueue("acme", good["id"])
+    wait_until(lambda: len(smtp.messages) == 1, 20, message="the failure email")
+    wait_until(lambda: stat(r, "acme", "created") == 1, 20, message="the good customer")
+    enqueue("acme", bad["id"])            # the same failure again: no second email
+    wait_until(lambda: stat(r, "acme", "failed") == 2, 20, message="second failure")
+    time.sleep(0.5)
+    assert len(smtp.messages) == 1
+    assert stat(r, "acme", "retried") == 0
+    assert sandbox.sb1.count_writes(ACME) == 1
+    [msg] = smtp.messages
+    assert msg["To"] == "regnskap@acme.example"
+    assert msg["Subject"] == f"Moment → SpareBank 1 Regnskap: Customer {bad_number} was not transferred"
+    body = msg.get_content()
+    assert f"customer {bad['name']} (customer number {bad_number})" in body
+    assert reason in body and "between 100000 and 199999" in body
+    assert "Change the customer number in Moment" in body
+    assert API_KEYS["acme"] not in body
+    # the dead letter is replayable and holds no personal data
+    import json
+    [raw] = r.hgetall("msb1test:dead:acme").values()
+    letter = json.loads(raw)
+    assert letter["record_id"] == bad["id"] and letter["data_type"] == "customers"
+    assert letter["what"] == f"customer {bad_number}" and letter["failures"] == 2
+    assert bad["name"] not in raw
+    # Sentry got one event, tagged, without the name, email or keys
+    wait_until(lambda: len(sentry.events()) == 1, 10, message="one Sentry event")
+    raw_events = b"".join(sentry.envelopes).decode()
+    for secret in (bad["name"], bad["email"], API_KEYS["acme"], "Bearer"):
+        assert secret not in raw_events
+    [event] = sentry.events()
+    assert event["tags"]["integration"] == "acme" and event["tags"]["data_type"] == "customers"
+    # fixed in Moment, replayed: transferred, dead letter gone
+    sandbox.moment.update("acme", "customers", bad["id"], {"customerNumber": "100999"})
+    listing = cli(worker_env, "dead-letters")
+    assert f"acme customers {bad['id']} (customer {bad_number}) failed 2x" in listing
+    assert "queued 1 replay(s)" in cli(worker_env, "replay", "--integration", "acme")
+    wait_until(lambda: stat(r, "acme", "created") == 2, 20, message="the fixed customer")
+    wait_until(lambda: not r.hgetall("msb1test:dead:acme"), 5, message="dead letter cleared")
+    assert 100999 in by_number(sandbox)
+
+
+def test_429_with_retry_after_then_success(sandbox, worker, r):
+    [rec] = seed_customers(sandbox.moment, "acme", 1)
+    sandbox.sb1_faults.script("/api/biz/customers", 429, times=1, headers={"Retry-After": "1"}, method="POST")
+    started = time.monotonic()
+    enqueue("acme", rec["id"])
+    wait_until(lambda: stat(r, "acme", "created") == 1, 20, message="created after 429")
+    assert time.monotonic() - started >= 1.0          # Retry-After honoured
+    assert stat(r, "acme", "retried") == 1
+    assert len(sandbox.sb1.customers(ACME)) == 1
+
+
+def test_three_5xx_then_success(sandbox, worker, r):
+    [rec] = seed_customers(sandbox.moment, "acme", 1)
+    sandbox.sb1_faults.script("/api/biz/customers", 503, times=3)
+    enqueue("acme", rec["id"])
+    wait_until(lambda: stat(r, "acme", "created") == 1, 30, message="created after three 503s")
+    assert stat(r, "acme", "retried") == 3
+    assert len(sandbox.sb1.customers(ACME)) == 1
+
+
+def test_retries_exhausted_one_email_and_dead_letter(sandbox, smtp, worker, r):
+    [rec] = seed_customers(sandbox.moment, "acme", 1)
+    sandbox.sb1_faults.script("/api/biz/customers", 502, times=100)
+    enqueue("acme", rec["id"])
+    wait_until(lambda: len(smtp.messages) == 1, 30, message="the failure email")
+    assert stat(r, "acme", "retried") == 3            # MSB1_RETRY_MAX_ATTEMPTS=4
+    body = smtp.messages[0].get_content()
+    assert "HTTP 502" in body and "gave up after 4 tries" in body
+    assert r.hlen("msb1test:dead:acme") == 1
+    time.sleep(1)
+    assert len(smtp.messages) == 1
+
+
+def test_many_tasks_share_one_token(sandbox, start_worker, r):
+    records = seed_customers(sandbox.moment, "acme", 40) + seed_customers(sandbox.moment, "fjord", 10, start_number=150001)
+    start_worker(concurrency=16)
+    start_worker(concurrency=16)          # two worker processes share the token through Redis
+    for rec in records[:40]:
+        enqueue("acme", rec["id"])
+    for rec in records[40:]:
+        enqueue("fjord", rec["id"])
+    wait_until(lambda: stat(r, "acme", "created") == 40 and stat(r, "fjord", "created") == 10, 30,
+               message="50 customers")
+    assert sandbox.sb1.token_requests == 1
+
+
+def test_refused_token_is_refreshed_once(sandbox, worker, r):
+    first, second = seed_customers(sandbox.moment, "acme", 2)
+    enqueue("acme", first["id"])
+    wait_until(lambda: stat(r, "acme", "created") == 1, 20, message="first")
+    sandbox.sb1.revoke_tokens()
+    enqueue("acme", second["id"])
+    wait_until(lambda: stat(r, "acme", "created") == 2, 20, message="second after a 401")
+    assert sandbox.sb1.token_requests == 2
+    assert stat(r, "acme", "retried") == 0
+
+
+def test_ignored_filter_never_updates_the_wrong_customer(sandbox, worker, r):
+    records = seed_customers(sandbox.moment, "acme", 6)
+    for rec in records[:5]:
+        enqueue("acme", rec["id"])
+    wait_until(lambda: stat(r, "acme", "created") == 5, 20, message="5 customers")
+    before = {c["CustomerNumber"]: c for c in sandbox.sb1.customers(ACME)}
+    r.delete("msb1test:state:acme:customers")      # forget what we know: find by number again
+    sandbox.sb1.ignore_filters = True              # the platform now answers every filter with everything
+    sandbox.moment.update("acme", "customers", records[2]["id"], {"name": "Endret Navn AS"})
+    enqueue("acme", records[2]["id"])              # exists in the books → update exactly that one
+    enqueue("acme", records[5]["id"])              # not in the books → create, touch nobody else
+    wait_until(lambda: stat(r, "acme", "created") == 6 and stat(r, "acme", "updated") == 1, 20,
+               message="one update, one create")
+    after = {c["CustomerNumber"]: c for c in sandbox.sb1.customers(ACME)}
+    assert len(sandbox.sb1.customers(ACME)) == 6
+    changed = [n for n in before if after[n]["Info"]["Name"] != before[n]["Info"]["Name"]]
+    assert changed == [int(records[2]["customerNumber"])]
+    assert after[int(records[2]["customerNumber"])]["Info"]["Name"] == "Endret Navn AS"
+
+
+def test_worker_killed_mid_run_every_customer_exactly_once(sandbox, start_worker, r):
+    records = seed_customers(sandbox.moment, "acme", 200)
+    sandbox.sb1_faults.latency = 0.02
+    sandbox.moment_faults.latency = 0.02
+    w = start_worker(concurrency=8)
+    for rec in records:
+        enqueue("acme", rec["id"])
+    wait_until(lambda: len(sandbox.sb1.customers(ACME)) >= 40, 60, message="40 customers")
+    w.kill()                                   # SIGKILL: no warm shutdown, nothing acked
+    assert len(sandbox.sb1.customers(ACME)) < 200
+    start_worker(concurrency=8)
+    wait_until(lambda: len(sandbox.sb1.customers(ACME)) >= 200, 120, message="200 customers")
+    time.sleep(2)                              # let redelivered tasks finish
+    counts = {n: len(cs) for n, cs in by_number(sandbox).items()}
+    assert len(counts) == 200 and set(counts.values()) == {1}
+    assert r.hlen("msb1test:state:acme:customers") == 200
