@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from .faults import Faults
 
@@ -64,6 +65,10 @@ class MomentStore:
         expected = self.api_keys.get(code)
         return bool(expected and api_key) and hmac.compare_digest(expected, api_key or "")
 
+    def count_request(self, method: str, entity: str) -> None:
+        with self._lock:
+            self.requests[(method, entity)] += 1
+
     def _table(self, company: str, entity: str) -> dict[int, Record]:
         if company not in self.data:
             raise KeyError(f"unknown company {company!r}")
@@ -95,7 +100,7 @@ class MomentStore:
 
     def update(self, company: str, entity: str, id: int, data: Record,
                partial: bool = True) -> Record:
-        """Change a record (``partial``: merge, nested dicts too; else replace). KeyError if gone."""
+        """Merge (``partial``, nested dicts too) or replace a record; KeyError if it is gone."""
         with self._lock:
             table = self._table(company, entity)
             current = table[int(id)]
@@ -134,15 +139,23 @@ class MomentStore:
         """Records by id; only those with ``modified_from <= lastModifiedDate <= modified_to``."""
         with self._lock:
             records = [copy.deepcopy(r) for _, r in sorted(self._table(company, entity).items())]
+        def modified(record: Record) -> datetime:
+            return parse_timestamp(record["lastModifiedDate"])
         if modified_from is not None:
-            records = [r for r in records if parse_timestamp(r["lastModifiedDate"]) >= modified_from]
+            records = [r for r in records if modified(r) >= modified_from]
         if modified_to is not None:
-            records = [r for r in records if parse_timestamp(r["lastModifiedDate"]) <= modified_to]
+            records = [r for r in records if modified(r) <= modified_to]
         return records
 
     def count(self, company: str, entity: str) -> int:
         with self._lock:
             return len(self._table(company, entity))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """company -> entity -> number of records."""
+        with self._lock:
+            return {code: {entity: len(table) for entity, table in tables.items()}
+                    for code, tables in self.data.items()}
 
 
 def webhook_payload(entity: str, event: str, record: Record) -> dict[str, Any]:
@@ -271,8 +284,12 @@ def create_moment_app(store: MomentStore, faults: Faults) -> Flask:
     faults.install(app)
     base = API_PREFIX + "/<company>/<entity>"
 
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return _error(exc.code or 500, exc.name, exc.description or "")
+
     def check(company: str, entity: str) -> tuple[Response, int] | None:
-        store.requests[(request.method, entity)] += 1
+        store.count_request(request.method, entity)
         auth = request.authorization
         if (auth is None or auth.type != "basic" or auth.username != "apikey"
                 or not store.check_api_key(company, auth.password)):
@@ -357,10 +374,7 @@ def create_moment_app(store: MomentStore, faults: Faults) -> Flask:
 
     @app.get("/_sandbox/state")
     def state():
-        with store._lock:
-            companies = {code: {entity: len(table) for entity, table in tables.items()}
-                         for code, tables in store.data.items()}
-        return jsonify({"companies": companies,
+        return jsonify({"companies": store.counts(),
                         "requests": [{"method": m, "entity": e, "count": c}
                                      for (m, e), c in sorted(store.requests.items())],
                         "faults": faults.to_dict()})

@@ -11,7 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 
 # <repo>/../shared/domain/unieconomy-swagger.json
-SWAGGER_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "domain" / "unieconomy-swagger.json"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SWAGGER_PATH = REPO_ROOT.parent / "shared" / "domain" / "unieconomy-swagger.json"
 
 # Business API routes the sandbox serves -> entity type (as in the Swagger's POST bodies).
 ROUTES: dict[str, str] = {

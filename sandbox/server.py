@@ -11,7 +11,8 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .faults import Faults
-from .moment import MomentStore, create_moment_app, seed_customers
+from .moment import MomentStore, create_moment_app
+from .moment import seed_customers as seed_moment_customers
 from .sb1 import SB1Store, create_sb1_app
 
 log = logging.getLogger(__name__)
@@ -118,12 +119,15 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
         data = b"".join(chunks)
         code_text, _, reason = started["status"].partition(" ")
         code = int(code_text)
+        length = str(len(data))
         self.send_response(code, reason)
         for key, value in started["headers"]:
-            if key.lower() not in ("content-length", "connection", "transfer-encoding"):
+            if key.lower() == "content-length" and self.command == "HEAD":
+                length = value  # the length a GET would have
+            elif key.lower() not in ("content-length", "connection", "transfer-encoding"):
                 self.send_header(key, value)
         if code >= 200 and code not in (204, 304):
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Length", length)
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -243,7 +247,8 @@ class Sandbox:
         self.sb1.add_company(company_key, name or moment_company)
         if not seed_customers:
             return []
-        return _seed(self.moment, moment_company, seed_customers, start_number, seed)
+        return seed_moment_customers(self.moment, moment_company, seed_customers,
+                                     start_number=start_number, rng_seed=seed)
 
     def add_client(self, client_id: str, public_key_pem: bytes | str | None = None,
                    client_secret: str | None = None) -> None:
@@ -264,11 +269,6 @@ class Sandbox:
         self.stop()
 
 
-def _seed(store: MomentStore, company: str, n: int, start_number: int,
-          seed: int) -> list[dict[str, Any]]:
-    return seed_customers(store, company, n, start_number=start_number, rng_seed=seed)
-
-
 def run_sandbox(host: str = "127.0.0.1", moment_port: int = 8081, sb1_port: int = 8082,
                 companies: Iterable[dict[str, Any]] = (), seed: int = 0, latency: float = 0.0,
                 clients: Iterable[dict[str, Any]] = (), issuer_url: str | None = None,
@@ -280,6 +280,7 @@ def run_sandbox(host: str = "127.0.0.1", moment_port: int = 8081, sb1_port: int 
     ``clients``: dicts with ``client_id`` and ``public_key_pem`` (PEM public key or
     certificate) and/or ``client_secret``.
     """
+    companies, clients = list(companies), list(clients)
     sandbox = Sandbox(host=host, moment_port=moment_port, sb1_port=sb1_port, seed=seed,
                       issuer_url=issuer_url)
     try:

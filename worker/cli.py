@@ -225,7 +225,7 @@ def sandbox(host: str, moment_port: int, sb1_port: int, latency: float, config_f
     from sandbox.server import run_sandbox
     config = json.load(open(config_file)) if config_file else {}
     run_sandbox(host=host, moment_port=moment_port, sb1_port=sb1_port,
-                companies=config.get("companies", []), client=config.get("client"),
+                companies=config.get("companies", []), clients=config.get("clients", []),
                 seed=config.get("seed", 0), latency=latency)
 
 

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import sentry_sdk
+from sentry_sdk.integrations.logging import LoggingIntegration
 
 from .settings import Settings
 
@@ -54,6 +55,10 @@ def init_sentry(settings: Settings) -> bool:
         max_request_body_size="never",
         before_send=scrub_event,
         before_send_transaction=scrub_event,
+        # error logs become breadcrumbs, not events: report_failure sends the one event
+        integrations=[LoggingIntegration(level=logging.INFO, event_level=None)],
+        # no sentry-trace / baggage headers on our calls to Moment and SpareBank 1
+        trace_propagation_targets=[],
     )
     return True
 

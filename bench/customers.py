@@ -1,0 +1,104 @@
+"""Benchmark: sync customers through the real worker against the sandbox with latency on
+every API call, and in the same run a naive baseline (one record at a time, no queue).
+
+    .venv/bin/python -m bench.customers               # 2,000 records, 20 ms per call
+    .venv/bin/python -m bench.customers --records 500 --concurrency 32
+
+Prints records/s, p50/p99 time per record and the worker's peak memory (VmHWM).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+
+from bench.harness import Stack, peak_rss_mib, percentile, wait_for
+
+
+def baseline(stack: Stack, rt, count: int) -> dict:
+    """The naive way: fetch, find, write, one record after the other, in one thread."""
+    from schemas.moment import MOMENT_CUSTOMER
+    from schemas.sb1 import CUSTOMER_EXPAND, check_customer, create_guid, customer_body, customer_fields
+    integration = rt.integration("baseline")
+    moment, sb1 = rt.moment(integration), rt.sb1(integration)
+    ids = [rec["id"] for rec in moment.list("customers")][:count]
+    sb1.tokens.token()
+    times = []
+    started = time.perf_counter()
+    for rid in ids:
+        t0 = time.perf_counter()
+        customer = MOMENT_CUSTOMER.load(moment.get("customers", rid))
+        wanted = customer_fields(customer, check_customer(customer))
+        currency = sb1.find_by("currencycodes", "Code", wanted["currency_code"] or "NOK")
+        existing = sb1.find_by("customers", "CustomerNumber", wanted["customer_number"], expand=CUSTOMER_EXPAND)
+        body = customer_body(wanted, currency_id=currency["ID"], existing=existing,
+                             guid=lambda part: create_guid("baseline", rid, part))
+        if existing:
+            sb1.update("customers", existing["ID"], body)
+        else:
+            sb1.create("customers", body)
+        times.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - started
+    return {"records": len(ids), "seconds": elapsed, "per_second": len(ids) / elapsed,
+            "p50_ms": percentile(times, 50) * 1000, "p99_ms": percentile(times, 99) * 1000}
+
+
+def through_worker(stack: Stack, rt, count: int, concurrency: int) -> dict:
+    from worker.producer import enqueue
+    integration = rt.integration("bench")
+    ids = [rec["id"] for rec in rt.moment(integration).list("customers")][:count]
+    proc = stack.start_worker(concurrency)
+    started = time.time()
+    for rid in ids:
+        enqueue("bench", "customers", rid)
+    queued = time.time() - started
+    wait_for(lambda: rt.state.count("bench", "customers") >= len(ids), 600, "every record", interval=0.2)
+    synced = [json.loads(v)["synced_at"] for v in rt.redis.hgetall(rt.keys.state("bench", "customers")).values()]
+    elapsed = max(synced) - started
+    peak = peak_rss_mib(proc.pid)
+    log = (stack.tmp / "worker.log").read_text()
+    times = [float(s) for s in re.findall(r"Task sync\.customer\[[^\]]+\] succeeded in ([0-9.]+)s", log)]
+    latencies = sorted(t - started for t in synced)
+    return {"records": len(ids), "seconds": elapsed, "per_second": len(ids) / elapsed,
+            "enqueue_seconds": queued, "concurrency": concurrency,
+            "p50_ms": percentile(times, 50) * 1000, "p99_ms": percentile(times, 99) * 1000,
+            "enqueue_to_books_p50_s": percentile(latencies, 50),
+            "enqueue_to_books_p99_s": percentile(latencies, 99),
+            "peak_rss_mib": peak, "tasks_logged": len(times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=2000)
+    parser.add_argument("--baseline-records", type=int, default=300,
+                        help="the baseline is slow; its rate is measured on this many records")
+    parser.add_argument("--latency", type=float, default=0.02, help="seconds added to every API call")
+    parser.add_argument("--concurrency", type=int, default=64, help="worker threads")
+    args = parser.parse_args()
+
+    stack = Stack([{"moment_company": "bench", "moment_api_key": "bench-key", "seed_customers": args.records},
+                   {"moment_company": "baseline", "moment_api_key": "baseline-key",
+                    "seed_customers": args.baseline_records}], latency=args.latency)
+    try:
+        from worker.runtime import Runtime
+        from worker.settings import Settings
+        rt = Runtime(Settings.from_env())
+        base = baseline(stack, rt, args.baseline_records)
+        work = through_worker(stack, rt, args.records, args.concurrency)
+        state = stack.sb1_state()
+    finally:
+        stack.stop()
+    books = {c: v.get("customers") for c, v in state.get("companies", {}).items()}
+    result = {"latency_ms": args.latency * 1000, "baseline": base, "worker": work,
+              "speedup": work["per_second"] / base["per_second"], "customers_in_books": books}
+    print(json.dumps(result, indent=2))
+    print(f"\n| | records | records/s | p50 per record | p99 per record | peak memory |\n|---|---|---|---|---|---|\n"
+          f"| naive loop | {base['records']} | {base['per_second']:.1f} | {base['p50_ms']:.0f} ms | {base['p99_ms']:.0f} ms | – |\n"
+          f"| worker ({work['concurrency']} threads) | {work['records']} | {work['per_second']:.1f} | "
+          f"{work['p50_ms']:.0f} ms | {work['p99_ms']:.0f} ms | {work['peak_rss_mib']:.0f} MiB |\n"
+          f"\nspeed-up {result['speedup']:.1f}x; latency {args.latency * 1000:.0f} ms per API call")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Shared parts of the benchmarks: a private Redis, the sandbox in its own process, a worker."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENT_ID = "moment-sb1-bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+class Stack:
+    """Redis + sandbox (own process) + an RSA client key, in a temp directory."""
+
+    def __init__(self, companies: list[dict], latency: float):
+        self.tmp = Path(tempfile.mkdtemp(prefix="msb1-bench-"))
+        self.procs: list[subprocess.Popen] = []
+        self.redis_port = free_port()
+        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        self._spawn(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no", "--dir", str(self.tmp)], "redis.log")
+        self.redis = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        wait_for(self._redis_up, 10, "redis-server")
+
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.key_file = self.tmp / "client.pem"
+        self.key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+        public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        self.companies = [{**c, "company_key": c.get("company_key") or str(uuid.uuid4())} for c in companies]
+        (self.tmp / "sandbox.json").write_text(json.dumps(
+            {"companies": self.companies, "clients": [{"client_id": CLIENT_ID, "public_key_pem": public}]}))
+        self.moment_port, self.sb1_port = free_port(), free_port()
+        self.moment_url = f"http://127.0.0.1:{self.moment_port}"
+        self.sb1_url = f"http://127.0.0.1:{self.sb1_port}"
+        self._spawn([sys.executable, "-m", "worker.cli", "sandbox", "--moment-port", str(self.moment_port),
+                     "--sb1-port", str(self.sb1_port), "--latency", str(latency),
+                     "--config", str(self.tmp / "sandbox.json")], "sandbox.log")
+        wait_for(self._sandbox_up, 60, "the sandbox")
+        self.integrations_file = self.tmp / "integrations.toml"
+        self.integrations_file.write_text("\n".join(
+            f'[[integration]]\nid = "{c["moment_company"]}"\nmoment_company = "{c["moment_company"]}"\n'
+            f'moment_api_key = "{c["moment_api_key"]}"\nmoment_base_url = "{self.moment_url}"\n'
+            f'sb1_base_url = "{self.sb1_url}"\ncompany_key = "{c["company_key"]}"\n'
+            f'notify_email = "regnskap@{c["moment_company"]}.example"\ndata_types = ["customers"]\n'
+            for c in self.companies))
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MSB1_")}
+        self.env.update({
+            "PYTHONPATH": str(ROOT), "MSB1_REDIS_URL": self.redis_url, "MSB1_KEY_PREFIX": "bench",
+            "MSB1_INTEGRATIONS_FILE": str(self.integrations_file), "MSB1_SB1_CLIENT_ID": CLIENT_ID,
+            "MSB1_SB1_PRIVATE_KEY_FILE": str(self.key_file),
+            "MSB1_SB1_TOKEN_URL": f"{self.sb1_url}/connect/token",
+            "MSB1_SMTP_HOST": "127.0.0.1", "MSB1_SMTP_PORT": str(free_port()),
+        })
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("MSB1_")})
+
+    def _spawn(self, argv, log_name, **kw) -> subprocess.Popen:
+        log = open(self.tmp / log_name, "ab")
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, **kw)
+        self.procs.append(proc)
+        return proc
+
+    def _redis_up(self) -> bool:
+        try:
+            return self.redis.ping()
+        except redis.ConnectionError:
+            return False
+
+    def _sandbox_up(self) -> bool:
+        try:
+            return requests.get(f"{self.sb1_url}/_sandbox/state", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+
+    def sb1_state(self) -> dict:
+        return requests.get(f"{self.sb1_url}/_sandbox/state", timeout=10).json()
+
+    def set_latency(self, seconds: float) -> None:
+        for url in (self.moment_url, self.sb1_url):
+            requests.post(f"{url}/_sandbox/faults", json={"latency": seconds}, timeout=10).raise_for_status()
+
+    def start_worker(self, concurrency: int, log_name: str = "worker.log") -> subprocess.Popen:
+        log_path = self.tmp / log_name
+        proc = self._spawn([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "threads",
+                            "--concurrency", str(concurrency), "--queues", "moment-sb1", "--without-mingle",
+                            "--without-gossip", "--loglevel", "INFO"], log_name, env=self.env)
+        wait_for(lambda: b" ready." in log_path.read_bytes(), 60, "the worker")
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
