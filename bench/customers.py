@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import subprocess
 import time
 
-from bench.harness import Stack, peak_rss_mib, percentile, wait_for
+from sandbox.stack import Stack, cpu_seconds, peak_rss_mib, percentile, wait_for
 
 
 def baseline(stack: Stack, rt, count: int) -> dict:
@@ -44,11 +46,17 @@ def baseline(stack: Stack, rt, count: int) -> dict:
             "p50_ms": percentile(times, 50) * 1000, "p99_ms": percentile(times, 99) * 1000}
 
 
-def through_worker(stack: Stack, rt, count: int, concurrency: int) -> dict:
+def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: int) -> dict:
     from worker.producer import enqueue
     integration = rt.integration("bench")
     ids = [rec["id"] for rec in rt.moment(integration).list("customers")][:count]
-    proc = stack.start_worker(concurrency)
+    procs = [stack.start_worker(concurrency, f"worker{n}.log") for n in range(processes)]
+    sandbox_pid = stack.procs[1].pid
+    cpu_before = {"worker": sum(cpu_seconds(p.pid) for p in procs), "sandbox": cpu_seconds(sandbox_pid)}
+    if os.environ.get("BENCH_PROFILE"):
+        subprocess.Popen(["py-spy", "record", "-p", str(procs[0].pid), "-o", os.environ["BENCH_PROFILE"],
+                          "-f", "raw", "-d", "8", "-r", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
     started = time.time()
     for rid in ids:
         enqueue("bench", "customers", rid)
@@ -56,16 +64,19 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int) -> dict:
     wait_for(lambda: rt.state.count("bench", "customers") >= len(ids), 600, "every record", interval=0.2)
     synced = [json.loads(v)["synced_at"] for v in rt.redis.hgetall(rt.keys.state("bench", "customers")).values()]
     elapsed = max(synced) - started
-    peak = peak_rss_mib(proc.pid)
-    log = (stack.tmp / "worker.log").read_text()
+    peak = sum(peak_rss_mib(p.pid) for p in procs)
+    cpu = {"worker": sum(cpu_seconds(p.pid) for p in procs) - cpu_before["worker"],
+           "sandbox": cpu_seconds(sandbox_pid) - cpu_before["sandbox"]}
+    log = "".join((stack.tmp / f"worker{n}.log").read_text() for n in range(processes))
     times = [float(s) for s in re.findall(r"Task sync\.customer\[[^\]]+\] succeeded in ([0-9.]+)s", log)]
     latencies = sorted(t - started for t in synced)
     return {"records": len(ids), "seconds": elapsed, "per_second": len(ids) / elapsed,
-            "enqueue_seconds": queued, "concurrency": concurrency,
+            "enqueue_seconds": queued, "concurrency": concurrency, "processes": processes,
             "p50_ms": percentile(times, 50) * 1000, "p99_ms": percentile(times, 99) * 1000,
             "enqueue_to_books_p50_s": percentile(latencies, 50),
             "enqueue_to_books_p99_s": percentile(latencies, 99),
-            "peak_rss_mib": peak, "tasks_logged": len(times)}
+            "peak_rss_mib_all_workers": peak, "tasks_logged": len(times),
+            "cpu_seconds": cpu, "worker_cpu_ms_per_record": cpu["worker"] / len(ids) * 1000}
 
 
 def main() -> None:
@@ -74,7 +85,8 @@ def main() -> None:
     parser.add_argument("--baseline-records", type=int, default=300,
                         help="the baseline is slow; its rate is measured on this many records")
     parser.add_argument("--latency", type=float, default=0.02, help="seconds added to every API call")
-    parser.add_argument("--concurrency", type=int, default=64, help="worker threads")
+    parser.add_argument("--concurrency", type=int, default=32, help="threads per worker process")
+    parser.add_argument("--processes", type=int, default=2, help="worker processes (one per core)")
     args = parser.parse_args()
 
     stack = Stack([{"moment_company": "bench", "moment_api_key": "bench-key", "seed_customers": args.records},
@@ -85,7 +97,7 @@ def main() -> None:
         from worker.settings import Settings
         rt = Runtime(Settings.from_env())
         base = baseline(stack, rt, args.baseline_records)
-        work = through_worker(stack, rt, args.records, args.concurrency)
+        work = through_worker(stack, rt, args.records, args.concurrency, args.processes)
         state = stack.sb1_state()
     finally:
         stack.stop()
@@ -95,8 +107,8 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     print(f"\n| | records | records/s | p50 per record | p99 per record | peak memory |\n|---|---|---|---|---|---|\n"
           f"| naive loop | {base['records']} | {base['per_second']:.1f} | {base['p50_ms']:.0f} ms | {base['p99_ms']:.0f} ms | – |\n"
-          f"| worker ({work['concurrency']} threads) | {work['records']} | {work['per_second']:.1f} | "
-          f"{work['p50_ms']:.0f} ms | {work['p99_ms']:.0f} ms | {work['peak_rss_mib']:.0f} MiB |\n"
+          f"| worker ({work['processes']} × {work['concurrency']} threads) | {work['records']} | {work['per_second']:.1f} | "
+          f"{work['p50_ms']:.0f} ms | {work['p99_ms']:.0f} ms | {work['peak_rss_mib_all_workers']:.0f} MiB |\n"
           f"\nspeed-up {result['speedup']:.1f}x; latency {args.latency * 1000:.0f} ms per API call")
 
 

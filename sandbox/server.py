@@ -60,6 +60,9 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # no Nagle: a response written in two parts must not wait for the client's
+        # delayed ACK (40 ms), which would swamp the latency the sandbox simulates
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         tracker = getattr(self.server, "connections", None)
         if tracker is not None:
             tracker.opened(self.connection)

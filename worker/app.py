@@ -46,8 +46,8 @@ def celery_config(settings: Settings) -> dict:
         "worker_prefetch_multiplier": 1,
         "worker_concurrency": settings.concurrency,
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "timezone": "UTC",
     }
 

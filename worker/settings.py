@@ -53,6 +53,9 @@ class Settings:
     http_connect_timeout: float = 5.0
     http_read_timeout: float = 30.0
     concurrency: int = 32
+    # Celery task events cost three Redis publishes per task; Flower switches them on
+    # itself while it runs, so they stay off by default
+    task_events: bool = False
 
     @property
     def token_url(self) -> str:

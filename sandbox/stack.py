@@ -1,4 +1,6 @@
-"""Shared parts of the benchmarks: a private Redis, the sandbox in its own process, a worker."""
+"""The whole local stack in one object: a private Redis, the sandbox in its own process,
+an RSA client key, an integrations file, and Celery workers. Used by the demo and the
+benchmarks."""
 from __future__ import annotations
 
 import json
@@ -38,8 +40,11 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 class Stack:
     """Redis + sandbox (own process) + an RSA client key, in a temp directory."""
 
-    def __init__(self, companies: list[dict], latency: float):
-        self.tmp = Path(tempfile.mkdtemp(prefix="msb1-bench-"))
+    def __init__(self, companies: list[dict], latency: float, smtp_port: int | None = None):
+        if not shutil.which("redis-server"):
+            raise SystemExit("redis-server is needed: install it (Debian/Ubuntu: sudo apt-get install "
+                             "redis-server; macOS: brew install redis), or run scripts/setup as root")
+        self.tmp = Path(tempfile.mkdtemp(prefix="msb1-stack-"))
         self.procs: list[subprocess.Popen] = []
         self.redis_port = free_port()
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
@@ -79,7 +84,8 @@ class Stack:
             "MSB1_INTEGRATIONS_FILE": str(self.integrations_file), "MSB1_SB1_CLIENT_ID": CLIENT_ID,
             "MSB1_SB1_PRIVATE_KEY_FILE": str(self.key_file),
             "MSB1_SB1_TOKEN_URL": f"{self.sb1_url}/connect/token",
-            "MSB1_SMTP_HOST": "127.0.0.1", "MSB1_SMTP_PORT": str(free_port()),
+            "MSB1_SMTP_HOST": "127.0.0.1", "MSB1_SMTP_PORT": str(smtp_port or free_port()),
+            "MSB1_SMTP_SENDER": "moment-sb1@localhost",
         })
         os.environ.update({k: v for k, v in self.env.items() if k.startswith("MSB1_")})
 
@@ -133,6 +139,13 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its reaped children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(v) for v in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], p: float) -> float:
