@@ -20,8 +20,9 @@ class IntegrationError(Exception):
     retriable = False
 
     def __init__(self, message: str, *, status: int | None = None, service: str | None = None,
-                 request_id: str | None = None, hint: str | None = None):
+                 request_id: str | None = None, hint: str | None = None, body: object = None):
         super().__init__(message)
+        self.body = body            # the parsed error body, for callers; never in str()
         self.message = message
         self.status = status
         self.service = service

@@ -117,7 +117,7 @@ def send(session: requests.Session, method: str, url: str, *, service: str,
         body = None
     details = "; ".join(validation_messages(body))[:500]
     msg = f"{where}: HTTP {status}" + (f": {details}" if details else "")
-    common = dict(status=status, service=service, request_id=request_id)
+    common = dict(status=status, service=service, request_id=request_id, body=body)
     if status == 429 or is_retriable_status(status):
         raise TransientError(msg, retry_after=parse_retry_after(resp.headers.get("Retry-After")), **common)
     if status in (401, 403):

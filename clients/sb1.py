@@ -139,8 +139,13 @@ class TokenProvider:
         return data["access_token"]
 
     def _fetch(self) -> str:
-        resp = send(self.session, "POST", self.token_url, service=self.service,
-                    timeouts=self.timeouts, data=self.credentials.token_form(self.token_url))
+        try:
+            resp = send(self.session, "POST", self.token_url, service=self.service,
+                        timeouts=self.timeouts, data=self.credentials.token_form(self.token_url))
+        except PermanentError as exc:
+            # 400 invalid_client / invalid_grant: our credentials, not a record, are wrong
+            raise AuthError(f"{exc.message}{self._oauth_error(exc)}", status=exc.status,
+                            service=self.service, request_id=exc.request_id) from None
         body = resp.json()
         token = body.get("access_token")
         if not token:
@@ -153,6 +158,15 @@ class TokenProvider:
         self._local = (token, expires_at - self.refresh_margin)
         log.info("fetched a new SpareBank 1 access token (valid %ds)", expires_in)
         return token
+
+
+    @staticmethod
+    def _oauth_error(exc: PermanentError) -> str:
+        body = getattr(exc, "body", None)
+        if not isinstance(body, dict) or "error" not in body:
+            return ""
+        desc = body.get("error_description")
+        return f": {body['error']}" + (f" ({desc})" if desc else "")
 
 
 def quote(value: Any) -> str:

@@ -1,0 +1,101 @@
+"""The integrator's credentials, the JWT client assertion and the shared token cache."""
+import datetime as dt
+import subprocess
+import sys
+
+import jwt
+import pytest
+import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
+
+from clients.errors import AuthError
+from clients.sb1 import Credentials, SB1Client, TokenProvider
+from conftest import ROOT
+
+TOKEN_URL = "https://login.example/connect/token"
+
+
+@pytest.fixture(scope="module")
+def key_and_cert():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "moment-sb1 test")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    return key, cert
+
+
+def test_pkcs12_with_password_signs_a_valid_assertion(tmp_path, key_and_cert):
+    key, cert = key_and_cert
+    p12 = tmp_path / "client.p12"
+    p12.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"client", key, cert, None, serialization.BestAvailableEncryption(b"pw-secret")))
+    creds = Credentials.load("client-1", p12_file=str(p12), p12_password="pw-secret")
+    form = creds.token_form(TOKEN_URL)
+    assert form["grant_type"] == "client_credentials" and form["scope"] == "AppFramework"
+    assert form["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    claims = jwt.decode(form["client_assertion"], cert.public_key(), algorithms=["RS256"], audience=TOKEN_URL)
+    assert claims["iss"] == claims["sub"] == "client-1"
+    assert claims["exp"] - claims["iat"] == 300 and claims["jti"]
+    assert jwt.get_unverified_header(form["client_assertion"])["x5t"] == creds.x5t
+    assert "pw-secret" not in repr(creds) and "client_secret" not in form
+    # a fresh jti every time: the identity server refuses a replayed assertion
+    assert jwt.decode(creds.token_form(TOKEN_URL)["client_assertion"], options={"verify_signature": False})["jti"] != claims["jti"]
+
+
+def test_pem_key_and_client_secret(tmp_path, key_and_cert):
+    key, _ = key_and_cert
+    pem = tmp_path / "k.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    assert "client_assertion" in Credentials.load("c", key_file=str(pem)).token_form(TOKEN_URL)
+    form = Credentials.load("c", client_secret="s").token_form(TOKEN_URL)
+    assert form["client_secret"] == "s" and "client_assertion" not in form
+    with pytest.raises(ValueError, match="need a private key"):
+        Credentials.load("c")
+
+
+def test_token_shared_between_providers_and_refreshed_on_401(sandbox, r, rsa_key):
+    from conftest import CLIENT_ID, COMPANY_KEYS
+    creds = Credentials.load(CLIENT_ID, key_file=str(rsa_key[0]))
+    one = TokenProvider(sandbox.token_url, creds, redis_client=r, key_prefix="msb1test")
+    two = TokenProvider(sandbox.token_url, creds, redis_client=r, key_prefix="msb1test")
+    token = one.token()
+    assert two.token() == token and sandbox.sb1.token_requests == 1
+    client = SB1Client(sandbox.sb1_url, COMPANY_KEYS["acme"], two)
+    sandbox.sb1.revoke_tokens()
+    assert [c["Code"] for c in client.query("currencycodes", filter="Code eq 'NOK'")] == ["NOK"]
+    assert sandbox.sb1.token_requests == 2
+    one.invalidate(token)          # the other process meets its own 401: it takes the new token from Redis
+    assert one.token() == two.token() != token and sandbox.sb1.token_requests == 2
+    # a wrong company key is refused: no falling back to some other company
+    other = SB1Client(sandbox.sb1_url, "11111111-2222-3333-4444-555555555555", two)
+    with pytest.raises(AuthError, match="company key refused"):
+        other.query("customers")
+
+
+def test_bad_credentials_are_refused(sandbox, r):
+    wrong = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    from conftest import CLIENT_ID
+    provider = TokenProvider(sandbox.token_url, Credentials(CLIENT_ID, private_key=wrong), redis_client=r,
+                             key_prefix="msb1test")
+    with pytest.raises(AuthError) as err:
+        provider.token()
+    assert str(err.value) == ("SpareBank 1 identity server POST /connect/token: HTTP 400: invalid_client "
+                              "(client_assertion refused: Signature verification failed)")
+
+
+def test_worker_refuses_to_start_on_an_invalid_integrations_file(tmp_path, worker_env):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[integration]]\nid = "acme"\nbank = "atlantis"\n')
+    env = dict(worker_env, MSB1_INTEGRATIONS_FILE=str(bad))
+    out = subprocess.run([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "threads"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "the worker cannot start: invalid integrations file" in out.stderr
+    assert "integration 'acme', field 'bank': unknown bank 'atlantis'" in out.stderr
