@@ -10,30 +10,13 @@ the notification mailbox.
 from __future__ import annotations
 
 import time
-from email import message_from_bytes, policy
-
 import requests
 
-from sandbox.stack import Stack, free_port, wait_for
+from sandbox.mail import Mailbox
+from sandbox.stack import Stack, wait_for
 
 COMPANY = {"moment_company": "demo", "moment_api_key": "demo-moment-key", "seed_customers": 5,
            "company_key": "3f2504e0-4f89-41d3-9a0c-0305e82c3301"}
-
-
-class Mailbox:
-    def __init__(self):
-        from aiosmtpd.controller import Controller
-        self.messages = []
-        box = self
-
-        class Handler:
-            async def handle_DATA(self, server, session, envelope):
-                box.messages.append(message_from_bytes(envelope.content, policy=policy.default))
-                return "250 OK"
-
-        self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
-        self.controller.start()
 
 
 def step(text: str) -> None:
@@ -48,7 +31,7 @@ def main() -> None:
         run(stack, mailbox)
     finally:
         stack.stop()
-        mailbox.controller.stop()
+        mailbox.stop()
 
 
 def run(stack: Stack, mailbox: Mailbox) -> None:
@@ -108,7 +91,7 @@ def run(stack: Stack, mailbox: Mailbox) -> None:
     enqueue("demo", "customers", bad["id"])
     wait_for(lambda: mailbox.messages, 30, "the failure email")
     msg = mailbox.messages[0]
-    print(f"  the notification address got one email:\n")
+    print("  the notification address got one email:\n")
     print(f"  To: {msg['To']}\n  Subject: {msg['Subject']}\n")
     print("  " + msg.get_content().replace("\n", "\n  "))
     letters = rt.dead_letters.list("demo")

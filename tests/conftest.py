@@ -11,10 +11,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zlib
-from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -95,36 +93,12 @@ def rsa_key(tmp_path_factory):
     return path, public
 
 
-class SmtpSink:
-    """An aiosmtpd server that keeps every message it receives."""
-
-    def __init__(self):
-        from aiosmtpd.controller import Controller
-        self.messages: list = []
-        self.port = free_port()
-        sink = self
-
-        class Handler:
-            async def handle_DATA(self, server, session, envelope):
-                msg = message_from_bytes(envelope.content, policy=policy.default)
-                sink.messages.append(msg)
-                return "250 OK"
-
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def bodies(self) -> list[str]:
-        return [m.get_content() for m in self.messages]
-
-    def stop(self):
-        self.controller.stop()
-
-
 @pytest.fixture
 def smtp():
-    sink = SmtpSink()
-    yield sink
-    sink.stop()
+    from sandbox.mail import Mailbox
+    box = Mailbox()
+    yield box
+    box.stop()
 
 
 class SentrySink:

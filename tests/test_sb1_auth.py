@@ -5,7 +5,6 @@ import sys
 
 import jwt
 import pytest
-import redis
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
