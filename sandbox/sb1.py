@@ -185,6 +185,8 @@ class SB1Store:
         # True: answer every filter with the unfiltered list, as the platform does for a
         # filter it does not understand (lets tests prove the client checks what came back)
         self.ignore_filters: bool = False
+        # callables (company_key, method, route, doc) run after every successful write
+        self.write_listeners: list = []
         self.token_requests: int = 0
         self.writes: Counter[tuple[str, str, str]] = Counter()  # (company key, method, route)
         self.requests: Counter[tuple[str, str]] = Counter()  # (method, route)
@@ -458,6 +460,8 @@ class SB1Store:
         self.writes[(company.key, method, route)] += 1
         if route == "customers":
             self._sync_customer_account(company, doc)
+        for listener in self.write_listeners:
+            listener(company.key, method, route, doc)
 
     def _sync_customer_account(self, company: Company, customer: Doc) -> None:
         """Keep the customer's own ledger account (under 1500) in step, as the platform does."""

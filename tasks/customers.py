@@ -43,6 +43,8 @@ def upsert_customer(ctx: SyncContext) -> str:
     previous = ctx.previous()
     if previous and previous.get("fingerprint") == digest:
         return "unchanged"
+    if ctx.is_stale(previous, customer.last_modified_date):
+        return "stale"
 
     sb1 = ctx.sb1
     currency_id = None

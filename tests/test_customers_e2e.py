@@ -16,8 +16,10 @@ pytestmark = pytest.mark.slow
 
 
 def enqueue(integration, record_id, data_type="customers"):
-    from worker.producer import enqueue as put
-    put(integration, data_type, record_id)
+    """Publish a sync task directly, without the producer's coalescing: these tests want
+    every task to run, as redeliveries and replays do."""
+    from worker.app import TASKS, app
+    app.send_task(TASKS[data_type], args=[integration, record_id])
 
 
 def cli(env, *args) -> str:

@@ -19,7 +19,7 @@ from .settings import Settings, SettingsError
 log = logging.getLogger(__name__)
 
 QUEUE = "moment-sb1"
-TASK_MODULES = ["tasks.customers"]
+TASK_MODULES = ["tasks.customers", "tasks.poll"]
 # data type → task name; the producer API and the CLI enqueue through this table
 TASKS = {"customers": "sync.customer"}
 
@@ -49,6 +49,17 @@ def celery_config(settings: Settings) -> dict:
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
         "timezone": "UTC",
+        # celery beat: RedBeat keeps the schedule in Redis and holds a lock, so a second
+        # beat started by mistake waits instead of doubling the work
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "redbeat_redis_url": settings.redis_url,
+        "redbeat_key_prefix": f"{settings.key_prefix}:redbeat",
+        "redbeat_lock_timeout": max(30, int(settings.poll_interval * 5)),
+        "beat_max_loop_interval": max(1, min(30, int(settings.poll_interval))),
+        "beat_schedule": {
+            "poll-moment": {"task": "poll.changes", "schedule": settings.poll_interval,
+                            "options": {"expires": settings.poll_interval}},
+        },
     }
 
 

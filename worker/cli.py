@@ -68,6 +68,26 @@ def worker(ctx: click.Context, concurrency: int | None) -> None:
     app.worker_main(argv)
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def beat(ctx: click.Context) -> None:
+    """Run celery beat (the safety-net poll schedule); one is enough, a second one waits."""
+    from .app import app
+    app.start(["beat", "--loglevel", "INFO", *ctx.args])
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=8000, type=int, show_default=True)
+@click.option("--threads", default=16, type=int, show_default=True)
+def webhooks(host: str, port: int, threads: int) -> None:
+    """Run the webhook receiver (POST /webhooks/{integration}/{secret})."""
+    from .webhooks import serve
+    _runtime()
+    click.echo(f"moment-sb1 webhook receiver on http://{host}:{port}/webhooks/<integration>/<secret>")
+    serve(host, port, threads)
+
+
 @main.command()
 @click.option("--integration", "integration_id", default=None)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
@@ -83,6 +103,7 @@ def status(integration_id: str | None, as_json: bool) -> None:
             "records_in_step": {t: rt.state.count(i.id, t) for t in sorted(i.data_types)},
             "counters": {k: int(v) for k, v in stats.items() if ":last_" not in k},
             "dead_letters": len(rt.dead_letters.list(i.id)),
+            "poll_cursor": {t: rt.redis.get(rt.keys.cursor(i.id, t)) for t in sorted(i.data_types)},
         }
     if as_json:
         click.echo(json.dumps(out, indent=2))
@@ -95,6 +116,8 @@ def status(integration_id: str | None, as_json: bool) -> None:
         for k, v in sorted(info["counters"].items()):
             click.echo(f"  {k}: {v}")
         click.echo(f"  dead letters: {info['dead_letters']}")
+        for t, cursor in info["poll_cursor"].items():
+            click.echo(f"  {t} polled up to: {cursor or 'never'}")
 
 
 @main.command("dead-letters")
@@ -120,10 +143,12 @@ def enqueue(integration_id: str, data_type: str, record_ids: tuple[int, ...]) ->
     """Queue syncs of records by Moment id."""
     from .producer import enqueue as put
     rt = _runtime()
-    _pick(rt, integration_id)
-    for rid in record_ids:
-        put(integration_id, data_type, rid)
-    click.echo(f"queued {len(record_ids)} {data_type} sync(s) for {integration_id}")
+    [integration] = _pick(rt, integration_id)
+    if not integration.wants(data_type):
+        raise click.ClickException(f"{integration_id} does not transfer {data_type}")
+    queued = sum(1 for rid in record_ids if put(integration_id, data_type, rid))
+    click.echo(f"queued {queued} {data_type} sync(s) for {integration_id}"
+               + (f" ({len(record_ids) - queued} already queued)" if queued < len(record_ids) else ""))
 
 
 @main.command()

@@ -5,10 +5,17 @@ asks for a record to be synced.
     enqueue("acme", "customers", 1000123)
 
 Only IDs travel in the message; the task fetches the record as it is when it runs.
+Changes to one record are coalesced (see ``worker.state.Coalescer``): ``enqueue`` returns
+the queued task's id, or None when a queued sync of that record already covers the change.
 """
 from __future__ import annotations
 
 from .app import TASKS, app
+from .runtime import Runtime, get_runtime
+
+# Publishing gives up quickly when Redis is away, so a webhook can answer 503 at once
+# and the sender retries, instead of hanging.
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
 class UnknownDataType(ValueError):
@@ -22,8 +29,21 @@ def task_name(data_type: str) -> str:
         raise UnknownDataType(f"unknown data type {data_type!r}; choose from {', '.join(TASKS)}") from None
 
 
-def enqueue(integration_id: str, data_type: str, record_id: int, *, countdown: float | None = None) -> str:
-    """Queue one sync; returns the task id. Raises if Redis cannot take it."""
-    result = app.send_task(task_name(data_type), args=[integration_id, int(record_id)],
-                           countdown=countdown)
+def enqueue(integration_id: str, data_type: str, record_id: int, *, runtime: Runtime | None = None) -> str | None:
+    """Queue one sync (coalesced per record). Raises if Redis cannot take it."""
+    name = task_name(data_type)
+    rt = runtime or get_runtime()
+    record_id = int(record_id)
+    countdown = rt.coalescer.claim(integration_id, data_type, record_id)
+    if countdown is None:
+        return None
+    try:
+        result = app.send_task(name, args=[integration_id, record_id], countdown=countdown or None,
+                               retry_policy=PUBLISH_RETRY)
+    except BaseException:
+        try:
+            rt.coalescer.release(integration_id, data_type, record_id)
+        except Exception:
+            pass          # Redis is gone too; the mark expires by itself
+        raise
     return result.id

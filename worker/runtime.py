@@ -12,7 +12,7 @@ from clients.moment import MomentClient
 from clients.sb1 import Credentials, SB1Client, TokenProvider
 from .integrations import Integration, load_integrations
 from .settings import Settings
-from .state import DeadLetters, Keys, Stats, SyncState
+from .state import Coalescer, DeadLetters, Keys, Stats, SyncState
 
 
 class UnknownIntegration(KeyError):
@@ -58,6 +58,10 @@ class Runtime:
     @cached_property
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self.redis, self.keys)
+
+    @cached_property
+    def coalescer(self) -> Coalescer:
+        return Coalescer(self.redis, self.keys, self.settings.coalesce_window, self.settings.pending_ttl)
 
     @cached_property
     def stats(self) -> Stats:

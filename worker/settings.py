@@ -56,6 +56,12 @@ class Settings:
     # Celery task events cost three Redis publishes per task; Flower switches them on
     # itself while it runs, so they stay off by default
     task_events: bool = False
+    # change feed
+    coalesce_window: float = 1.0      # at most one sync per record per this many seconds
+    pending_ttl: int = 600            # a "sync already queued" mark expires after this
+    poll_interval: float = 300.0      # the safety-net poll of Moment, per integration and type
+    poll_overlap: float = 120.0       # each poll looks this far behind its cursor
+    webhook_max_body: int = 65536     # bytes
 
     @property
     def token_url(self) -> str:
@@ -102,5 +108,8 @@ class Settings:
                 "a waiting task to a second worker")
         if self.smtp_tls not in ("none", "starttls", "ssl"):
             raise SettingsError("MSB1_SMTP_TLS must be none, starttls or ssl")
+        if self.poll_interval <= 0 or self.poll_overlap < 0 or self.coalesce_window < 0:
+            raise SettingsError("MSB1_POLL_INTERVAL must be positive; MSB1_POLL_OVERLAP and "
+                                "MSB1_COALESCE_WINDOW must not be negative")
         if self.retry_max_attempts < 1:
             raise SettingsError("MSB1_RETRY_MAX_ATTEMPTS must be at least 1")

@@ -5,6 +5,9 @@
 ``{p}:stats:{integration}``             hash  counters (created, updated, unchanged, failed, ...)
 ``{p}:lock:{integration}:{data_type}:{record id}``  per-record lock
 ``{p}:sb1-token:{digest}``              the shared SpareBank 1 access token
+``{p}:pending:{integration}:{data_type}:{record id}``  a sync of this record is queued
+``{p}:started:{integration}:{data_type}:{record id}``  when its last sync started
+``{p}:cursor:{integration}:{data_type}``  the safety-net poll's "modified since" cursor
 """
 from __future__ import annotations
 
@@ -31,6 +34,18 @@ class Keys:
 
     def lock(self, integration_id: str, data_type: str, record_id: int) -> str:
         return f"{self.prefix}:lock:{integration_id}:{data_type}:{record_id}"
+
+    def pending(self, integration_id: str, data_type: str, record_id: int) -> str:
+        return f"{self.prefix}:pending:{integration_id}:{data_type}:{record_id}"
+
+    def started(self, integration_id: str, data_type: str, record_id: int) -> str:
+        return f"{self.prefix}:started:{integration_id}:{data_type}:{record_id}"
+
+    def cursor(self, integration_id: str, data_type: str) -> str:
+        return f"{self.prefix}:cursor:{integration_id}:{data_type}"
+
+    def poll_guard(self, integration_id: str, data_type: str) -> str:
+        return f"{self.prefix}:poll-guard:{integration_id}:{data_type}"
 
 
 class SyncState:
@@ -106,6 +121,44 @@ class DeadLetters:
     def iter_all(self, integration_ids: list[str]) -> Iterator[DeadLetter]:
         for iid in integration_ids:
             yield from self.list(iid)
+
+
+class Coalescer:
+    """Folds a burst of changes to one record into few syncs, never losing the last one.
+
+    The first change queues a sync at once. While that sync is still queued, further
+    changes are dropped: it will fetch the record as it is when it runs. A change that
+    arrives after a sync has started is queued to run ``window`` seconds after that start,
+    and fetches the latest state then. So a record is written at most about once per
+    window, and what ends in the books is Moment's latest state.
+    """
+
+    def __init__(self, r: redis.Redis, keys: Keys, window: float, pending_ttl: int):
+        self.redis, self.keys, self.window, self.pending_ttl = r, keys, window, pending_ttl
+
+    def claim(self, integration_id: str, data_type: str, record_id: int) -> float | None:
+        """Seconds until the sync should run, or None when one is already queued."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self.keys.pending(integration_id, data_type, record_id), "1", nx=True, ex=self.pending_ttl)
+        pipe.get(self.keys.started(integration_id, data_type, record_id))
+        claimed, started = pipe.execute()
+        if not claimed:
+            return None
+        if not started:
+            return 0.0
+        return max(0.0, float(started) + self.window - time.time())
+
+    def release(self, integration_id: str, data_type: str, record_id: int) -> None:
+        """Undo a claim whose message could not be queued."""
+        self.redis.delete(self.keys.pending(integration_id, data_type, record_id))
+
+    def started(self, integration_id: str, data_type: str, record_id: int) -> None:
+        """A sync is about to fetch the record: later changes need a sync of their own."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(self.keys.pending(integration_id, data_type, record_id))
+        pipe.set(self.keys.started(integration_id, data_type, record_id), f"{time.time():.6f}",
+                 ex=max(1, int(self.window * 2) + 1))
+        pipe.execute()
 
 
 class Stats:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable
 
 from celery import Task
@@ -69,6 +70,13 @@ class SyncContext:
     def previous(self) -> dict[str, Any] | None:
         return self.runtime.state.get(self.integration.id, self.data_type, self.record_id)
 
+    def is_stale(self, previous: dict[str, Any] | None, modified: datetime | None) -> bool:
+        """True when Moment answered with an older version than the one already in the books
+        (a lagging read): writing it would put an older state over a newer one."""
+        if not previous or not previous.get("modified") or modified is None:
+            return False
+        return modified < datetime.fromisoformat(previous["modified"])
+
     def remember(self, **values: Any) -> None:
         if self.dry_run:
             return
@@ -92,6 +100,8 @@ def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, bo
 
     ctx = SyncContext(rt, integration, data_type, int(record_id))
     settings = rt.settings
+    # from here on, a new change to this record needs (and gets) a sync of its own
+    rt.coalescer.started(integration_id, data_type, ctx.record_id)
     lock = rt.redis.lock(rt.keys.lock(integration_id, data_type, ctx.record_id),
                          timeout=settings.lock_timeout, blocking_timeout=settings.lock_wait)
     if not lock.acquire():
