@@ -1,0 +1,174 @@
+"""The change feed end to end: coalescing of bursts, the safety-net poll and its cursor,
+and celery beat started twice. Real worker, real beat processes, real Redis and sandbox."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from conftest import COMPANY_KEYS, ROOT, free_port, wait_until
+from sandbox.moment import seed_customers
+
+ACME = COMPANY_KEYS["acme"]
+pytestmark = pytest.mark.slow
+
+
+def stat(r, name, integration="acme"):
+    return int(r.hget(f"msb1test:stats:{integration}", f"customers:{name}") or 0)
+
+
+def send_task(name, *args):
+    from worker.app import app
+    app.send_task(name, args=list(args))
+
+
+def customer_writes(sandbox, sb1_id):
+    return [w for w in sandbox.writes_log if w[1] == sb1_id]
+
+
+@pytest.fixture
+def write_log(sandbox):
+    """Every customer write the sandbox SpareBank 1 accepts: (time, ID, WebUrl)."""
+    sandbox.writes_log = []
+    sandbox.sb1.write_listeners.append(
+        lambda key, method, route, doc: route == "customers" and sandbox.writes_log.append(
+            (time.time(), doc["ID"], doc.get("WebUrl"))))
+    return sandbox.writes_log
+
+
+@pytest.fixture
+def receiver(worker_env, r):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "webhooks", "--host", "127.0.0.1",
+                             "--port", str(port)], cwd=ROOT, env=worker_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return requests.get(f"{url}/healthz", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+    wait_until(up, 30, message="the webhook receiver")
+    yield f"{url}/webhooks/acme/acme-webhook-secret-0123456789"
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_burst_of_webhooks_gives_at_most_three_writes_and_the_latest_state(sandbox, write_log, worker,
+                                                                         receiver, r):
+    sandbox.sb1_faults.latency = sandbox.moment_faults.latency = 0.02
+    [rec] = seed_customers(sandbox.moment, "acme", 1)
+    session = requests.Session()
+    hook = {"event": "UPDATE", "customer": {"id": rec["id"], "customerNumber": rec["customerNumber"]}}
+    assert session.post(receiver, json=hook, timeout=5).status_code == 202
+    wait_until(lambda: stat(r, "created") == 1, 20, message="created")
+    [(_, sb1_id, _)] = write_log
+    started = time.monotonic()
+    answers = []
+    for i in range(20):                      # 20 changes, each with its webhook, within a second
+        sandbox.moment.update("acme", "customers", rec["id"], {"website": f"https://v{i}.example.no"})
+        answers.append(session.post(receiver, json=hook, timeout=5).json()["status"])
+        time.sleep(0.045)
+    assert time.monotonic() - started < 1.2
+    assert set(answers) <= {"queued", "coalesced"} and answers.count("queued") <= 3
+    wait_until(lambda: sandbox.sb1.customers(ACME)[0]["WebUrl"] == "https://v19.example.no", 20,
+               message="the latest state in the books")
+    time.sleep(2.5)                          # nothing more may arrive afterwards
+    updates = customer_writes(sandbox, sb1_id)[1:]
+    assert 1 <= len(updates) <= 3, updates
+    assert updates[-1][2] == "https://v19.example.no"
+    assert sandbox.sb1.customers(ACME)[0]["WebUrl"] == "https://v19.example.no"
+
+
+def test_duplicate_tasks_in_any_order_end_with_the_latest_state(sandbox, write_log, start_worker, r):
+    start_worker(concurrency=8)
+    [rec] = seed_customers(sandbox.moment, "acme", 1)
+    for i in range(15):                      # raw tasks, no coalescing: 15 concurrent syncs
+        sandbox.moment.update("acme", "customers", rec["id"], {"website": f"https://w{i}.example.no"})
+        send_task("sync.customer", "acme", rec["id"])
+    wait_until(lambda: sum(stat(r, k) for k in ("created", "updated", "unchanged", "stale")) == 15, 30,
+               message="15 syncs")
+    [c] = sandbox.sb1.customers(ACME)
+    assert c["WebUrl"] == "https://w14.example.no"
+    urls = [w[2] for w in write_log]
+    assert urls == sorted(urls, key=lambda u: int(u.split("//w")[1].split(".")[0]))   # never backwards
+
+
+def test_an_older_read_never_overwrites_a_newer_transfer(sandbox, write_log, worker, r):
+    [rec] = seed_customers(sandbox.moment, "acme", 1)
+    send_task("sync.customer", "acme", rec["id"])
+    wait_until(lambda: stat(r, "created") == 1, 20, message="created")
+    key = "msb1test:state:acme:customers"
+    state = json.loads(r.hget(key, rec["id"]))
+    state["modified"] = "2099-01-01T00:00:00+00:00"      # the books hold a newer version than Moment shows
+    state["fingerprint"] = "x"
+    r.hset(key, rec["id"], json.dumps(state))
+    sandbox.moment.update("acme", "customers", rec["id"], {"website": "https://old.example.no"})
+    send_task("sync.customer", "acme", rec["id"])
+    wait_until(lambda: stat(r, "stale") == 1, 20, message="a stale read detected")
+    assert len(write_log) == 1
+
+
+def run_poll():
+    send_task("poll.integration", "acme", "customers")
+
+
+def test_poll_queues_exactly_the_changed_records_and_its_cursor_survives_a_restart(sandbox, start_worker, r):
+    records = seed_customers(sandbox.moment, "acme", 6)
+    env = {"MSB1_POLL_INTERVAL": "2", "MSB1_POLL_OVERLAP": "0"}
+    w = start_worker(**env)
+    for rec in records:
+        send_task("sync.customer", "acme", rec["id"])
+    wait_until(lambda: stat(r, "created") == 6, 20, message="6 created")
+    run_poll()                                 # first poll: everything is in the books already
+    wait_until(lambda: r.get("msb1test:cursor:acme:customers"), 10, message="a cursor")
+    assert stat(r, "updated") == stat(r, "unchanged") == 0
+    time.sleep(1.2)                            # past the poll guard (half the interval)
+    for rec in records[1:3]:
+        sandbox.moment.update("acme", "customers", rec["id"], {"email": "ny@example.no"})
+    run_poll()
+    wait_until(lambda: stat(r, "updated") == 2, 20, message="the 2 changed customers")
+    time.sleep(0.5)
+    assert stat(r, "unchanged") == 0           # nothing else was queued
+    cursor = r.get("msb1test:cursor:acme:customers")
+    w.kill()                                   # the worker dies; Redis keeps the cursor
+    sandbox.moment.update("acme", "customers", records[4]["id"], {"name": "Etter Omstart AS"})
+    time.sleep(1.2)
+    start_worker(**env)
+    assert r.get("msb1test:cursor:acme:customers") == cursor
+    run_poll()                                 # overlap 0: only the cursor can find this change
+    wait_until(lambda: stat(r, "updated") == 3, 20, message="the change made while it was down")
+    assert stat(r, "unchanged") == 0
+    assert r.get("msb1test:cursor:acme:customers") > cursor
+    names = {c["CustomerNumber"]: c["Info"]["Name"] for c in sandbox.sb1.customers(ACME)}
+    assert names[int(records[4]["customerNumber"])] == "Etter Omstart AS"
+
+
+def test_two_beats_do_not_double_the_work(sandbox, start_worker, worker_env, r, tmp_path):
+    records = seed_customers(sandbox.moment, "acme", 3)
+    env = dict(worker_env, MSB1_POLL_INTERVAL="1", MSB1_POLL_OVERLAP="5")
+    start_worker(MSB1_POLL_INTERVAL="1", MSB1_POLL_OVERLAP="5")
+    beats, logs = [], []
+    for n in range(2):
+        logs.append(tmp_path / f"beat{n}.log")
+        beats.append(subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", "INFO",
+             "--schedule", str(tmp_path / f"beat{n}.db")],
+            cwd=ROOT, env=env, stdout=open(logs[-1], "wb"), stderr=subprocess.STDOUT))
+    try:
+        wait_until(lambda: stat(r, "created") == 3, 30, message="the poll finds the 3 new customers")
+        sandbox.moment.update("acme", "customers", records[0]["id"], {"website": "https://en-gang.example.no"})
+        wait_until(lambda: stat(r, "updated") == 1, 30, message="the change found by the poll")
+        time.sleep(4)
+    finally:
+        for b in beats:
+            b.terminate()
+            b.wait(10)
+    sends = [log.read_text().count("Sending due task poll-moment") for log in logs]
+    assert min(sends) == 0 and max(sends) >= 3, sends       # one beat works, the other waits
+    assert stat(r, "created") == 3 and stat(r, "updated") == 1 and stat(r, "unchanged") == 0
