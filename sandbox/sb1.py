@@ -915,6 +915,28 @@ def create_sb1_app(store: SB1Store, faults: Faults, issuer_url: str | None = Non
             return jsonify({"Message": "unknown company or route"}), 404
         return jsonify(store.documents(company_key, route))
 
+    write_log: list[dict] = []
+
+    def log_write(company_key: str, method: str, route: str, doc: dict) -> None:
+        write_log.append({"t": time.time(), "company_key": company_key, "method": method,
+                          "route": route, "ID": doc.get("ID"), "doc": copy.deepcopy(doc)})
+
+    @app.route("/_sandbox/write-log", methods=["GET", "POST"])
+    def write_log_route():
+        """POST {"enabled": true|false} starts or stops recording every write with its
+        time (for benchmarks); GET returns what was recorded."""
+        if request.method == "POST":
+            enabled = bool((request.get_json(silent=True) or {}).get("enabled"))
+            with store.lock:
+                if log_write in store.write_listeners:
+                    store.write_listeners.remove(log_write)
+                if enabled:
+                    write_log.clear()
+                    store.write_listeners.append(log_write)
+            return jsonify({"enabled": enabled})
+        with store.lock:
+            return jsonify(list(write_log))
+
     @app.post("/_sandbox/revoke-tokens")
     def revoke_tokens():
         store.revoke_tokens()

@@ -77,6 +77,7 @@ class Stack:
             f'moment_api_key = "{c["moment_api_key"]}"\nmoment_base_url = "{self.moment_url}"\n'
             f'sb1_base_url = "{self.sb1_url}"\ncompany_key = "{c["company_key"]}"\n'
             f'notify_email = "regnskap@{c["moment_company"]}.example"\ndata_types = ["customers"]\n'
+            f'webhook_secret = "{self.webhook_secret(c["moment_company"])}"\n'
             for c in self.companies))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MSB1_")}
         self.env.update({
@@ -122,6 +123,25 @@ class Stack:
                             "--without-gossip", "--loglevel", "INFO"], log_name, env=self.env)
         wait_for(lambda: b" ready." in log_path.read_bytes(), 60, "the worker")
         return proc
+
+    @staticmethod
+    def webhook_secret(integration_id: str) -> str:
+        return f"{integration_id}-webhook-secret-0123456789"
+
+    def start_receiver(self, log_name: str = "webhooks.log") -> str:
+        """Start the webhook receiver; return its base URL."""
+        port = free_port()
+        self._spawn([sys.executable, "-m", "worker.cli", "webhooks", "--host", "127.0.0.1",
+                     "--port", str(port)], log_name, env=self.env)
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return requests.get(f"{url}/healthz", timeout=1).ok
+            except requests.ConnectionError:
+                return False
+        wait_for(up, 60, "the webhook receiver")
+        return url
 
     def stop(self) -> None:
         for proc in reversed(self.procs):

@@ -1,0 +1,116 @@
+"""Benchmark: customer webhooks at a steady rate through the receiver, the queue and the
+worker into the sandbox SpareBank 1, with latency on every API call.
+
+    .venv/bin/python -m bench.webhooks                  # 50/s for 60 s, 20 ms per call
+
+For each event: a change in the sandbox Moment (the customer's website becomes a marker
+unique to the event), then its webhook. Reported: the receiver's response time as the
+sender sees it, and the time from the receiver's 202 to the first write in SpareBank 1
+that carries the event's marker (p50, p99, max), and events lost.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import requests
+
+from sandbox.stack import Stack, percentile, wait_for
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=50.0, help="webhooks per second")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--customers", type=int, default=600,
+                        help="events cycle over this many customers (each changes every customers/rate s)")
+    parser.add_argument("--latency", type=float, default=0.02)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--processes", type=int, default=2)
+    args = parser.parse_args()
+
+    company = {"moment_company": "hooks", "moment_api_key": "hooks-key", "seed_customers": args.customers}
+    stack = Stack([company], latency=args.latency)
+    try:
+        result = run(stack, args)
+    finally:
+        stack.stop()
+    print(json.dumps(result, indent=2))
+    r, b = result["receiver_ms"], result["change_to_books_s"]
+    print(f"\n| events | lost | receiver p50 | receiver p99 | to books p50 | to books p99 | to books max |\n"
+          f"|---|---|---|---|---|---|---|\n"
+          f"| {result['events']} at {args.rate:g}/s | {result['lost']} | {r['p50']:.1f} ms | {r['p99']:.1f} ms | "
+          f"{b['p50'] * 1000:.0f} ms | {b['p99'] * 1000:.0f} ms | {b['max'] * 1000:.0f} ms |")
+
+
+def run(stack: Stack, args) -> dict:
+    from worker.producer import enqueue
+    from worker.runtime import Runtime
+    from worker.settings import Settings
+    rt = Runtime(Settings.from_env())
+    moment = f"{stack.moment_url}/api/1.0/companies/hooks/customers"
+    auth = ("apikey", "hooks-key")
+    ids = [c["id"] for c in rt.moment(rt.integration("hooks")).list("customers")]
+    for _ in range(args.processes):
+        stack.start_worker(args.concurrency, f"worker{_}.log")
+    for rid in ids:                                   # the customers exist in the books first
+        enqueue("hooks", "customers", rid, runtime=rt)
+    wait_for(lambda: rt.state.count("hooks", "customers") >= len(ids), 300, "the initial sync")
+    hook_url = f"{stack.start_receiver()}/webhooks/hooks/{stack.webhook_secret('hooks')}"
+    requests.post(f"{stack.sb1_url}/_sandbox/write-log", json={"enabled": True}, timeout=10).raise_for_status()
+
+    session = requests.Session()
+    n_events = int(args.rate * args.seconds)
+    accepted: dict[str, float] = {}
+    receiver_ms: list[float] = []
+    refused = 0
+    start = time.perf_counter() + 0.5
+    wall0 = time.time() - time.perf_counter()         # perf_counter → wall clock (sandbox stamps)
+    for i in range(n_events):
+        due = start + i / args.rate
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        rid = ids[i % len(ids)]
+        marker = f"https://e{i}.example.no"
+        session.patch(f"{moment}/{rid}", auth=auth, json={"website": marker}, timeout=10).raise_for_status()
+        t0 = time.perf_counter()
+        resp = session.post(hook_url, json={"event": "UPDATE", "customer": {"id": rid}}, timeout=10)
+        t1 = time.perf_counter()
+        receiver_ms.append((t1 - t0) * 1000)
+        if resp.status_code == 202:
+            accepted[marker] = wall0 + t1
+        else:
+            refused += 1
+    sent_for = time.perf_counter() - start
+
+    def log() -> list[dict]:
+        return requests.get(f"{stack.sb1_url}/_sandbox/write-log", timeout=30).json()
+
+    def first_writes() -> dict[str, float]:
+        seen: dict[str, float] = {}
+        for w in log():
+            url = w["doc"].get("WebUrl")
+            if url in accepted and url not in seen:
+                seen[url] = w["t"]
+        return seen
+
+    deadline = time.time() + 60
+    seen = first_writes()
+    while len(seen) < len(accepted) and time.time() < deadline:
+        time.sleep(1)
+        seen = first_writes()
+    delays = [seen[m] - accepted[m] for m in accepted if m in seen]
+    return {
+        "events": n_events, "accepted": len(accepted), "refused": refused,
+        "lost": len(accepted) - len(seen), "sent_for_seconds": round(sent_for, 2),
+        "receiver_ms": {"p50": percentile(receiver_ms, 50), "p99": percentile(receiver_ms, 99),
+                        "max": max(receiver_ms)},
+        "change_to_books_s": {"p50": percentile(delays, 50), "p99": percentile(delays, 99), "max": max(delays)},
+        "latency_ms": args.latency * 1000, "workers": f"{args.processes} x {args.concurrency} threads",
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,428 @@
+"""The webhook receiver over real HTTP: ``moment-sb1 webhooks`` (waitress) in a subprocess,
+on the tests' private Redis; what it queued is read straight from Celery's Redis list."""
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+import redis
+import requests
+
+from conftest import ROOT, free_port, wait_until
+
+QUEUE = "moment-sb1"                      # Celery's queue: a Redis list of JSON messages
+SECRETS = {name: f"{name}-webhook-secret-0123456789" for name in ("acme", "fjord")}
+CUSTOMER = {"event": "UPDATE", "customer": {"id": 62788973, "customerNumber": "100001"}}
+NOTHING = "nothing may be queued on a refused webhook"
+
+
+def customer(record_id: int, event: str = "UPDATE") -> dict:
+    return {"event": event, "customer": {"id": record_id, "customerNumber": str(100000 + record_id % 1000)}}
+
+
+# ---------------------------------------------------------------- the receiver, for real
+
+class Receiver:
+    """``python -m worker.cli webhooks`` on a free port, logging to a file."""
+
+    def __init__(self, env: dict, log_path, port: int | None = None):
+        self.env, self.log_path = env, log_path
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.http = requests.Session()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Receiver":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "webhooks", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        wait_until(lambda: self._healthy() or self.proc.poll() is not None, 20, 0.05, "the receiver to start")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the receiver exited ({self.proc.returncode}):\n{self.log()}")
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def post(self, path: str, payload=None, *, data: bytes | str | None = None, headers=None,
+             timeout: float = 10) -> requests.Response:
+        if data is None:
+            return self.http.post(self.url + path, json=payload, headers=headers, timeout=timeout)
+        return self.http.post(self.url + path, data=data, timeout=timeout,
+                              headers={"Content-Type": "application/json", **(headers or {})})
+
+    def hook(self, integration: str, payload=None, *, secret: str | None = None, **kw) -> requests.Response:
+        """POST to /webhooks/{integration}/{secret} (the integration's own secret by default)."""
+        return self.post(f"/webhooks/{integration}/{secret or SECRETS[integration]}", payload, **kw)
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if hasattr(self, "_log"):
+            self._log.close()
+
+
+@pytest.fixture
+def start_receiver(worker_env, r, tmp_path):
+    """Start receivers on the private Redis (``r`` first: it flushes Redis before they run)."""
+    started: list[Receiver] = []
+
+    def start(**env_overrides) -> Receiver:
+        env = dict(worker_env, **{k: str(v) for k, v in env_overrides.items()})
+        rc = Receiver(env, tmp_path / f"receiver{len(started)}.log")
+        started.append(rc)
+        return rc.start()
+
+    yield start
+    for rc in started:
+        rc.stop()
+
+
+@pytest.fixture
+def receiver(start_receiver) -> Receiver:
+    return start_receiver()
+
+
+class RedisServer:
+    """A second private redis-server, to be stopped and started again under a receiver."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tempfile.mkdtemp(prefix="msb1-redis-down-")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "RedisServer":
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        try:
+            wait_until(lambda: _pings(client), 10, 0.05, "the second redis-server")
+        finally:
+            client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        # the port must be closed, not just the process gone
+        wait_until(lambda: not _listening(self.port), 5, 0.05, "redis' port to close")
+
+
+def _pings(client) -> bool:
+    try:
+        return client.ping()
+    except redis.ConnectionError:
+        return False
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def spare_redis():
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer().start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- what is in the queue
+
+def queued(client) -> list[tuple[str, list]]:
+    """(task name, args) of every message in Celery's queue, oldest first."""
+    out = []
+    for raw in reversed(client.lrange(QUEUE, 0, -1)):        # kombu LPUSHes, workers BRPOP
+        msg = json.loads(raw)
+        body = msg["body"]
+        if msg["properties"].get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args, kwargs, _embed = json.loads(body)
+        assert kwargs == {}
+        assert msg["headers"]["argsrepr"] == repr(tuple(args)) or msg["headers"]["argsrepr"] == repr(args)
+        out.append((msg["headers"]["task"], args))
+    return out
+
+
+def assert_nothing_queued(client) -> None:
+    assert client.llen(QUEUE) == 0, f"{NOTHING}, found {queued(client)}"
+
+
+# ---------------------------------------------------------------- 1, 2: accepted and queued
+
+def test_valid_webhook_with_secret_in_path_is_queued(receiver, r):
+    resp = receiver.hook("acme", CUSTOMER)
+    assert resp.status_code == 202, resp.text
+    assert resp.json() == {"status": "queued", "data_type": "customers", "id": 62788973}
+    assert queued(r) == [("sync.customer", ["acme", 62788973])]
+
+
+def test_valid_webhook_with_secret_in_header_is_queued(receiver, r):
+    resp = receiver.post("/webhooks/acme", CUSTOMER, headers={"X-Webhook-Secret": SECRETS["acme"]})
+    assert resp.status_code == 202, resp.text
+    assert resp.json() == {"status": "queued", "data_type": "customers", "id": 62788973}
+    assert queued(r) == [("sync.customer", ["acme", 62788973])]
+    # and fjord's own secret on its own endpoint queues under fjord, not acme
+    resp = receiver.post("/webhooks/fjord", customer(7), headers={"X-Webhook-Secret": SECRETS["fjord"]})
+    assert resp.status_code == 202, resp.text
+    assert queued(r) == [("sync.customer", ["acme", 62788973]), ("sync.customer", ["fjord", 7])]
+
+
+def test_unknown_fields_are_ignored(receiver, r):
+    payload = {"event": "CREATE_NEW", "eventId": "b1f0c7", "timestamp": "2024-05-02T10:11:12Z",
+               "companyCode": "acme", "webhookVersion": 2, "changes": [{"field": "name"}],
+               "customer": {"id": 4711, "customerNumber": "100002", "name": "Fjellbakeriet AS",
+                            "address": {"city": "Bergen"}, "tags": ["vip"], "archived": False}}
+    resp = receiver.hook("acme", payload, headers={"Content-Type": "application/json; charset=utf-8"})
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["status"] == "queued"
+    assert queued(r) == [("sync.customer", ["acme", 4711])]
+
+
+# ---------------------------------------------------------------- 3: who may send
+
+def test_wrong_secret_and_unknown_integration_look_the_same(receiver, r):
+    wrong = receiver.hook("acme", CUSTOMER, secret="acme-webhook-secret-0123456780")
+    unknown = receiver.hook("nosuch", CUSTOMER, secret=SECRETS["acme"])
+    assert wrong.status_code == unknown.status_code == 404
+    assert wrong.json() == unknown.json() == {"error": "not found"}
+    assert wrong.content == unknown.content
+    # the header form: a wrong header, and no header at all
+    for headers in ({"X-Webhook-Secret": "nope"}, {}):
+        resp = receiver.post("/webhooks/acme", CUSTOMER, headers=headers)
+        assert resp.status_code == 404, (headers, resp.text)
+        assert resp.json() == {"error": "not found"}
+    assert_nothing_queued(r)
+
+
+def test_one_integrations_secret_is_refused_on_another_endpoint(receiver, r):
+    resp = receiver.hook("fjord", CUSTOMER, secret=SECRETS["acme"])
+    assert resp.status_code == 404
+    assert resp.json() == {"error": "not found"}
+    resp = receiver.post("/webhooks/fjord", CUSTOMER, headers={"X-Webhook-Secret": SECRETS["acme"]})
+    assert resp.status_code == 404
+    assert resp.json() == {"error": "not found"}
+    assert_nothing_queued(r)
+
+
+# ---------------------------------------------------------------- 4: bad requests
+
+def test_malformed_json_is_refused(receiver, r):
+    resp = receiver.hook("acme", data=b'{"event": "UPDATE", "customer": {"id": 1')
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"].startswith("the body is not valid JSON: ")
+    resp = receiver.hook("acme", data=b"\xff\xfe not utf-8")
+    assert resp.status_code == 400, resp.text
+    assert "not valid JSON" in resp.json()["error"]
+    resp = receiver.hook("acme", data=b"")
+    assert resp.status_code == 400, resp.text
+    assert "not valid JSON" in resp.json()["error"]
+    assert_nothing_queued(r)
+
+
+def test_deeply_nested_json_is_a_bad_request_not_a_crash(receiver, r):
+    resp = receiver.hook("acme", data=b"[" * 60000)          # under the 64 KiB limit
+    assert resp.status_code == 400, resp.text
+    assert "not valid JSON" in resp.json()["error"]
+    resp = receiver.hook("acme", data=b'{"event":"UPDATE","customer":{"id":1},"x":' + b"[" * 50000)
+    assert resp.status_code == 400, resp.text
+    assert "not valid JSON" in resp.json()["error"]
+    assert_nothing_queued(r)
+
+
+@pytest.mark.parametrize("body", [[CUSTOMER], "UPDATE", 62788973, None], ids=["array", "string", "number", "null"])
+def test_json_that_is_not_an_object_is_refused(receiver, r, body):
+    resp = receiver.hook("acme", data=json.dumps(body))
+    assert resp.status_code == 400, resp.text
+    assert resp.json() == {"error": "the body must be a JSON object"}
+    assert_nothing_queued(r)
+
+
+SHAPE_ERRORS = [
+    ("no record", {"event": "UPDATE"},
+     {"_schema": ["exactly one of customer, project, invoice must be given (got 0)"]}),
+    ("two records", {"event": "UPDATE", "customer": {"id": 1}, "invoice": {"id": 2}},
+     {"_schema": ["exactly one of customer, project, invoice must be given (got 2)"]}),
+    ("id a string", {"event": "UPDATE", "customer": {"id": "abc"}},
+     {"customer": {"id": ["Not a valid integer."]}}),
+    ("id a numeric string", {"event": "UPDATE", "customer": {"id": "62788973"}},
+     {"customer": {"id": ["Not a valid integer."]}}),
+    ("id a float", {"event": "UPDATE", "customer": {"id": 1.5}},
+     {"customer": {"id": ["Not a valid integer."]}}),
+    ("id a boolean", {"event": "UPDATE", "customer": {"id": True}},
+     {"customer": {"id": ["Not a valid integer."]}}),
+    ("id 0", {"event": "UPDATE", "customer": {"id": 0}},
+     {"customer": {"id": ["Must be greater than or equal to 1."]}}),
+    ("id negative", {"event": "UPDATE", "customer": {"id": -5}},
+     {"customer": {"id": ["Must be greater than or equal to 1."]}}),
+    ("no id", {"event": "UPDATE", "customer": {"customerNumber": "100001"}},
+     {"customer": {"id": ["Missing data for required field."]}}),
+    ("record not an object", {"event": "UPDATE", "customer": 62788973},
+     {"customer": {"_schema": ["Invalid input type."]}}),
+    ("no event", {"customer": {"id": 62788973}},
+     {"event": ["Missing data for required field."]}),
+    ("odd event", {"event": "update; drop", "customer": {"id": 62788973}},
+     {"event": ["must be an event name such as CREATE_NEW, UPDATE or DELETE"]}),
+]
+
+
+@pytest.mark.parametrize("payload, problems", [s[1:] for s in SHAPE_ERRORS], ids=[s[0] for s in SHAPE_ERRORS])
+def test_wrong_shape_names_the_field(receiver, r, payload, problems):
+    resp = receiver.hook("acme", payload)
+    assert resp.status_code == 400, resp.text
+    assert resp.json() == {"error": "the body is not a Moment webhook", "problems": problems}
+    assert_nothing_queued(r)
+
+
+def test_wrong_content_type_is_refused(receiver, r):
+    body = json.dumps(CUSTOMER)
+    resp = receiver.hook("acme", data=body, headers={"Content-Type": "text/plain"})
+    assert resp.status_code == 415, resp.text
+    assert resp.json() == {"error": "Content-Type must be application/json, not text/plain"}
+    resp = receiver.hook("acme", data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status_code == 415, resp.text
+    assert "not application/x-www-form-urlencoded" in resp.json()["error"]
+    resp = receiver.hook("acme", data=body, headers={"Content-Type": ""})
+    assert resp.status_code == 415, resp.text
+    assert resp.json() == {"error": "Content-Type must be application/json, not missing"}
+    assert_nothing_queued(r)
+
+
+def test_body_over_the_limit_is_refused(start_receiver, r):
+    rc = start_receiver(MSB1_WEBHOOK_MAX_BODY=1024)
+    padded = dict(CUSTOMER, note="x" * 2000)
+    resp = rc.hook("acme", padded)
+    assert resp.status_code == 413, resp.text
+    assert resp.json() == {"error": "the body is larger than 1024 bytes"}
+    assert_nothing_queued(r)
+    # just under the limit still goes through
+    small = dict(CUSTOMER, note="x" * (1000 - len(json.dumps(CUSTOMER))))
+    resp = rc.hook("acme", small)
+    assert resp.status_code == 202, resp.text
+    assert queued(r) == [("sync.customer", ["acme", 62788973])]
+
+
+def test_default_body_limit_is_64_kib(receiver, r):
+    resp = receiver.hook("acme", dict(CUSTOMER, note="x" * 70000))
+    assert resp.status_code == 413, resp.text
+    assert resp.json() == {"error": "the body is larger than 65536 bytes"}
+    assert_nothing_queued(r)
+
+
+def test_get_is_not_allowed(receiver, r):
+    resp = receiver.http.get(f"{receiver.url}/webhooks/acme/{SECRETS['acme']}", timeout=10)
+    assert resp.status_code == 405, resp.text
+    assert resp.json() == {"error": "use POST"}
+    resp = receiver.http.get(f"{receiver.url}/webhooks/acme", timeout=10)
+    assert resp.status_code == 405, resp.text
+    assert_nothing_queued(r)
+
+
+# ---------------------------------------------------------------- 5, 6: ignored and coalesced
+
+def test_data_type_not_transferred_is_acknowledged_and_ignored(receiver, r):
+    project = {"event": "CREATE_NEW",
+               "project": {"id": 5, "projectNumber": "1", "customer": {"id": 1, "customerNumber": "100001"}}}
+    resp = receiver.hook("acme", project)
+    assert resp.status_code == 202, resp.text
+    assert resp.json() == {"status": "ignored", "reason": "this integration does not transfer projects"}
+    resp = receiver.hook("acme", {"event": "UPDATE", "invoice": {"id": 9}})
+    assert resp.status_code == 202, resp.text
+    assert resp.json() == {"status": "ignored", "reason": "this integration does not transfer invoices"}
+    assert_nothing_queued(r)
+
+
+def test_a_burst_for_one_record_queues_one_sync(receiver, r):
+    answers = [receiver.hook("acme", CUSTOMER) for _ in range(20)]
+    assert [a.status_code for a in answers] == [202] * 20, [a.text for a in answers if a.status_code != 202]
+    statuses = [a.json()["status"] for a in answers]
+    assert statuses == ["queued"] + ["coalesced"] * 19
+    assert all(a.json()["id"] == 62788973 for a in answers)
+    assert queued(r) == [("sync.customer", ["acme", 62788973])]
+    # another record, or the same id at another integration, is not folded into it
+    assert receiver.hook("acme", customer(62788974)).json()["status"] == "queued"
+    assert receiver.hook("fjord", CUSTOMER).json()["status"] == "queued"
+    assert queued(r) == [("sync.customer", ["acme", 62788973]), ("sync.customer", ["acme", 62788974]),
+                         ("sync.customer", ["fjord", 62788973])]
+
+
+# ---------------------------------------------------------------- 7: Redis away
+
+def test_redis_down_answers_503_quickly_and_recovers(start_receiver, spare_redis, r):
+    rc = start_receiver(MSB1_REDIS_URL=spare_redis.url)
+    spare = redis.Redis.from_url(spare_redis.url, decode_responses=True)
+    try:
+        resp = rc.hook("acme", customer(1))
+        assert resp.status_code == 202, resp.text
+        assert queued(spare) == [("sync.customer", ["acme", 1])]
+    finally:
+        spare.close()
+
+    spare_redis.stop()
+    for record_id in (2, 3):           # the broken connection, then a fresh attempt
+        t0 = time.perf_counter()
+        resp = rc.hook("acme", customer(record_id), timeout=15)
+        elapsed = time.perf_counter() - t0
+        assert resp.status_code == 503, resp.text
+        assert resp.headers.get("Retry-After") == "5"
+        assert resp.json() == {"error": "the queue is not available; send the webhook again later"}
+        assert elapsed < 3, f"the receiver took {elapsed:.2f}s to say Redis is away"
+    resp = rc.http.get(f"{rc.url}/healthz", timeout=15)
+    assert resp.status_code == 503
+    assert resp.json() == {"error": "redis unavailable"}
+
+    spare_redis.start()                # same port, empty: the receiver must reconnect
+    resp = rc.hook("acme", customer(2), timeout=15)
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["status"] == "queued"
+    spare = redis.Redis.from_url(spare_redis.url, decode_responses=True)
+    try:
+        assert queued(spare) == [("sync.customer", ["acme", 2])]
+    finally:
+        spare.close()
+    assert_nothing_queued(r)           # the suite's Redis was never involved
+
+
+# ---------------------------------------------------------------- 8: speed
+
+def test_answers_in_milliseconds(receiver, r):
+    times, codes = [], []
+    for i in range(200):
+        t0 = time.perf_counter()
+        resp = receiver.hook("acme", customer(1000 + i))
+        times.append(time.perf_counter() - t0)
+        codes.append(resp.status_code)
+    assert codes == [202] * 200
+    times.sort()
+    p50, p99 = times[99] * 1000, times[197] * 1000
+    assert p99 < 100, f"p99 {p99:.1f} ms (p50 {p50:.1f} ms, max {times[-1] * 1000:.1f} ms) over 200 webhooks"
+    assert r.llen(QUEUE) == 200
+    print(f"webhook latency over 200: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {times[-1] * 1000:.1f} ms")
