@@ -172,3 +172,23 @@ def test_two_beats_do_not_double_the_work(sandbox, start_worker, worker_env, r, 
     sends = [log.read_text().count("Sending due task poll-moment") for log in logs]
     assert min(sends) == 0 and max(sends) >= 3, sends       # one beat works, the other waits
     assert stat(r, "created") == 3 and stat(r, "updated") == 1 and stat(r, "unchanged") == 0
+
+
+def queued(r):
+    return [(json.loads(m)["headers"]["task"], json.loads(m)["headers"]["argsrepr"]) for m in r.lrange("moment-sb1", 0, -1)]
+
+
+def test_producer_api_and_cli_enqueue_ids_only(r, worker_env):
+    from worker.producer import UnknownDataType, enqueue
+    assert enqueue("acme", "customers", 1000001) is not None
+    assert enqueue("acme", "customers", 1000001) is None          # already queued: folded
+    with pytest.raises(UnknownDataType, match="unknown data type 'expenses'"):
+        enqueue("acme", "expenses", 1)
+    out = subprocess.run([sys.executable, "-m", "worker.cli", "enqueue", "acme", "customers", "1000001", "1000002",
+                          "1000003"], cwd=ROOT, env=worker_env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "queued 2 customers sync(s) for acme (1 already queued)"
+    assert sorted(queued(r)) == [("sync.customer", f"['acme', {n}]") for n in (1000001, 1000002, 1000003)]
+    refused = subprocess.run([sys.executable, "-m", "worker.cli", "enqueue", "acme", "projects", "5"], cwd=ROOT,
+                             env=worker_env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "acme does not transfer projects" in refused.stderr

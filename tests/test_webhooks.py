@@ -167,7 +167,7 @@ def queued(client) -> list[tuple[str, list]]:
             body = base64.b64decode(body)
         args, kwargs, _embed = json.loads(body)
         assert kwargs == {}
-        assert msg["headers"]["argsrepr"] == repr(tuple(args)) or msg["headers"]["argsrepr"] == repr(args)
+        assert msg["headers"]["argsrepr"] == repr(args)          # e.g. "['acme', 62788973]"
         out.append((msg["headers"]["task"], args))
     return out
 
@@ -221,6 +221,7 @@ def test_wrong_secret_and_unknown_integration_look_the_same(receiver, r):
         assert resp.status_code == 404, (headers, resp.text)
         assert resp.json() == {"error": "not found"}
     assert_nothing_queued(r)
+    assert "acme-webhook-secret" not in receiver.log(), "request paths carry secrets and must not be logged"
 
 
 def test_one_integrations_secret_is_refused_on_another_endpoint(receiver, r):
@@ -256,13 +257,15 @@ def test_deeply_nested_json_is_a_bad_request_not_a_crash(receiver, r):
     assert resp.status_code == 400, resp.text
     assert "not valid JSON" in resp.json()["error"]
     assert_nothing_queued(r)
+    # a crash would have logged "Exception on /webhooks/acme/<secret>": the path carries the secret
+    assert SECRETS["acme"] not in receiver.log()
 
 
-@pytest.mark.parametrize("body", [[CUSTOMER], "UPDATE", 62788973, None], ids=["array", "string", "number", "null"])
-def test_json_that_is_not_an_object_is_refused(receiver, r, body):
-    resp = receiver.hook("acme", data=json.dumps(body))
-    assert resp.status_code == 400, resp.text
-    assert resp.json() == {"error": "the body must be a JSON object"}
+def test_json_that_is_not_an_object_is_refused(receiver, r):
+    for body in ([CUSTOMER], [], "UPDATE", 62788973, None):
+        resp = receiver.hook("acme", data=json.dumps(body))
+        assert resp.status_code == 400, (body, resp.text)
+        assert resp.json() == {"error": "the body must be a JSON object"}, body
     assert_nothing_queued(r)
 
 
@@ -294,11 +297,11 @@ SHAPE_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("payload, problems", [s[1:] for s in SHAPE_ERRORS], ids=[s[0] for s in SHAPE_ERRORS])
-def test_wrong_shape_names_the_field(receiver, r, payload, problems):
-    resp = receiver.hook("acme", payload)
-    assert resp.status_code == 400, resp.text
-    assert resp.json() == {"error": "the body is not a Moment webhook", "problems": problems}
+def test_wrong_shape_names_the_field(receiver, r):
+    for case, payload, problems in SHAPE_ERRORS:
+        resp = receiver.hook("acme", payload)
+        assert resp.status_code == 400, (case, resp.text)
+        assert resp.json() == {"error": "the body is not a Moment webhook", "problems": problems}, case
     assert_nothing_queued(r)
 
 

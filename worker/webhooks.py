@@ -77,7 +77,7 @@ def create_app(runtime: Runtime | None = None) -> Flask:
         raw = request.get_data(cache=False)         # raises 413 past MAX_CONTENT_LENGTH
         try:
             payload = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as err:
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deep
             return _error(400, f"the body is not valid JSON: {err}")
         if not isinstance(payload, dict):
             return _error(400, "the body must be a JSON object")
