@@ -25,12 +25,13 @@ class WebhookEvent:
 
 
 class RecordRefSchema(MomentSchema):
-    id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    id = fields.Integer(required=True, strict=True, validate=validate.Range(
+        min=1, max=2**63 - 1, error="must be a Moment record id (a whole number from 1 up)"))
 
 
 class WebhookSchema(MomentSchema):
     # Other event names are not documented; accept any, the sync fetches the record anyway.
-    event = fields.String(required=True, validate=validate.Regexp(r"^[A-Z_]{1,40}$",
+    event = fields.String(required=True, validate=validate.Regexp(r"^[A-Z_]{1,40}\Z",
                           error="must be an event name such as CREATE_NEW, UPDATE or DELETE"))
     customer = fields.Nested(RecordRefSchema, load_default=None)
     project = fields.Nested(RecordRefSchema, load_default=None)

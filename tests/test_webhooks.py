@@ -283,9 +283,13 @@ SHAPE_ERRORS = [
     ("id a boolean", {"event": "UPDATE", "customer": {"id": True}},
      {"customer": {"id": ["Not a valid integer."]}}),
     ("id 0", {"event": "UPDATE", "customer": {"id": 0}},
-     {"customer": {"id": ["Must be greater than or equal to 1."]}}),
+     {"customer": {"id": ["must be a Moment record id (a whole number from 1 up)"]}}),
     ("id negative", {"event": "UPDATE", "customer": {"id": -5}},
-     {"customer": {"id": ["Must be greater than or equal to 1."]}}),
+     {"customer": {"id": ["must be a Moment record id (a whole number from 1 up)"]}}),
+    ("id too large", {"event": "UPDATE", "customer": {"id": 2**80}},
+     {"customer": {"id": ["must be a Moment record id (a whole number from 1 up)"]}}),
+    ("event with a trailing newline", {"event": "UPDATE\n", "customer": {"id": 5}},
+     {"event": ["must be an event name such as CREATE_NEW, UPDATE or DELETE"]}),
     ("no id", {"event": "UPDATE", "customer": {"customerNumber": "100001"}},
      {"customer": {"id": ["Missing data for required field."]}}),
     ("record not an object", {"event": "UPDATE", "customer": 62788973},
@@ -343,7 +347,7 @@ def test_default_body_limit_is_64_kib(receiver, r):
 def test_get_is_not_allowed(receiver, r):
     resp = receiver.http.get(f"{receiver.url}/webhooks/acme/{SECRETS['acme']}", timeout=10)
     assert resp.status_code == 405, resp.text
-    assert resp.json() == {"error": "use POST"}
+    assert resp.json() == {"error": "use POST"} and resp.headers["Allow"] == "POST"
     resp = receiver.http.get(f"{receiver.url}/webhooks/acme", timeout=10)
     assert resp.status_code == 405, resp.text
     assert_nothing_queued(r)

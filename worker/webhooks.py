@@ -41,6 +41,8 @@ def _error(status: int, message: str, **extra):
 
 def create_app(runtime: Runtime | None = None) -> Flask:
     app = Flask("moment-sb1-webhooks")
+    # Flask would log the request path with an unhandled error; the path holds the secret
+    app.log_exception = lambda exc_info: log.error("webhook receiver error: %s", exc_info[0].__name__)
 
     def rt() -> Runtime:
         return runtime or get_runtime()
@@ -115,7 +117,9 @@ def create_app(runtime: Runtime | None = None) -> Flask:
 
     @app.errorhandler(405)
     def wrong_method(_):
-        return _error(405, "use POST")
+        resp = _error(405, "use POST")
+        resp.headers["Allow"] = "POST"
+        return resp
 
     @app.get("/healthz")
     def healthz():
