@@ -74,7 +74,7 @@ def test_burst_of_webhooks_gives_at_most_three_writes_and_the_latest_state(sandb
         sandbox.moment.update("acme", "customers", rec["id"], {"website": f"https://v{i}.example.no"})
         answers.append(session.post(receiver, json=hook, timeout=5).json()["status"])
         time.sleep(0.045)
-    assert time.monotonic() - started < 1.2
+    assert time.monotonic() - started < 1.5          # a burst, even on a busy machine
     assert set(answers) <= {"queued", "coalesced"} and answers.count("queued") <= 3
     wait_until(lambda: sandbox.sb1.customers(ACME)[0]["WebUrl"] == "https://v19.example.no", 20,
                message="the latest state in the books")
