@@ -4,6 +4,7 @@ from __future__ import annotations
 from marshmallow import ValidationError
 
 from clients.errors import NotFound, RecordInvalid
+from .upsert import upsert
 from schemas.moment import MOMENT_CUSTOMER, MomentCustomer
 from schemas.sb1 import (CUSTOMER_EXPAND, check_customer, create_guid, customer_body,
                          customer_fields, fingerprint)
@@ -55,32 +56,13 @@ def upsert_customer(ctx: SyncContext) -> str:
                 f"currency code {wanted['currency_code']!r} does not exist in SpareBank 1 Regnskap",
                 hint="Use a currency that SpareBank 1 Regnskap knows, or set it up there first.")
 
-    existing = None
-    if previous and previous.get("sb1_id"):
-        try:
-            existing = sb1.get(ROUTE, previous["sb1_id"], expand=CUSTOMER_EXPAND)
-        except NotFound:
-            existing = None     # deleted in the books: find by number or create anew
-    if existing is None:
-        existing = sb1.find_by(ROUTE, "CustomerNumber", number, expand=CUSTOMER_EXPAND, what="customer")
-
     def guid(part: str) -> str:
         return create_guid(ctx.integration.id, ROUTE, ctx.record_id, customer.last_modified_date, part)
 
-    if existing is None:
-        try:
-            created = sb1.create(ROUTE, customer_body(wanted, currency_id=currency_id, existing=None, guid=guid))
-            outcome, sb1_id = "created", created["ID"]
-        except RecordInvalid:
-            # A create that went through before (the worker died before the ack) is
-            # refused for its _createguid: find what it made and bring it up to date.
-            existing = sb1.find_by(ROUTE, "CustomerNumber", number, expand=CUSTOMER_EXPAND, what="customer")
-            if existing is None:
-                raise
-    if existing is not None:
-        sb1.update(ROUTE, existing["ID"], customer_body(wanted, currency_id=currency_id,
-                                                        existing=existing, guid=guid))
-        outcome, sb1_id = "updated", existing["ID"]
+    outcome, sb1_id = upsert(
+        ctx, ROUTE, previous,
+        lambda existing: customer_body(wanted, currency_id=currency_id, existing=existing, guid=guid),
+        key_field="CustomerNumber", key=number, expand=CUSTOMER_EXPAND, what="customer")
     ctx.remember(fingerprint=digest, sb1_id=sb1_id,
                  modified=customer.last_modified_date.isoformat() if customer.last_modified_date else None)
     return outcome

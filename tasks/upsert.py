@@ -1,0 +1,43 @@
+"""Create-or-update of one platform record, shared by every data type.
+
+Idempotent by design: the record we wrote before is looked up by its ID, else by its
+number (checking what comes back, as the platform ignores a filter it does not
+understand); a create carries a deterministic ``_createguid``, and a create the platform
+refuses because it already happened (the worker died before the ack) turns into an update.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from clients.errors import NotFound, RecordInvalid
+from worker.sync import SyncContext
+
+Build = Callable[[dict | None], dict]
+
+
+def find_existing(ctx: SyncContext, route: str, previous: dict | None, *, key_field: str, key: Any,
+                  expand: str | None, what: str) -> dict | None:
+    sb1 = ctx.sb1
+    if previous and previous.get("sb1_id"):
+        try:
+            return sb1.get(route, previous["sb1_id"], expand=expand)
+        except NotFound:
+            pass                # deleted in the books: find by number or create anew
+    return sb1.find_by(route, key_field, key, expand=expand, what=what)
+
+
+def upsert(ctx: SyncContext, route: str, previous: dict | None, build: Build, *, key_field: str,
+           key: Any, expand: str | None, what: str) -> tuple[str, int]:
+    """Write the record; ``build(existing)`` makes the POST (None) or PUT body.
+    Returns the outcome ("created" or "updated") and the platform ID."""
+    sb1 = ctx.sb1
+    existing = find_existing(ctx, route, previous, key_field=key_field, key=key, expand=expand, what=what)
+    if existing is None:
+        try:
+            return "created", sb1.create(route, build(None))["ID"]
+        except RecordInvalid:
+            existing = sb1.find_by(route, key_field, key, expand=expand, what=what)
+            if existing is None:
+                raise
+    sb1.update(route, existing["ID"], build(existing))
+    return "updated", existing["ID"]
