@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from marshmallow import fields, post_load
 
@@ -72,3 +72,50 @@ class MomentCustomerSchema(MomentSchema):
 
 
 MOMENT_CUSTOMER = MomentCustomerSchema()
+
+
+@dataclass(frozen=True)
+class MomentRef:
+    id: int
+    customer_number: str | None = None
+
+
+@dataclass(frozen=True)
+class MomentProject:
+    id: int
+    name: str
+    project_number: str
+    customer: MomentRef | None = None
+    project_state: str | None = None
+    start_date: date | None = None
+    end_date: date | None = None
+    last_modified_date: datetime | None = None
+
+
+class MomentCustomerRefSchema(MomentSchema):
+    id = fields.Integer(required=True, strict=True)
+    customer_number = fields.Raw(load_default=None)
+
+    @post_load
+    def _make(self, data, **kwargs) -> MomentRef:
+        number = data["customer_number"]
+        return MomentRef(data["id"], None if number is None else str(number))
+
+
+class MomentProjectSchema(MomentSchema):
+    id = fields.Integer(required=True, strict=True)
+    name = fields.String(required=True)
+    project_number = fields.Raw(required=True)
+    customer = fields.Nested(MomentCustomerRefSchema, allow_none=True, load_default=None)
+    project_state = _text()
+    start_date = fields.Date(allow_none=True, load_default=None)
+    end_date = fields.Date(allow_none=True, load_default=None)
+    last_modified_date = fields.AwareDateTime(allow_none=True, load_default=None)
+
+    @post_load
+    def _make(self, data, **kwargs) -> MomentProject:
+        data["project_number"] = "" if data["project_number"] is None else str(data["project_number"]).strip()
+        return MomentProject(**data)
+
+
+MOMENT_PROJECT = MomentProjectSchema()

@@ -16,7 +16,7 @@ from marshmallow import fields
 
 from clients.errors import RecordInvalid
 from .base import SB1Schema
-from .moment import MomentCustomer
+from .moment import MomentCustomer, MomentProject
 
 # --- the platform's rules (verified, quoted in the domain brief) -------------------------
 CUSTOMER_NUMBER_MIN, CUSTOMER_NUMBER_MAX = 100000, 199999
@@ -170,3 +170,67 @@ def customer_body(wanted: dict[str, Any], *, currency_id: int | None, existing: 
     else:
         body["createguid"] = guid("")
     return SB1_CUSTOMER.dump(body)
+
+
+# --- projects ----------------------------------------------------------------------------
+# Moment's project states (assumed) → the platform's project status codes (verified)
+PROJECT_STATUS = {"PLANNED": 42201, "ACTIVE": 42203, "COMPLETED": 42204, "CANCELLED": 42205}
+
+
+def check_project(project: MomentProject) -> str:
+    """The project number as the platform needs it (digits only), or ``RecordInvalid``."""
+    raw = project.project_number
+    if not raw.isdigit() or not raw.isascii():
+        raise RecordInvalid(
+            f"project number {raw!r} contains other characters than digits. SpareBank 1 Regnskap "
+            "needs a project number made of digits only.",
+            hint="Change the project number in Moment to digits only (for example 1042).")
+    if project.customer is None:
+        raise RecordInvalid("the project has no customer in Moment; SpareBank 1 Regnskap needs one",
+                            hint="Choose the project's customer in Moment.")
+    if (project.project_state or "ACTIVE") not in PROJECT_STATUS:
+        raise RecordInvalid(f"project state {project.project_state!r} is not one the integration knows "
+                            f"({', '.join(PROJECT_STATUS)})")
+    return raw
+
+
+class ProjectOut(_Child):
+    project_number = fields.String()
+    project_number_numeric = fields.Integer()
+    name = fields.String()
+    project_customer_id = fields.Integer(data_key="ProjectCustomerID")
+    start_date = fields.Date()
+    end_date = fields.Date()
+    status_code = fields.Integer()
+
+
+SB1_PROJECT = ProjectOut()
+
+
+def project_fields(project: MomentProject, number: str) -> dict[str, Any]:
+    return {
+        "project_number": number,
+        "name": project.name,
+        "customer_moment_id": project.customer.id,
+        "status_code": PROJECT_STATUS[project.project_state or "ACTIVE"],
+        "start_date": project.start_date,
+        "end_date": project.end_date,
+    }
+
+
+def project_body(wanted: dict[str, Any], *, customer_id: int, existing: dict | None,
+                 guid: Callable[[str], str]) -> dict[str, Any]:
+    body = {
+        "project_number": wanted["project_number"],
+        "project_number_numeric": int(wanted["project_number"]),
+        "name": wanted["name"],
+        "project_customer_id": customer_id,
+        "start_date": wanted["start_date"],
+        "end_date": wanted["end_date"],
+        "status_code": wanted["status_code"],
+    }
+    if existing:
+        body["id"] = existing["ID"]
+    else:
+        body["createguid"] = guid("")
+    return SB1_PROJECT.dump(body)

@@ -5,4 +5,5 @@ from __future__ import annotations
 
 def bodies():
     from .customers import upsert_customer
-    return {"customers": upsert_customer}
+    from .projects import upsert_project
+    return {"customers": upsert_customer, "projects": upsert_project}

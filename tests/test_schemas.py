@@ -125,3 +125,39 @@ def test_moment_schema_names_missing_fields():
     with pytest.raises(ValidationError) as err:
         MOMENT_CUSTOMER.load({"id": 1})
     assert set(err.value.messages) == {"name", "customerNumber"}
+
+
+PROJECT = {"id": 7, "name": "Kontorbygg", "projectNumber": "1042", "projectState": "ACTIVE",
+           "customer": {"id": 1000001, "customerNumber": "100001"}, "startDate": "2026-09-01",
+           "endDate": None, "lastModifiedDate": "2026-11-25T10:00:00+00:00", "budget": 1}
+
+
+@pytest.mark.parametrize("number,state,error", [
+    ("1042", "ACTIVE", None), ("1", "PLANNED", None), ("007", "COMPLETED", None), ("9", "CANCELLED", None),
+    ("P-1042", "ACTIVE", "contains other characters than digits"), ("10 42", "ACTIVE", "other characters"),
+    ("", "ACTIVE", "other characters"), ("١٢", "ACTIVE", "other characters"),     # Arabic-Indic digits
+    ("1042", "ON_HOLD", "project state 'ON_HOLD' is not one the integration knows"),
+])
+def test_project_rules(number, state, error):
+    from schemas.moment import MOMENT_PROJECT
+    from schemas.sb1 import check_project
+    p = MOMENT_PROJECT.load({**PROJECT, "projectNumber": number, "projectState": state})
+    if error is None:
+        assert check_project(p) == number
+    else:
+        with pytest.raises(RecordInvalid, match=error):
+            check_project(p)
+
+
+@pytest.mark.skipif(not SWAGGER.exists(), reason="shared/domain/unieconomy-swagger.json not beside the repo")
+def test_every_project_field_we_send_exists_in_the_swagger():
+    from schemas.moment import MOMENT_PROJECT
+    from schemas.sb1 import PROJECT_STATUS, check_project, project_body, project_fields
+    props = json.loads(SWAGGER.read_text())["definitions"]["Project"]["properties"]
+    p = MOMENT_PROJECT.load(PROJECT)
+    wanted = project_fields(p, check_project(p))
+    for existing in (None, {"ID": 5}):
+        body = project_body(wanted, customer_id=12, existing=existing, guid=guid)
+        assert set(body) <= set(props), set(body) - set(props)
+    assert body == {"ID": 5, "ProjectNumber": "1042", "ProjectNumberNumeric": 1042, "Name": "Kontorbygg",
+                    "ProjectCustomerID": 12, "StartDate": "2026-09-01", "StatusCode": PROJECT_STATUS["ACTIVE"]}

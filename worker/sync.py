@@ -96,6 +96,7 @@ def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, bo
         return "unknown-integration"
     if not integration.wants(data_type):
         log.info("%s: integration %s does not transfer %s; ignored", task.name, integration_id, data_type)
+        rt.stats.incr(integration_id, data_type, "ignored")
         return "ignored"
 
     ctx = SyncContext(rt, integration, data_type, int(record_id))
