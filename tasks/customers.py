@@ -1,15 +1,13 @@
 """``sync.customer``: one Moment customer into SpareBank 1 Regnskap."""
 from __future__ import annotations
 
-from marshmallow import ValidationError
-
-from clients.errors import NotFound, RecordInvalid
-from .upsert import upsert
+from clients.errors import RecordInvalid
 from schemas.moment import MOMENT_CUSTOMER, MomentCustomer
 from schemas.sb1 import (CUSTOMER_EXPAND, check_customer, create_guid, customer_body,
                          customer_fields, fingerprint)
 from worker.app import app
 from worker.sync import SyncContext, run_sync
+from .upsert import fetch, upsert
 
 ROUTE = "customers"
 
@@ -20,17 +18,10 @@ def sync_customer(self, integration_id: str, customer_id: int) -> str:
 
 
 def fetch_customer(ctx: SyncContext) -> MomentCustomer | None:
-    try:
-        raw = ctx.moment.get("customers", ctx.record_id)
-    except NotFound:
-        return None
-    try:
-        customer = MOMENT_CUSTOMER.load(raw)
-    except ValidationError as err:
-        fields = ", ".join(sorted(err.normalized_messages()))
-        raise RecordInvalid(f"Moment returned a customer we cannot read (fields: {fields})") from None
-    ctx.describe(f"customer {customer.customer_number or '(no number)'}",
-                 f"customer {customer.name} (customer number {customer.customer_number or 'missing'})")
+    customer = fetch(ctx, MOMENT_CUSTOMER)
+    if customer is not None:
+        ctx.describe(f"customer {customer.customer_number or '(no number)'}",
+                     f"customer {customer.name} (customer number {customer.customer_number or 'missing'})")
     return customer
 
 

@@ -1,15 +1,13 @@
 """``sync.project``: one Moment project into SpareBank 1 Regnskap, its customer first."""
 from __future__ import annotations
 
-from marshmallow import ValidationError
-
-from clients.errors import NotFound, RecordInvalid, TransientError
+from clients.errors import RecordInvalid, TransientError
 from schemas.moment import MOMENT_PROJECT, MomentProject
 from schemas.sb1 import check_project, create_guid, fingerprint, project_body, project_fields
 from worker.app import app
 from worker.sync import SyncContext, run_sync
 from .customers import upsert_customer
-from .upsert import upsert
+from .upsert import fetch, upsert
 
 ROUTE = "projects"
 
@@ -20,17 +18,10 @@ def sync_project(self, integration_id: str, project_id: int) -> str:
 
 
 def fetch_project(ctx: SyncContext) -> MomentProject | None:
-    try:
-        raw = ctx.moment.get("projects", ctx.record_id)
-    except NotFound:
-        return None
-    try:
-        project = MOMENT_PROJECT.load(raw)
-    except ValidationError as err:
-        fields = ", ".join(sorted(err.normalized_messages()))
-        raise RecordInvalid(f"Moment returned a project we cannot read (fields: {fields})") from None
-    number = project.project_number or "(no number)"
-    ctx.describe(f"project {number}", f"project {project.name} (project number {number})")
+    project = fetch(ctx, MOMENT_PROJECT)
+    if project is not None:
+        number = project.project_number or "(no number)"
+        ctx.describe(f"project {number}", f"project {project.name} (project number {number})")
     return project
 
 

@@ -9,10 +9,27 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from marshmallow import Schema, ValidationError
+
 from clients.errors import NotFound, RecordInvalid
+from worker.notify import DATA_TYPE_NAMES
 from worker.sync import SyncContext
 
 Build = Callable[[dict | None], dict]
+
+
+def fetch(ctx: SyncContext, schema: Schema) -> Any | None:
+    """The record as Moment has it now, loaded with ``schema``; None when it is gone."""
+    try:
+        raw = ctx.moment.get(ctx.data_type, ctx.record_id)
+    except NotFound:
+        return None
+    try:
+        return schema.load(raw)
+    except ValidationError as err:
+        fields = ", ".join(sorted(err.normalized_messages()))
+        raise RecordInvalid(f"Moment returned a {DATA_TYPE_NAMES[ctx.data_type]} we cannot read "
+                            f"(fields: {fields})") from None
 
 
 def find_existing(ctx: SyncContext, route: str, previous: dict | None, *, key_field: str, key: Any,
