@@ -43,7 +43,14 @@ def run(stack: Stack, mailbox: Mailbox) -> None:
     auth = ("apikey", COMPANY["moment_api_key"])
     books_url = f"{stack.sb1_url}/_sandbox/companies/{COMPANY['company_key']}/customers"
     stack.start_worker(8)
+    hook_url = f"{stack.start_receiver()}/webhooks/demo/{stack.webhook_secret('demo')}"
     print(f"  Moment sandbox {stack.moment_url}, SpareBank 1 sandbox {stack.sb1_url}")
+    print(f"  webhook receiver {hook_url.rsplit('/', 1)[0]}/<secret>")
+
+    def webhook(event: str, record: dict) -> None:
+        resp = requests.post(hook_url, json={"event": event, "customer": {
+            "id": record["id"], "customerNumber": record["customerNumber"]}}, timeout=10)
+        print(f"  webhook {event} customer {record['id']} → {resp.status_code} {resp.json()['status']}")
 
     def books() -> list[dict]:
         return requests.get(books_url, timeout=10).json()
@@ -62,9 +69,9 @@ def run(stack: Stack, mailbox: Mailbox) -> None:
                              if ":last_" not in k and not k.endswith(":retried")) >= n, 60, "the worker")
 
     customers = requests.get(moment, auth=auth, params={"size": 50}, timeout=10).json()["content"]
-    step(f"Moment has {len(customers)} customers; a webhook for each one queues a sync")
+    step(f"Moment has {len(customers)} customers; Moment sends a webhook for each one")
     for c in customers:
-        enqueue("demo", "customers", c["id"])
+        webhook("CREATE_NEW", c)
     synced(len(customers))
     step("SpareBank 1 Regnskap now has")
     show_books()
@@ -78,7 +85,7 @@ def run(stack: Stack, mailbox: Mailbox) -> None:
     ).raise_for_status()
     done = len(customers)
     for c in (first, second):
-        enqueue("demo", "customers", c["id"])
+        webhook("UPDATE", c)
     synced(done + 2)
     done += 2
     show_books()
@@ -88,7 +95,7 @@ def run(stack: Stack, mailbox: Mailbox) -> None:
     bad = requests.post(moment, auth=auth, timeout=10, json={
         "name": "Feilnummer Consulting AS", "customerNumber": "ABC-12", "email": "post@feilnummer.no",
         "currencyCode": "NOK", "countryCode": "NO"}).json()
-    enqueue("demo", "customers", bad["id"])
+    webhook("CREATE_NEW", bad)
     wait_for(lambda: mailbox.messages, 30, "the failure email")
     msg = mailbox.messages[0]
     print("  the notification address got one email:\n")
@@ -97,7 +104,7 @@ def run(stack: Stack, mailbox: Mailbox) -> None:
     letters = rt.dead_letters.list("demo")
     print(f"  dead letters kept for replay: {[(d.data_type, d.record_id, d.what) for d in letters]}")
 
-    step("fixed in Moment (number 100777) and replayed")
+    step("fixed in Moment (number 100777) and replayed (moment-sb1 replay does the same)")
     requests.patch(f"{moment}/{bad['id']}", auth=auth, json={"customerNumber": "100777"}, timeout=10)
     for d in letters:
         enqueue(d.integration_id, d.data_type, d.record_id)
