@@ -192,3 +192,20 @@ def test_producer_api_and_cli_enqueue_ids_only(r, worker_env):
     refused = subprocess.run([sys.executable, "-m", "worker.cli", "enqueue", "acme", "projects", "5"], cwd=ROOT,
                              env=worker_env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "acme does not transfer projects" in refused.stderr
+
+
+def test_status_shows_queue_dead_letters_and_cursor(r, worker_env):
+    from worker.producer import enqueue
+    enqueue("acme", "customers", 1000001)
+    r.hset("msb1test:dead:acme", "customers:5", json.dumps({
+        "integration_id": "acme", "data_type": "customers", "record_id": 5, "what": "customer 99",
+        "error": "customer number 99 is outside the allowed range", "kind": "RecordInvalid"}))
+    r.set("msb1test:cursor:acme:customers", "2026-11-25T12:00:00.000000+00:00")
+    out = subprocess.run([sys.executable, "-m", "worker.cli", "status", "--json"], cwd=ROOT, env=worker_env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["queued"] == 1
+    assert status["integrations"]["acme"]["dead_letters"] == 1
+    assert status["integrations"]["acme"]["poll_cursor"] == {"customers": "2026-11-25T12:00:00.000000+00:00"}
+    assert status["integrations"]["fjord"]["dead_letters"] == 0
