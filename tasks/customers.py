@@ -33,10 +33,9 @@ def upsert_customer(ctx: SyncContext) -> str:
     wanted = customer_fields(customer, number)
     digest = fingerprint(wanted)
     previous = ctx.previous()
-    if previous and previous.get("fingerprint") == digest:
-        return "unchanged"
-    if ctx.is_stale(previous, customer.last_modified_date):
-        return "stale"
+    done = ctx.already_done(previous, digest, customer.last_modified_date)
+    if done:
+        return done
 
     sb1 = ctx.sb1
     currency_id = None
@@ -54,6 +53,5 @@ def upsert_customer(ctx: SyncContext) -> str:
         ctx, ROUTE, previous,
         lambda existing: customer_body(wanted, currency_id=currency_id, existing=existing, guid=guid),
         key_field="CustomerNumber", key=number, expand=CUSTOMER_EXPAND, what="customer")
-    ctx.remember(fingerprint=digest, sb1_id=sb1_id,
-                 modified=customer.last_modified_date.isoformat() if customer.last_modified_date else None)
+    ctx.transferred(digest, sb1_id, customer.last_modified_date)
     return outcome

@@ -59,10 +59,9 @@ def upsert_project(ctx: SyncContext) -> str:
     wanted = project_fields(project, number)
     previous = ctx.previous()
     digest = fingerprint(wanted)
-    if previous and previous.get("fingerprint") == digest:
-        return "unchanged"
-    if ctx.is_stale(previous, project.last_modified_date):
-        return "stale"
+    done = ctx.already_done(previous, digest, project.last_modified_date)
+    if done:
+        return done
     customer_id = ensure_customer(ctx, project.customer.id)
 
     def guid(part: str) -> str:
@@ -72,6 +71,5 @@ def upsert_project(ctx: SyncContext) -> str:
         ctx, ROUTE, previous,
         lambda existing: project_body(wanted, customer_id=customer_id, existing=existing, guid=guid),
         key_field="ProjectNumber", key=number, expand=None, what="project")
-    ctx.remember(fingerprint=digest, sb1_id=sb1_id,
-                 modified=project.last_modified_date.isoformat() if project.last_modified_date else None)
+    ctx.transferred(digest, sb1_id, project.last_modified_date)
     return outcome

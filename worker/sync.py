@@ -70,6 +70,20 @@ class SyncContext:
     def previous(self) -> dict[str, Any] | None:
         return self.runtime.state.get(self.integration.id, self.data_type, self.record_id)
 
+    def already_done(self, previous: dict[str, Any] | None, digest: str,
+                     modified: datetime | None) -> str | None:
+        """"unchanged" when the books already hold exactly this, "stale" when Moment
+        answered with an older version than the books hold; else None (write it)."""
+        if previous and previous.get("fingerprint") == digest:
+            return "unchanged"
+        if self.is_stale(previous, modified):
+            return "stale"
+        return None
+
+    def transferred(self, digest: str, sb1_id: int, modified: datetime | None) -> None:
+        """Remember a successful write: what was written, where, and which version."""
+        self.remember(fingerprint=digest, sb1_id=sb1_id, modified=modified.isoformat() if modified else None)
+
     def is_stale(self, previous: dict[str, Any] | None, modified: datetime | None) -> bool:
         """True when Moment answered with an older version than the one already in the books
         (a lagging read): writing it would put an older state over a newer one."""
