@@ -245,8 +245,12 @@ class SB1Client:
     def update(self, route: str, entity_id: int, body: dict[str, Any]) -> dict[str, Any]:
         return self.request("PUT", f"{route}/{int(entity_id)}", json=body).json()
 
-    def lookup_id(self, route: str, field_name: str, value: Any) -> int | None:
-        """The ID of a reference record (a currency code, an account, a VAT type), cached."""
+    def action(self, route: str, action: str, body: Any) -> Any:
+        """``POST {route}?action={action}``, e.g. ``journalentries`` / ``book-journal-entries``."""
+        return self.request("POST", route, params={"action": action}, json=body).json()
+
+    def lookup(self, route: str, field_name: str, value: Any) -> dict[str, Any] | None:
+        """A reference record (a currency code, an account, a VAT type), cached a while."""
         key = (self.base, self.company_key, route, field_name, str(value))
         hit = self._lookups.get(key)
         if hit and hit[1] > time.time():
@@ -254,5 +258,9 @@ class SB1Client:
         row = self.find_by(route, field_name, value)
         if row is None:
             return None     # not cached: it may be set up in a minute, then a replay works
-        self._lookups[key] = (int(row["ID"]), time.time() + self._lookup_ttl)
-        return int(row["ID"])
+        self._lookups[key] = (row, time.time() + self._lookup_ttl)
+        return row
+
+    def lookup_id(self, route: str, field_name: str, value: Any) -> int | None:
+        row = self.lookup(route, field_name, value)
+        return int(row["ID"]) if row else None

@@ -442,6 +442,9 @@ class SB1Store:
                 company.tables["journalentries"][doc["ID"]] = doc
             company.createguids |= write.guids
             self.writes[(company.key, "POST", "journalentries")] += 1
+            for doc in docs:
+                for listener in self.write_listeners:
+                    listener(company.key, "POST", "journalentries", doc)
             return [render(doc, None) for doc in docs]
 
     # --- write machinery -------------------------------------------------------------

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 
 from marshmallow import fields, post_load
 
@@ -119,3 +120,73 @@ class MomentProjectSchema(MomentSchema):
 
 
 MOMENT_PROJECT = MomentProjectSchema()
+
+
+@dataclass(frozen=True)
+class MomentInvoiceLine:
+    item_text: str
+    quantity: Decimal
+    amount_excl_vat: Decimal
+    vat_code: str
+    product_type: str
+
+
+@dataclass(frozen=True)
+class MomentInvoice:
+    id: int
+    invoice_number: int
+    status: str
+    invoice_date: date
+    due_date: date | None
+    customer: MomentRef
+    lines: list[MomentInvoiceLine]
+    payment_id: str | None = None
+    description: str | None = None
+    currency_code: str | None = None
+    project: MomentRef | None = None
+    last_modified_date: datetime | None = None
+
+
+class MomentProjectRefSchema(MomentSchema):
+    id = fields.Integer(required=True, strict=True)
+    project_number = fields.Raw(load_default=None)
+
+    @post_load
+    def _make(self, data, **kwargs) -> MomentRef:
+        return MomentRef(data["id"])
+
+
+class MomentInvoiceLineSchema(MomentSchema):
+    item_text = fields.String(load_default="")
+    quantity = fields.Decimal(load_default=Decimal(1))
+    amount_excl_vat = fields.Decimal(required=True)      # the line total, a decimal string
+    vat_code = fields.Raw(required=True)
+    product_type = fields.String(required=True)
+
+    @post_load
+    def _make(self, data, **kwargs) -> MomentInvoiceLine:
+        data["vat_code"] = str(data["vat_code"]).strip()
+        data["item_text"] = data["item_text"] or ""
+        return MomentInvoiceLine(**data)
+
+
+class MomentInvoiceSchema(MomentSchema):
+    id = fields.Integer(required=True, strict=True)
+    invoice_number = fields.Integer(required=True)
+    status = fields.String(required=True)
+    invoice_date = fields.Date(required=True)
+    due_date = fields.Date(allow_none=True, load_default=None)
+    payment_id = _text()
+    description = _text()
+    currency_code = _text()
+    customer = fields.Nested(MomentCustomerRefSchema, required=True)
+    project = fields.Nested(MomentProjectRefSchema, allow_none=True, load_default=None)
+    lines = fields.List(fields.Nested(MomentInvoiceLineSchema), required=True)
+    last_modified_date = fields.AwareDateTime(allow_none=True, load_default=None)
+
+    @post_load
+    def _make(self, data, **kwargs) -> MomentInvoice:
+        return MomentInvoice(**data)
+
+
+MOMENT_INVOICE = MomentInvoiceSchema()

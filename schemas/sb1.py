@@ -9,14 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable
 
 from marshmallow import fields
 
 from clients.errors import RecordInvalid
 from .base import SB1Schema
-from .moment import MomentCustomer, MomentProject
+from .moment import MomentCustomer, MomentInvoice, MomentProject
 
 # --- the platform's rules (verified, quoted in the domain brief) -------------------------
 CUSTOMER_NUMBER_MIN, CUSTOMER_NUMBER_MAX = 100000, 199999
@@ -234,3 +235,110 @@ def project_body(wanted: dict[str, Any], *, customer_id: int, existing: dict | N
     else:
         body["createguid"] = guid("")
     return SB1_PROJECT.dump(body)
+
+
+# --- invoices → vouchers -------------------------------------------------------------------
+ORE = Decimal("0.01")
+INVOICE_FINAL_STATUS = "FINALIZED"
+PRODUCT_TYPES = ("HOURS", "EXPENSES", "PRODUCTS")
+# Assumed (domain brief): the receivable is the customer's own ledger account, an Account
+# whose CustomerID is the customer; SubAccountID stays empty.
+RECEIVABLE_ACCOUNT_FIELD = "CustomerID"
+# Assumed: a credit line carries the amount excluding VAT with its VAT type, and the VAT
+# itself is posted on explicit lines to the output VAT account (per VAT code), so the
+# voucher we send balances by itself. If the platform turns out to compute VAT from
+# VatTypeID itself, set this to False: revenue lines then carry the amount including VAT.
+VAT_AS_SEPARATE_LINES = True
+
+
+@dataclass(frozen=True)
+class VatRate:
+    id: int
+    percent: Decimal
+
+
+def voucher_reference(invoice: MomentInvoice) -> str:
+    """The voucher's number as the vendor describes it: the KID, else the invoice number."""
+    return invoice.payment_id or str(invoice.invoice_number)
+
+
+def check_invoice(invoice: MomentInvoice) -> None:
+    if not invoice.lines:
+        raise RecordInvalid(f"invoice {invoice.invoice_number} has no lines")
+    unknown = sorted({ln.product_type for ln in invoice.lines} - set(PRODUCT_TYPES))
+    if unknown:
+        raise RecordInvalid(f"invoice {invoice.invoice_number} has lines of an unknown product type "
+                            f"({', '.join(unknown)}); known: {', '.join(PRODUCT_TYPES)}")
+    if (invoice.currency_code or "NOK") != "NOK":
+        raise RecordInvalid(
+            f"invoice {invoice.invoice_number} is in {invoice.currency_code}; the integration posts "
+            "invoices in NOK only", hint="Post this invoice by hand in SpareBank 1 Regnskap.")
+
+
+class Money(fields.Field):
+    """A Decimal on our side; a JSON number with at most two decimals on the wire."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else float(value.quantize(ORE))
+
+
+class DimensionsOut(_Child):
+    project_id = fields.Integer()
+
+
+class JournalLineOut(_Child):
+    account_id = fields.Integer()
+    amount = Money()
+    financial_date = fields.Date()
+    description = fields.String()
+    vat_type_id = fields.Integer()
+    invoice_number = fields.String()
+    due_date = fields.Date()
+    payment_id = fields.String()
+    dimensions = fields.Nested(DimensionsOut)
+
+
+class JournalEntryOut(_Child):
+    description = fields.String()
+    draft_lines = fields.List(fields.Nested(JournalLineOut))
+
+
+SB1_JOURNAL_ENTRY = JournalEntryOut()
+
+
+def vat_amount(net: Decimal, percent: Decimal) -> Decimal:
+    return (net * percent / 100).quantize(ORE, ROUND_HALF_UP)
+
+
+def voucher_body(invoice: MomentInvoice, *, receivable_id: int, revenue_ids: dict[str, int],
+                 vat: dict[str, VatRate], vat_account_id: int | None, project_id: int | None,
+                 guid: str) -> dict[str, Any]:
+    """One balanced voucher for a finalized invoice (a credit note has negative amounts):
+    a debit on the customer's receivable for the total including VAT, a credit excluding
+    VAT per invoice line on the revenue account of its product type, and the VAT."""
+    common: dict[str, Any] = {"financial_date": invoice.invoice_date}
+    if project_id:
+        common["dimensions"] = {"project_id": project_id}
+    credits: list[dict[str, Any]] = []
+    net_by_code: dict[str, Decimal] = {}
+    for line in invoice.lines:
+        net = line.amount_excl_vat.quantize(ORE, ROUND_HALF_UP)
+        rate = vat[line.vat_code]
+        amount = net if VAT_AS_SEPARATE_LINES else net + vat_amount(net, rate.percent)
+        credits.append({"account_id": revenue_ids[line.product_type], "amount": -amount,
+                        "vat_type_id": rate.id, "description": line.item_text, **common})
+        net_by_code[line.vat_code] = net_by_code.get(line.vat_code, Decimal(0)) + net
+    if VAT_AS_SEPARATE_LINES:
+        for code, net in net_by_code.items():
+            tax = vat_amount(net, vat[code].percent)
+            if tax:
+                credits.append({"account_id": vat_account_id, "amount": -tax,
+                                "description": f"Utgående mva kode {code} ({vat[code].percent}%)", **common})
+    total = -sum((c["amount"] for c in credits), Decimal(0))
+    reference = voucher_reference(invoice)
+    text = f"Faktura {invoice.invoice_number}" + (f": {invoice.description}" if invoice.description else "")
+    debit = {"account_id": receivable_id, "amount": total, "invoice_number": str(invoice.invoice_number),
+             "due_date": invoice.due_date, "payment_id": invoice.payment_id or None,
+             "description": text, **common}
+    return SB1_JOURNAL_ENTRY.dump({"createguid": guid, "description": f"{reference} {text}",
+                                   "draft_lines": [debit, *credits]})

@@ -5,5 +5,6 @@ from __future__ import annotations
 
 def bodies():
     from .customers import upsert_customer
+    from .invoices import post_invoice
     from .projects import upsert_project
-    return {"customers": upsert_customer, "projects": upsert_project}
+    return {"customers": upsert_customer, "projects": upsert_project, "invoices": post_invoice}

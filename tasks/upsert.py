@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from marshmallow import Schema, ValidationError
 
-from clients.errors import NotFound, RecordInvalid
+from clients.errors import NotFound, RecordInvalid, TransientError
 from worker.notify import DATA_TYPE_NAMES
 from worker.sync import SyncContext
 
@@ -58,3 +58,34 @@ def upsert(ctx: SyncContext, route: str, previous: dict | None, build: Build, *,
                 raise
     sb1.update(route, existing["ID"], build(existing))
     return "updated", existing["ID"]
+
+
+def ensure_in_books(ctx: SyncContext, data_type: str, moment_id: int,
+                    body: Callable[[SyncContext], str]) -> int:
+    """The platform ID of a record this one depends on (a project's customer, an
+    invoice's project), transferring it first when it is not in the books yet, under its
+    own lock, as its own sync would. Whether the integration selected that data type
+    does not matter: a project never lands without its customer."""
+    rt = ctx.runtime
+    iid = ctx.integration.id
+    noun = DATA_TYPE_NAMES[data_type]
+    known = rt.state.get(iid, data_type, moment_id)
+    if known and known.get("sb1_id"):
+        return known["sb1_id"]
+    sub = SyncContext(rt, ctx.integration, data_type, moment_id, _clients=ctx._clients)
+    lock = rt.redis.lock(rt.keys.lock(iid, data_type, moment_id),
+                         timeout=rt.settings.lock_timeout, blocking_timeout=rt.settings.lock_wait)
+    if not lock.acquire():
+        raise TransientError(f"its {noun} (Moment id {moment_id}) is being transferred right now")
+    try:
+        outcome = body(sub)
+    except RecordInvalid as err:
+        raise RecordInvalid(f"its {noun} could not be transferred first: {err}",
+                            hint=err.hint or f"Correct the {noun} in Moment first.") from None
+    finally:
+        lock.release()
+    known = rt.state.get(iid, data_type, moment_id)
+    if outcome == "gone" or not known:
+        raise RecordInvalid(f"its {noun} (Moment id {moment_id}) does not exist in Moment",
+                            hint=f"Give it an existing {noun} in Moment.")
+    return known["sb1_id"]

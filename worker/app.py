@@ -19,9 +19,9 @@ from .settings import Settings, SettingsError
 log = logging.getLogger(__name__)
 
 QUEUE = "moment-sb1"
-TASK_MODULES = ["tasks.customers", "tasks.projects", "tasks.poll"]
+TASK_MODULES = ["tasks.customers", "tasks.projects", "tasks.invoices", "tasks.poll"]
 # data type → task name; the producer API and the CLI enqueue through this table
-TASKS = {"customers": "sync.customer", "projects": "sync.project"}
+TASKS = {"customers": "sync.customer", "projects": "sync.project", "invoices": "sync.invoice"}
 
 
 def celery_config(settings: Settings) -> dict:

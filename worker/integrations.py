@@ -26,6 +26,10 @@ from clients.moment import DEFAULT_BASE_URL as MOMENT_BASE_URL
 from .banks import BANKS
 
 DATA_TYPES = ("customers", "projects", "invoices")
+# Revenue account per invoice line product type, and the output VAT account; account
+# numbers are the same in Moment and SpareBank 1 Regnskap. Overridable per integration.
+DEFAULT_REVENUE_ACCOUNTS = {"HOURS": 3000, "EXPENSES": 3000, "PRODUCTS": 3000}
+DEFAULT_VAT_ACCOUNT = 2700
 
 
 class IntegrationsError(ValueError):
@@ -44,6 +48,8 @@ class Integration:
     moment_base_url: str = MOMENT_BASE_URL
     bank: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
+    revenue_accounts: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_REVENUE_ACCOUNTS))
+    vat_account: int = DEFAULT_VAT_ACCOUNT
 
     def wants(self, data_type: str) -> bool:
         return data_type in self.data_types
@@ -86,6 +92,11 @@ class IntegrationSchema(Schema):
         DATA_TYPES, error="unknown data type {input!r}; choose from {choices}")), required=True,
                              validate=validate.Length(min=1))
     webhook_secret = Secret(load_default=None, validate=validate.Length(min=16))
+    revenue_accounts = fields.Dict(
+        keys=fields.String(validate=validate.OneOf([k.lower() for k in DEFAULT_REVENUE_ACCOUNTS],
+                                                   error="unknown product type {input!r}; choose from {choices}")),
+        values=fields.Integer(strict=True, validate=validate.Range(1000, 99999)), load_default=dict)
+    vat_account = fields.Integer(strict=True, validate=validate.Range(1000, 99999), load_default=DEFAULT_VAT_ACCOUNT)
 
     def __init__(self, env: Mapping[str, str] | None = None, **kw: Any):
         super().__init__(**kw)
@@ -100,6 +111,8 @@ class IntegrationSchema(Schema):
     def _make(self, data, **kwargs) -> Integration:
         bank = data.pop("bank")
         base = data.pop("sb1_base_url") or BANKS[bank]
+        data["revenue_accounts"] = {**DEFAULT_REVENUE_ACCOUNTS,
+                                    **{k.upper(): v for k, v in data["revenue_accounts"].items()}}
         return Integration(sb1_base_url=base, bank=bank, company_key=str(data.pop("company_key")),
                            data_types=frozenset(data.pop("data_types")), **data)
 
