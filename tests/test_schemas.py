@@ -161,3 +161,78 @@ def test_every_project_field_we_send_exists_in_the_swagger():
         assert set(body) <= set(props), set(body) - set(props)
     assert body == {"ID": 5, "ProjectNumber": "1042", "ProjectNumberNumeric": 1042, "Name": "Kontorbygg",
                     "ProjectCustomerID": 12, "StartDate": "2026-09-01", "StatusCode": PROJECT_STATUS["ACTIVE"]}
+
+
+INVOICE = {"id": 9, "invoiceNumber": 1001, "status": "FINALIZED", "invoiceDate": "2026-11-20",
+           "dueDate": "2026-12-04", "paymentId": "0000123456782", "description": "Kontorbygg",
+           "customer": {"id": 5, "customerNumber": "100001"}, "project": {"id": 7, "projectNumber": "1042"},
+           "lines": [{"itemText": "Timer", "quantity": "2", "amountExclVat": "1000.00", "vatCode": "3",
+                      "productType": "HOURS"}]}
+VAT = {"0": (1, "0"), "3": (2, "25"), "31": (3, "15"), "33": (4, "12"), "5": (5, "0"), "6": (6, "0")}
+
+
+def voucher(lines, **invoice):
+    from decimal import Decimal
+    from schemas.moment import MOMENT_INVOICE
+    from schemas.sb1 import VatRate, check_invoice, voucher_body
+    inv = MOMENT_INVOICE.load({**INVOICE, **invoice, "lines": lines})
+    check_invoice(inv)
+    return voucher_body(inv, receivable_id=100, revenue_ids={"HOURS": 30, "EXPENSES": 31, "PRODUCTS": 32},
+                        vat={k: VatRate(i, Decimal(p)) for k, (i, p) in VAT.items()}, vat_account_id=27,
+                        project_id=70, guid="g")
+
+
+def line(amount, code="3", kind="HOURS"):
+    return {"itemText": "x", "quantity": "1", "amountExclVat": amount, "vatCode": code, "productType": kind}
+
+
+@pytest.mark.parametrize("lines,debit,vat_lines", [
+    ([line("1000.00")], "1250.00", ["-250.00"]),
+    ([line("0.01", "3")], "0.01", []),                          # 0.0025 VAT rounds to 0.00: no VAT line
+    ([line("0.02", "3")], "0.03", ["-0.01"]),                   # 0.005 rounds half up
+    ([line("99.99", "31"), line("0.01", "31")], "115.00", ["-15.00"]),   # VAT on the code's total
+    ([line("100", "33"), line("100", "6")], "212.00", ["-12.00"]),
+    ([line("-500.00"), line("-80.00", "31", "PRODUCTS")], "-717.00", ["125.00", "12.00"]),   # credit note
+])
+def test_voucher_balances_to_the_ore(lines, debit, vat_lines):
+    from decimal import Decimal
+    body = voucher(lines)
+    amounts = [Decimal(str(ln["Amount"])) for ln in body["DraftLines"]]
+    assert sum(amounts) == 0
+    assert amounts[0] == Decimal(debit)
+    assert [Decimal(str(ln["Amount"])) for ln in body["DraftLines"] if ln["AccountID"] == 27] == [
+        Decimal(v) for v in vat_lines]
+    assert all(ln["Dimensions"] == {"ProjectID": 70} for ln in body["DraftLines"])
+
+
+def test_many_random_invoices_balance():
+    import random
+    from decimal import Decimal
+    rand = random.Random(7)
+    for _ in range(300):
+        lines = [line(f"{rand.randint(-99999, 999999) / 100:.2f}", rand.choice(list(VAT)),
+                      rand.choice(["HOURS", "EXPENSES", "PRODUCTS"])) for _ in range(rand.randint(1, 8))]
+        assert sum(Decimal(str(ln["Amount"])) for ln in voucher(lines)["DraftLines"]) == 0
+
+
+@pytest.mark.parametrize("change,error", [
+    ({"lines": []}, "has no lines"),
+    ({"lines": [line("1", kind="TRAVEL")]}, "unknown product type (TRAVEL)"),
+    ({"currencyCode": "EUR"}, "is in EUR; the integration posts invoices in NOK only"),
+])
+def test_invoice_rules(change, error):
+    from schemas.moment import MOMENT_INVOICE
+    from schemas.sb1 import check_invoice
+    with pytest.raises(RecordInvalid) as err:
+        check_invoice(MOMENT_INVOICE.load({**INVOICE, **change}))
+    assert error in str(err.value)
+
+
+@pytest.mark.skipif(not SWAGGER.exists(), reason="shared/domain/unieconomy-swagger.json not beside the repo")
+def test_every_voucher_field_we_send_exists_in_the_swagger():
+    definitions = json.loads(SWAGGER.read_text())["definitions"]
+    body = voucher([line("100"), line("50", "31", "PRODUCTS")])
+    assert set(body) <= set(definitions["JournalEntry"]["properties"])
+    for ln in body["DraftLines"]:
+        assert set(ln) <= set(definitions["JournalEntryLineDraft"]["properties"]), set(ln)
+        assert set(ln["Dimensions"]) <= set(definitions["Dimensions"]["properties"])
