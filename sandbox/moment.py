@@ -268,6 +268,109 @@ def seed_customers(store: MomentStore, company: str, n: int, start_number: int =
             for i in range(n)]
 
 
+def kid_mod10(base: str) -> str:
+    """``base`` with its MOD10 (Luhn) check digit: the usual Norwegian KID."""
+    total = 0
+    for i, ch in enumerate(reversed(base)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return base + str((10 - total % 10) % 10)
+
+
+_PROJECT_WORDS = ["Nytt kontorbygg", "Rehabilitering", "Tilbygg", "Ny nettside", "Vedlikehold",
+                  "Riving og nybygg", "Varmepumpe", "Bad og kjøkken", "Fasade", "Takomlegging"]
+_PLACES = ["Lysaker", "Fornebu", "Sandvika", "Grünerløkka", "Nydalen", "Bryggen", "Lade", "Hillevåg"]
+_LINE_TEXTS = {"HOURS": ["Prosjektledelse", "Tømrerarbeid", "Rørleggerarbeid", "Konsulenttimer"],
+               "PRODUCTS": ["Materialer", "Servering byggemøte", "Utstyrsleie"],
+               "EXPENSES": ["Reisekostnader", "Parkering", "Avfallshåndtering"]}
+
+
+def seed_projects(store: MomentStore, company: str, customers: list[Record], n: int,
+                  start_number: int = 1001, rng_seed: int = 0) -> list[Record]:
+    """``n`` sample projects spread over ``customers``, numbered from ``start_number``."""
+    rng = random.Random(rng_seed)
+    projects = []
+    for i in range(n):
+        customer = customers[i % len(customers)]
+        start = datetime(2026, 1, 1) + timedelta(days=rng.randint(0, 300))
+        projects.append(store.create(company, "projects", {
+            "name": f"{rng.choice(_PROJECT_WORDS)} {rng.choice(_PLACES)}",
+            "projectNumber": str(start_number + i),
+            "projectState": rng.choice(["PLANNED", "ACTIVE", "ACTIVE", "ACTIVE", "COMPLETED"]),
+            "customer": {"id": customer["id"], "customerNumber": customer["customerNumber"]},
+            "startDate": start.date().isoformat(),
+            "endDate": (start + timedelta(days=rng.randint(30, 400))).date().isoformat()}))
+    return projects
+
+
+def sample_invoice(rng: random.Random, number: int, customer: Record, project: Record | None,
+                   status: str = "FINALIZED") -> Record:
+    lines = []
+    for product_type, vat_code in [("HOURS", "3"), ("PRODUCTS", rng.choice(["3", "31", "33"])),
+                                   ("EXPENSES", rng.choice(["3", "5", "6"]))][:rng.randint(1, 3)]:
+        quantity = rng.choice([1, 2, 4, 7.5, 16, 37.5]) if product_type == "HOURS" else 1
+        price = rng.choice([950, 1150, 1250, 1450]) if product_type == "HOURS" else rng.randint(200, 25000)
+        lines.append({"itemText": rng.choice(_LINE_TEXTS[product_type]), "quantity": str(quantity),
+                      "amountExclVat": f"{quantity * price + rng.randint(0, 99) / 100:.2f}",
+                      "vatCode": vat_code, "productType": product_type})
+    invoice_date = datetime(2026, 11, 1) + timedelta(days=rng.randint(0, 20))
+    record: Record = {
+        "invoiceNumber": number, "status": status, "invoiceDate": invoice_date.date().isoformat(),
+        "dueDate": (invoice_date + timedelta(days=14)).date().isoformat(),
+        "paymentId": kid_mod10(f"{int(customer['customerNumber']):07d}{number:06d}") if rng.random() < 0.8 else "",
+        "description": project["name"] if project else "Tjenester", "currencyCode": "NOK",
+        "customer": {"id": customer["id"], "customerNumber": customer["customerNumber"]}, "lines": lines}
+    if project:
+        record["project"] = {"id": project["id"], "projectNumber": project["projectNumber"]}
+    return record
+
+
+def seed_invoices(store: MomentStore, company: str, projects: list[Record], customers: list[Record], n: int,
+                  start_number: int = 10001, rng_seed: int = 0) -> list[Record]:
+    """``n`` sample finalized invoices (lines at 25/15/12/0 % VAT, KID, due date)."""
+    rng = random.Random(rng_seed)
+    by_id = {c["id"]: c for c in customers}
+    invoices = []
+    for i in range(n):
+        project = projects[i % len(projects)] if projects else None
+        customer = by_id[project["customer"]["id"]] if project else customers[i % len(customers)]
+        invoices.append(store.create(company, "invoices", sample_invoice(rng, start_number + i, customer, project)))
+    return invoices
+
+
+class WebhookSender:
+    """Sends Moment's (assumed) webhooks for every change of a company's records to a URL,
+    from a background thread, as Moment does. Attach with ``store.listeners.append(sender)``."""
+
+    def __init__(self, timeout: float = 5.0):
+        import queue
+        import requests
+        self.urls: dict[str, str] = {}
+        self.sent: list[tuple[str, int]] = []        # (payload key, HTTP status)
+        self._queue: "queue.Queue[tuple[str, dict] | None]" = queue.Queue()
+        self._session = requests.Session()
+        self._timeout = timeout
+        self._thread = threading.Thread(target=self._run, name="moment-webhooks", daemon=True)
+        self._thread.start()
+
+    def __call__(self, company: str, entity: str, event: str, record: Record) -> None:
+        url = self.urls.get(company)
+        if url:
+            self._queue.put((url, webhook_payload(entity, event, record)))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            url, payload = item
+            try:
+                status = self._session.post(url, json=payload, timeout=self._timeout).status_code
+            except Exception:
+                status = 0       # Moment documents no retries; the worker's poll catches it
+            self.sent.append((next(k for k in payload if k != "event"), status))
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+
 # --- the HTTP app ------------------------------------------------------------------------
 
 def _error(status: int, error: str, message: str) -> tuple[Response, int]:
@@ -277,7 +380,7 @@ def _error(status: int, error: str, message: str) -> tuple[Response, int]:
     return jsonify(body), status
 
 
-def create_moment_app(store: MomentStore, faults: Faults) -> Flask:
+def create_moment_app(store: MomentStore, faults: Faults, webhooks: WebhookSender | None = None) -> Flask:
     """The Moment stand-in: Basic auth (``apikey`` / company API key), CRUD and paged lists."""
     app = Flask("moment_sandbox")
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -377,6 +480,21 @@ def create_moment_app(store: MomentStore, faults: Faults) -> Flask:
         return jsonify({"companies": store.counts(),
                         "requests": [{"method": m, "entity": e, "count": c}
                                      for (m, e), c in sorted(store.requests.items())],
-                        "faults": faults.to_dict()})
+                        "faults": faults.to_dict(),
+                        "webhooks": {"urls": sorted(webhooks.urls) if webhooks else [],
+                                     "sent": len(webhooks.sent) if webhooks else 0}})
+
+    @app.post("/_sandbox/webhooks")
+    def set_webhook():
+        """``{"company": "acme", "url": "http://.../webhooks/acme/<secret>"}``: send that
+        company's webhooks there (``"url": null`` stops them)."""
+        body = json_object() or {}
+        if webhooks is None or body.get("company") not in store.api_keys:
+            return _error(400, "Bad Request", "unknown company (or webhooks not enabled)")
+        if body.get("url"):
+            webhooks.urls[body["company"]] = body["url"]
+        else:
+            webhooks.urls.pop(body["company"], None)
+        return jsonify({"company": body["company"], "url": body.get("url")})
 
     return app

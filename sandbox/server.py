@@ -11,7 +11,9 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .faults import Faults
-from .moment import MomentStore, create_moment_app
+from .moment import MomentStore, WebhookSender, create_moment_app
+from .moment import seed_invoices as seed_invoices_
+from .moment import seed_projects as seed_projects_
 from .moment import seed_customers as seed_moment_customers
 from .sb1 import SB1Store, create_sb1_app
 
@@ -223,7 +225,9 @@ class Sandbox:
         self.sb1 = SB1Store()
         self.moment_faults = Faults(seed)
         self.sb1_faults = Faults(None if seed is None else seed + 1)
-        self.moment_server = serve_in_thread(create_moment_app(self.moment, self.moment_faults),
+        self.webhooks = WebhookSender()
+        self.moment.listeners.append(self.webhooks)
+        self.moment_server = serve_in_thread(create_moment_app(self.moment, self.moment_faults, self.webhooks),
                                              host, moment_port)
         try:
             self.sb1_server = serve_in_thread(
@@ -244,14 +248,24 @@ class Sandbox:
 
     def add_company(self, moment_company: str, moment_api_key: str, company_key: str, *,
                     name: str | None = None, seed_customers: int = 0,
-                    start_number: int = 100001, seed: int = 0) -> list[dict[str, Any]]:
-        """Register one company in both systems; return the seeded Moment customers."""
+                    start_number: int = 100001, seed: int = 0, seed_projects: int = 0,
+                    seed_invoices: int = 0, webhook_url: str | None = None) -> list[dict[str, Any]]:
+        """Register one company in both systems; seed Moment with customers (and projects
+        and finalized invoices for them); return the seeded customers. With
+        ``webhook_url``, Moment's webhooks for this company go there (after the seeding)."""
         self.moment.add_company(moment_company, moment_api_key)
         self.sb1.add_company(company_key, name or moment_company)
-        if not seed_customers:
-            return []
-        return seed_moment_customers(self.moment, moment_company, seed_customers,
-                                     start_number=start_number, rng_seed=seed)
+        customers = seed_moment_customers(self.moment, moment_company, seed_customers,
+                                          start_number=start_number, rng_seed=seed) if seed_customers else []
+        if customers and seed_projects:
+            projects = seed_projects_(self.moment, moment_company, customers, seed_projects, rng_seed=seed)
+        else:
+            projects = []
+        if customers and seed_invoices:
+            seed_invoices_(self.moment, moment_company, projects, customers, seed_invoices, rng_seed=seed)
+        if webhook_url:
+            self.webhooks.urls[moment_company] = webhook_url
+        return customers
 
     def add_client(self, client_id: str, public_key_pem: bytes | str | None = None,
                    client_secret: str | None = None) -> None:
@@ -262,6 +276,7 @@ class Sandbox:
         self.sb1_faults.reset()
 
     def stop(self) -> None:
+        self.webhooks.stop()
         self.moment_server.stop()
         self.sb1_server.stop()
 
@@ -296,7 +311,10 @@ def run_sandbox(host: str = "127.0.0.1", moment_port: int = 8081, sb1_port: int 
                                 company["company_key"], name=company.get("name"),
                                 seed_customers=int(company.get("seed_customers", 0)),
                                 start_number=int(company.get("start_number", 100001)),
-                                seed=seed + number)
+                                seed=seed + number,
+                                seed_projects=int(company.get("seed_projects", 0)),
+                                seed_invoices=int(company.get("seed_invoices", 0)),
+                                webhook_url=company.get("webhook_url"))
         print(f"Moment sandbox:          {sandbox.moment_url}", flush=True)
         print(f"SpareBank 1 sandbox:     {sandbox.sb1_url}", flush=True)
         print(f"  token endpoint:        {sandbox.token_url}", flush=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPANY_KEYS = {"acme": "0f8fad5b-d9cb-469f-a165-70867728950e",
@@ -262,3 +263,23 @@ def start_worker(worker_env, tmp_path):
 @pytest.fixture
 def worker(start_worker):
     return start_worker()
+
+
+@pytest.fixture
+def receiver(worker_env, r):
+    """The webhook receiver (a subprocess); yields acme's webhook URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "webhooks", "--host", "127.0.0.1",
+                             "--port", str(port)], cwd=ROOT, env=worker_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return requests.get(f"{url}/healthz", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+    wait_until(up, 30, message="the webhook receiver")
+    yield f"{url}/webhooks/acme/acme-webhook-secret-0123456789"
+    proc.terminate()
+    proc.wait(10)

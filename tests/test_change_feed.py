@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import COMPANY_KEYS, ROOT, free_port, wait_until
+from conftest import COMPANY_KEYS, ROOT, wait_until
 from sandbox.moment import seed_customers
 
 ACME = COMPANY_KEYS["acme"]
@@ -38,25 +38,6 @@ def write_log(sandbox):
         lambda key, method, route, doc: route == "customers" and sandbox.writes_log.append(
             (time.time(), doc["ID"], doc.get("WebUrl"))))
     return sandbox.writes_log
-
-
-@pytest.fixture
-def receiver(worker_env, r):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "webhooks", "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=ROOT, env=worker_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return requests.get(f"{url}/healthz", timeout=1).ok
-        except requests.ConnectionError:
-            return False
-    wait_until(up, 30, message="the webhook receiver")
-    yield f"{url}/webhooks/acme/acme-webhook-secret-0123456789"
-    proc.terminate()
-    proc.wait(10)
 
 
 def test_burst_of_webhooks_gives_at_most_three_writes_and_the_latest_state(sandbox, write_log, worker,

@@ -176,3 +176,20 @@ def test_draft_invoice_and_unselected_integration_post_nothing(sandbox, worker, 
     wait_until(lambda: stat(r, "not-finalized") == 1 and stat(r, "ignored", "fjord") == 1, 30,
                message="both handled")
     assert vouchers(sandbox) == [] and vouchers(sandbox, COMPANY_KEYS["fjord"]) == []
+
+
+def test_moment_webhooks_bring_customer_project_and_invoice_to_the_books(sandbox, worker, receiver, r):
+    """Nothing queued by hand: the sandbox Moment sends its webhooks to the receiver."""
+    from sandbox.moment import seed_invoices, seed_projects
+    sandbox.webhooks.urls["acme"] = receiver
+    customers = seed_customers(sandbox.moment, "acme", 2)
+    projects = seed_projects(sandbox.moment, "acme", customers, 2)
+    invoices = seed_invoices(sandbox.moment, "acme", projects, customers, 3)
+    wait_until(lambda: len(vouchers(sandbox)) == 3, 30, message="three vouchers")
+    wait_until(lambda: len(sandbox.sb1.documents(ACME, "projects")) == 2, 10, message="two projects")
+    assert len(sandbox.sb1.customers(ACME)) == 2
+    assert sorted(v["DraftLines"][0]["InvoiceNumber"] for v in vouchers(sandbox)) == [
+        str(i["invoiceNumber"]) for i in invoices]
+    assert all(status == 202 for _, status in sandbox.webhooks.sent)
+    for v in vouchers(sandbox):
+        assert sum(Decimal(str(ln["Amount"])) for ln in v["DraftLines"]) == 0
