@@ -86,7 +86,8 @@ def post_invoice(ctx: SyncContext) -> str:
     revenue, vat, vat_account = lookups(ctx, invoice)
     customer_id = ensure_in_books(ctx, "customers", invoice.customer.id, upsert_customer)
     project_id = ensure_in_books(ctx, "projects", invoice.project.id, upsert_project) if invoice.project else None
-    body = voucher_body(invoice, receivable_id=receivable_account(ctx, customer_id), revenue_ids=revenue,
+    receivable = receivable_account(ctx, customer_id) if customer_id else 0    # 0: a dry run's new customer
+    body = voucher_body(invoice, receivable_id=receivable, revenue_ids=revenue,
                         vat=vat, vat_account_id=vat_account, project_id=project_id,
                         # one voucher per invoice, whatever its version: the platform refuses a twin
                         guid=create_guid(ctx.integration.id, "invoices", invoice.id))

@@ -72,7 +72,7 @@ def ensure_in_books(ctx: SyncContext, data_type: str, moment_id: int,
     known = rt.state.get(iid, data_type, moment_id)
     if known and known.get("sb1_id"):
         return known["sb1_id"]
-    sub = SyncContext(rt, ctx.integration, data_type, moment_id, _clients=ctx._clients)
+    sub = SyncContext(rt, ctx.integration, data_type, moment_id, dry_run=ctx.dry_run, _clients=ctx._clients)
     lock = rt.redis.lock(rt.keys.lock(iid, data_type, moment_id),
                          timeout=rt.settings.lock_timeout, blocking_timeout=rt.settings.lock_wait)
     if not lock.acquire():
@@ -84,6 +84,8 @@ def ensure_in_books(ctx: SyncContext, data_type: str, moment_id: int,
                             hint=err.hint or f"Correct the {noun} in Moment first.") from None
     finally:
         lock.release()
+    if ctx.dry_run and outcome != "gone":
+        return 0                # a dry run wrote nothing, so there is no ID yet
     known = rt.state.get(iid, data_type, moment_id)
     if outcome == "gone" or not known:
         raise RecordInvalid(f"its {noun} (Moment id {moment_id}) does not exist in Moment",

@@ -193,3 +193,18 @@ def test_moment_webhooks_bring_customer_project_and_invoice_to_the_books(sandbox
     assert all(status == 202 for _, status in sandbox.webhooks.sent)
     for v in vouchers(sandbox):
         assert sum(Decimal(str(ln["Amount"])) for ln in v["DraftLines"]) == 0
+
+
+def test_dry_run_shows_the_voucher_and_writes_nothing(sandbox, worker_env, r):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    _, invoice = new_invoice(sandbox)
+    out = subprocess.run([sys.executable, "-m", "worker.cli", "dry-run", "acme", "invoices", str(invoice["id"])],
+                         cwd=ROOT, env=worker_env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("invoice 1001: would be posted\n")
+    assert "POST customers\n" in out.stdout and "POST projects\n" in out.stdout
+    assert "POST journalentries?action=book-journal-entries" in out.stdout
+    assert '"Amount": 11794.75' in out.stdout
+    assert sandbox.sb1.count_writes() == 0 and r.keys("msb1test:state:*") == []
