@@ -76,7 +76,8 @@ class Stack:
             f'[[integration]]\nid = "{c["moment_company"]}"\nmoment_company = "{c["moment_company"]}"\n'
             f'moment_api_key = "{c["moment_api_key"]}"\nmoment_base_url = "{self.moment_url}"\n'
             f'sb1_base_url = "{self.sb1_url}"\ncompany_key = "{c["company_key"]}"\n'
-            f'notify_email = "regnskap@{c["moment_company"]}.example"\ndata_types = ["customers"]\n'
+            f'notify_email = "regnskap@{c["moment_company"]}.example"\n'
+            f'data_types = {json.dumps(c.get("data_types", ["customers"]))}\n'
             f'webhook_secret = "{self.webhook_secret(c["moment_company"])}"\n'
             for c in self.companies))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MSB1_")}
