@@ -105,3 +105,19 @@ def test_cli_check_config_reports_errors(tmp_path):
                          env={"MSB1_INTEGRATIONS_FILE": str(path), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 1
     assert "integration 'acme', field 'bank': unknown bank 'atlantis'" in out.stderr
+
+
+def test_the_example_integrations_file_is_valid():
+    from conftest import ROOT
+    integrations = load_integrations(ROOT / "integrations.example.toml",
+                                     env={"ACME_MOMENT_API_KEY": "k", "ACME_WEBHOOK_SECRET": "s" * 20})
+    assert integrations["acme"].data_types == {"customers", "projects", "invoices"}
+    assert integrations["acme"].revenue_accounts == {"HOURS": 3000, "EXPENSES": 3000, "PRODUCTS": 3000}
+
+
+def test_revenue_accounts_override_and_errors():
+    entry = {**GOOD, "revenue_accounts": {"hours": 3100}, "vat_account": 2701}
+    [i] = parse_integrations({"integration": [entry]}, env={"ACME_KEY": "k"}).values()
+    assert i.revenue_accounts == {"HOURS": 3100, "EXPENSES": 3000, "PRODUCTS": 3000} and i.vat_account == 2701
+    with pytest.raises(IntegrationsError, match="unknown product type 'travel'"):
+        parse_integrations({"integration": [{**GOOD, "revenue_accounts": {"travel": 3000}}]}, env={"ACME_KEY": "k"})
