@@ -73,8 +73,7 @@ def ensure_in_books(ctx: SyncContext, data_type: str, moment_id: int,
     if known and known.get("sb1_id"):
         return known["sb1_id"]
     sub = SyncContext(rt, ctx.integration, data_type, moment_id, dry_run=ctx.dry_run, _clients=ctx._clients)
-    lock = rt.redis.lock(rt.keys.lock(iid, data_type, moment_id),
-                         timeout=rt.settings.lock_timeout, blocking_timeout=rt.settings.lock_wait)
+    lock = rt.record_lock(iid, data_type, moment_id)
     if not lock.acquire():
         raise TransientError(f"its {noun} (Moment id {moment_id}) is being transferred right now")
     try:

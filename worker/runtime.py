@@ -67,6 +67,11 @@ class Runtime:
     def stats(self) -> Stats:
         return Stats(self.redis, self.keys)
 
+    def record_lock(self, integration_id: str, data_type: str, record_id: int):
+        """The per-record lock: one writer per record across every worker process."""
+        return self.redis.lock(self.keys.lock(integration_id, data_type, record_id),
+                               timeout=self.settings.lock_timeout, blocking_timeout=self.settings.lock_wait)
+
     def session(self) -> requests.Session:
         """One keep-alive session per thread (a Session is not meant to be shared)."""
         session = getattr(self._local, "session", None)

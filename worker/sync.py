@@ -117,8 +117,7 @@ def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, bo
     settings = rt.settings
     # from here on, a new change to this record needs (and gets) a sync of its own
     rt.coalescer.started(integration_id, data_type, ctx.record_id)
-    lock = rt.redis.lock(rt.keys.lock(integration_id, data_type, ctx.record_id),
-                         timeout=settings.lock_timeout, blocking_timeout=settings.lock_wait)
+    lock = rt.record_lock(integration_id, data_type, ctx.record_id)
     if not lock.acquire():
         # Another worker is writing this record; come back shortly (not counted as a failure).
         log.info("%s %s/%s: busy elsewhere, retrying", task.name, integration_id, record_id)
