@@ -24,4 +24,5 @@ class Mailbox:
         self.controller.start()
 
     def stop(self) -> None:
-        self.controller.stop()
+        if self.controller._thread is not None:     # stopping twice is harmless
+            self.controller.stop()

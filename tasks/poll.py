@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 @app.task(name="poll.changes")
 def poll_changes() -> int:
-    """Fan out: one poll task per integration and selected data type."""
+    """Fan out: one poll task per integration and selected data type. Also tries again
+    the records whose failure email could not be sent (the mail server was down): the
+    same failure then sends its email, a success clears the dead letter."""
     rt = poll_changes.runtime
     n = 0
     for integration in rt.integrations.values():
@@ -29,6 +31,9 @@ def poll_changes() -> int:
             if integration.wants(data_type):
                 poll_integration.delay(integration.id, data_type)
                 n += 1
+        for letter in rt.dead_letters.list(integration.id):
+            if not letter.notified and letter.data_type in TASKS:
+                enqueue(integration.id, letter.data_type, letter.record_id, runtime=rt)
     return n
 
 

@@ -244,3 +244,24 @@ def test_worker_killed_mid_run_every_customer_exactly_once(sandbox, start_worker
     counts = {n: len(cs) for n, cs in by_number(sandbox).items()}
     assert len(counts) == 200 and set(counts.values()) == {1}
     assert r.hlen("msb1test:state:acme:customers") == 200
+
+
+def test_failure_email_is_sent_later_when_the_mail_server_was_down(sandbox, smtp, worker, r):
+    from sandbox.mail import Mailbox
+    smtp.stop()                                        # the mail server is down
+    [bad] = seed_customers(sandbox.moment, "acme", 1, start_number=5)
+    enqueue("acme", bad["id"])
+    key = "msb1test:dead:acme"
+    wait_until(lambda: r.hlen(key) == 1, 20, message="the dead letter")
+    import json
+    assert json.loads(next(iter(r.hgetall(key).values())))["notified"] is False
+    box = Mailbox(port=smtp.port)                      # back up
+    try:
+        from worker.app import app
+        app.send_task("poll.changes")                  # what beat runs every MSB1_POLL_INTERVAL
+        wait_until(lambda: len(box.messages) == 1, 30, message="the late email")
+        wait_until(lambda: json.loads(next(iter(r.hgetall(key).values())))["notified"], 10,
+                   message="marked as emailed")
+        assert "customer number 5 is outside the allowed range" in box.messages[0].get_content()
+    finally:
+        box.stop()
