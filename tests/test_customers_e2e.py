@@ -106,7 +106,7 @@ def test_unchanged_customer_is_not_written_again(sandbox, worker, r):
                                                ("10001A", "is not a number")])
 def test_invalid_customer_number_one_email_dead_letter_no_retry(sandbox, smtp, sentry, start_worker, r,
                                                               worker_env, bad_number, reason):
-    start_worker(MSB1_SENTRY_DSN=sentry.dsn)
+    w = start_worker(MSB1_SENTRY_DSN=sentry.dsn)
     good, bad = seed_customers(sandbox.moment, "acme", 2)
     sandbox.moment.update("acme", "customers", bad["id"], {"customerNumber": bad_number})
     enqueue("acme", bad["id"])
@@ -141,6 +141,11 @@ def test_invalid_customer_number_one_email_dead_letter_no_retry(sandbox, smtp, s
         assert secret not in raw_events
     [event] = sentry.events()
     assert event["tags"]["integration"] == "acme" and event["tags"]["data_type"] == "customers"
+    # nor does the worker's log: records are named by type and number only
+    log = w.log()
+    assert "customer 100001: created" in log and f"customer {bad_number}: not transferred" in log
+    for private in (bad["name"], bad["email"], good["name"], good["email"], good["phone"], API_KEYS["acme"]):
+        assert private not in log
     # fixed in Moment, replayed: transferred, dead letter gone
     sandbox.moment.update("acme", "customers", bad["id"], {"customerNumber": "100999"})
     listing = cli(worker_env, "dead-letters")
