@@ -67,7 +67,7 @@ def poll_integration(self, integration_id: str, data_type: str) -> int:
             done = _parse(previous.get("modified")) if previous else None
             if done is not None and modified is not None and modified <= done:
                 continue                      # this version is in the books already
-            enqueue(integration_id, data_type, record["id"], runtime=rt)
+            enqueue(integration_id, data_type, record["id"], runtime=rt, stale_after=settings.poll_interval)
             queued += 1
     except IntegrationError as exc:
         rt.redis.delete(rt.keys.poll_guard(integration_id, data_type))

@@ -29,12 +29,14 @@ def task_name(data_type: str) -> str:
         raise UnknownDataType(f"unknown data type {data_type!r}; choose from {', '.join(TASKS)}") from None
 
 
-def enqueue(integration_id: str, data_type: str, record_id: int, *, runtime: Runtime | None = None) -> str | None:
-    """Queue one sync (coalesced per record). Raises if Redis cannot take it."""
+def enqueue(integration_id: str, data_type: str, record_id: int, *, runtime: Runtime | None = None,
+            stale_after: float | None = None) -> str | None:
+    """Queue one sync (coalesced per record). Raises if Redis cannot take it.
+    ``stale_after``: see ``Coalescer.claim``."""
     name = task_name(data_type)
     rt = runtime or get_runtime()
     record_id = int(record_id)
-    countdown = rt.coalescer.claim(integration_id, data_type, record_id)
+    countdown = rt.coalescer.claim(integration_id, data_type, record_id, stale_after)
     if countdown is None:
         return None
     try:

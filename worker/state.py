@@ -136,17 +136,28 @@ class Coalescer:
     def __init__(self, r: redis.Redis, keys: Keys, window: float, pending_ttl: int):
         self.redis, self.keys, self.window, self.pending_ttl = r, keys, window, pending_ttl
 
-    def claim(self, integration_id: str, data_type: str, record_id: int) -> float | None:
-        """Seconds until the sync should run, or None when one is already queued."""
+    def claim(self, integration_id: str, data_type: str, record_id: int,
+              stale_after: float | None = None) -> float | None:
+        """Seconds until the sync should run, or None when one is already queued.
+
+        ``stale_after``: a "queued" mark older than this many seconds is not trusted (the
+        poll passes its interval): its message may never have reached the queue, if Redis
+        failed between the mark and the publish. A second message is harmless.
+        """
+        now = time.time()
+        pending_key = self.keys.pending(integration_id, data_type, record_id)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(self.keys.pending(integration_id, data_type, record_id), "1", nx=True, ex=self.pending_ttl)
+        pipe.set(pending_key, f"{now:.6f}", nx=True, ex=self.pending_ttl)
+        pipe.get(pending_key)
         pipe.get(self.keys.started(integration_id, data_type, record_id))
-        claimed, started = pipe.execute()
+        claimed, marked_at, started = pipe.execute()
         if not claimed:
-            return None
+            if stale_after is None or now - float(marked_at or now) < stale_after:
+                return None
+            self.redis.set(pending_key, f"{now:.6f}", ex=self.pending_ttl)
         if not started:
             return 0.0
-        return max(0.0, float(started) + self.window - time.time())
+        return max(0.0, float(started) + self.window - now)
 
     def release(self, integration_id: str, data_type: str, record_id: int) -> None:
         """Undo a claim whose message could not be queued."""
