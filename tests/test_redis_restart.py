@@ -1,0 +1,82 @@
+"""Redis restarts (AOF on, as in docker-compose): queued syncs, dead letters and the poll
+cursor survive, and a running worker reconnects."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+import redis
+
+from conftest import COMPANY_KEYS, free_port, wait_until
+from sandbox.moment import seed_customers
+
+pytestmark = pytest.mark.slow
+
+
+class AofRedis:
+    def __init__(self):
+        self.port, self.dir = free_port(), tempfile.mkdtemp(prefix="msb1-aof-")
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.client = redis.Redis.from_url(self.url, decode_responses=True)
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "yes", "--appendfsync", "always", "--dir", self.dir],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self._up, 10, message="redis-server")
+
+    def _up(self):
+        try:
+            return self.client.ping()
+        except redis.ConnectionError:
+            return False
+
+    def restart(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.start()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def aof():
+    server = AofRedis()
+    yield server
+    server.stop()
+
+
+def publish(url, integration, record_id):
+    from worker.app import app
+    with app.connection_for_write(url) as conn:
+        app.send_task("sync.customer", args=[integration, record_id], connection=conn)
+
+
+def test_queue_dead_letters_and_cursor_survive_a_redis_restart(sandbox, start_worker, aof):
+    key = COMPANY_KEYS["acme"]
+    records = seed_customers(sandbox.moment, "acme", 20)
+    for rec in records:
+        publish(aof.url, "acme", rec["id"])
+    aof.client.hset("msb1test:dead:acme", "customers:1", '{"x": 1}')
+    aof.client.set("msb1test:cursor:acme:customers", "2026-11-25T12:00:00.000000+00:00")
+    aof.restart()                                           # nothing consumed yet
+    assert aof.client.llen("moment-sb1") == 20
+    assert aof.client.hlen("msb1test:dead:acme") == 1
+    assert aof.client.get("msb1test:cursor:acme:customers") == "2026-11-25T12:00:00.000000+00:00"
+    start_worker(MSB1_REDIS_URL=aof.url)
+    wait_until(lambda: len(sandbox.sb1.customers(key)) == 20, 30, message="the 20 queued syncs")
+    aof.restart()                                           # under a running worker
+    more = seed_customers(sandbox.moment, "acme", 5, start_number=100101)
+    time.sleep(1)
+    for rec in more:
+        publish(aof.url, "acme", rec["id"])
+    wait_until(lambda: len(sandbox.sb1.customers(key)) == 25, 60, message="the worker reconnected")
+    numbers = [c["CustomerNumber"] for c in sandbox.sb1.customers(key)]
+    assert len(set(numbers)) == 25
