@@ -1,5 +1,7 @@
 """Redis restarts (AOF on, as in docker-compose): queued syncs, dead letters and the poll
-cursor survive, and a running worker reconnects."""
+cursor survive, and a running worker either reconnects or, when the restart hits it in the
+middle of an ack, exits (a kombu bug: AttributeError in restore_unacked, see kombu #582 and
+#970) and is restarted by its supervisor, as docker-compose does; nothing is lost."""
 from __future__ import annotations
 
 import shutil
@@ -70,13 +72,19 @@ def test_queue_dead_letters_and_cursor_survive_a_redis_restart(sandbox, start_wo
     assert aof.client.llen("moment-sb1") == 20
     assert aof.client.hlen("msb1test:dead:acme") == 1
     assert aof.client.get("msb1test:cursor:acme:customers") == "2026-11-25T12:00:00.000000+00:00"
-    start_worker(MSB1_REDIS_URL=aof.url)
+    w = start_worker(MSB1_REDIS_URL=aof.url)
     wait_until(lambda: len(sandbox.sb1.customers(key)) == 20, 30, message="the 20 queued syncs")
     aof.restart()                                           # under a running worker
     more = seed_customers(sandbox.moment, "acme", 5, start_number=100101)
     time.sleep(1)
     for rec in more:
         publish(aof.url, "acme", rec["id"])
-    wait_until(lambda: len(sandbox.sb1.customers(key)) == 25, 60, message="the worker reconnected")
+
+    def supervised() -> bool:                               # restart: unless-stopped
+        nonlocal w
+        if w.proc.poll() is not None:
+            w = start_worker(MSB1_REDIS_URL=aof.url)
+        return len(sandbox.sb1.customers(key)) == 25
+    wait_until(supervised, 60, interval=0.2, message="the 5 syncs queued after the restart")
     numbers = [c["CustomerNumber"] for c in sandbox.sb1.customers(key)]
     assert len(set(numbers)) == 25
