@@ -24,8 +24,9 @@ import redis
 import requests
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
+from redis.exceptions import LockError
 
-from .errors import AuthError, PermanentError
+from .errors import AuthError, PermanentError, TransientError
 from .http import Timeouts, send
 
 log = logging.getLogger(__name__)
@@ -112,11 +113,23 @@ class TokenProvider:
             cached = self._read()
             if cached:
                 return cached
-            with self.redis.lock(f"{self.key}:lock", timeout=60, blocking_timeout=60):
+            # A fetch cannot outlast its HTTP timeouts by much, so neither does the lock: a
+            # process killed mid-fetch holds up the others only that long.
+            hold = self.timeouts.connect + self.timeouts.read + 5
+            lock = self.redis.lock(f"{self.key}:lock", timeout=hold, blocking_timeout=hold + 1)
+            if not lock.acquire():
+                raise TransientError(f"{self.service}: another worker has been fetching a token "
+                                     f"for {hold + 1:g}s", service=self.service)
+            try:
                 cached = self._read()   # another process may have fetched it meanwhile
                 if cached:
                     return cached
                 return self._fetch()
+            finally:
+                try:
+                    lock.release()
+                except LockError:       # it expired meanwhile; nothing to release
+                    pass
 
     def invalidate(self, token: str) -> None:
         """Forget ``token`` (refused with a 401) unless another worker already replaced it."""

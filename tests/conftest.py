@@ -238,6 +238,7 @@ def worker_env(sandbox, smtp, rsa_key, r, tmp_path):
         "MSB1_RETRY_MAX_DELAY": "1.5",
         "MSB1_VISIBILITY_TIMEOUT": "8",
         "MSB1_RESTORE_INTERVAL": "1",
+        "MSB1_RESTORE_LOCK_TIMEOUT": "3",
         "MSB1_LOCK_TIMEOUT": "5",
         "MSB1_LOCK_WAIT": "2",
         "MSB1_HTTP_READ_TIMEOUT": "5",

@@ -251,6 +251,39 @@ def test_worker_killed_mid_run_every_customer_exactly_once(sandbox, start_worker
     assert r.hlen("msb1test:state:acme:customers") == 200
 
 
+def test_a_worker_killed_holding_the_restore_lock_holds_up_recovery_only_briefly(
+        sandbox, start_worker, worker_env, r):
+    """Workers look for a dead worker's messages under one Redis lock (kombu's default
+    expiry is 300 s). A worker killed while holding it must not hold up recovery for long."""
+    from celery import Celery
+    from worker.app import celery_config
+    from worker.settings import Settings
+    settings = Settings.from_env(worker_env)
+    records = seed_customers(sandbox.moment, "acme", 12)
+    sandbox.sb1_faults.latency = 1.0               # tasks are mid-flight when the worker dies
+    w = start_worker(concurrency=4)
+    for rec in records:
+        enqueue("acme", rec["id"])
+    with Celery(config_source=celery_config(settings)).connection_for_read() as conn:
+        channel = conn.default_channel
+        wait_until(lambda: r.hlen(channel.unacked_key) == 4 and r.keys("msb1test:sb1-token:*"), 20,
+                   message="4 tasks in flight, past the token")
+        w.kill()
+        # the lock exactly as the dead worker's kombu took it, expiry from the worker's config
+        r.set(channel.unacked_mutex_key, "held-by-the-killed-worker", nx=True,
+              ex=channel.unacked_mutex_expire)
+        assert channel.unacked_mutex_expire == settings.restore_lock_timeout
+    sandbox.sb1_faults.latency = 0
+    start = time.monotonic()
+    start_worker(concurrency=4)
+    wait_until(lambda: len(sandbox.sb1.customers(ACME)) >= 12, 60, message="12 customers")
+    # the lock expires, then the in-flight messages become visible again: not 300 s
+    assert time.monotonic() - start < settings.restore_lock_timeout + settings.visibility_timeout + 15
+    time.sleep(1)
+    counts = {n: len(cs) for n, cs in by_number(sandbox).items()}
+    assert len(counts) == 12 and set(counts.values()) == {1}
+
+
 def test_failure_email_is_sent_later_when_the_mail_server_was_down(sandbox, smtp, worker, r):
     from sandbox.mail import Mailbox
     smtp.stop()                                        # the mail server is down

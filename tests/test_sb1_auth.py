@@ -78,6 +78,38 @@ def test_token_shared_between_providers_and_refreshed_on_401(sandbox, r, rsa_key
         other.query("customers")
 
 
+def test_a_process_killed_while_fetching_a_token_holds_up_the_others_only_briefly(
+        sandbox, r, rsa_key, redis_server):
+    """The token lock lasts about as long as a fetch may: the HTTP timeouts plus 5 s."""
+    import time
+    from clients.http import Timeouts
+    from conftest import CLIENT_ID, wait_until
+    sandbox.sb1_faults.latency = 30                 # the identity server hangs
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import redis
+from clients.http import Timeouts
+from clients.sb1 import Credentials, TokenProvider
+creds = Credentials.load({CLIENT_ID!r}, key_file={str(rsa_key[0])!r})
+TokenProvider({sandbox.token_url!r}, creds, redis_client=redis.Redis.from_url({redis_server!r}),
+              key_prefix="msb1test", timeouts=Timeouts(1, 4)).token()
+"""], cwd=ROOT)
+    creds = Credentials.load(CLIENT_ID, key_file=str(rsa_key[0]))
+    provider = TokenProvider(sandbox.token_url, creds, redis_client=r, key_prefix="msb1test",
+                             timeouts=Timeouts(1, 4))
+    try:
+        wait_until(lambda: r.exists(f"{provider.key}:lock"), 20, message="the child holding the lock")
+        child.kill()                                # killed mid-fetch: the lock stays behind
+        child.wait(10)
+    finally:
+        child.kill()
+    assert r.exists(f"{provider.key}:lock")
+    sandbox.sb1_faults.latency = 0
+    started = time.monotonic()
+    assert provider.token()
+    waited = time.monotonic() - started
+    assert waited < 1 + 4 + 5 + 1, f"waited {waited:.1f}s for a dead process's lock"
+
+
 def test_bad_credentials_are_refused(sandbox, r):
     wrong = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     from conftest import CLIENT_ID

@@ -34,6 +34,7 @@ def celery_config(settings: Settings) -> dict:
             "visibility_timeout": settings.visibility_timeout,
             "unacked_restore_interval": settings.restore_interval,
             "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": settings.restore_lock_timeout,
         },
         "task_default_queue": QUEUE,
         "task_serializer": "json",

@@ -48,6 +48,9 @@ class Settings:
     retry_max_delay: float = 600.0
     visibility_timeout: int = 3600
     restore_interval: int = 60        # how often a worker looks for messages a dead worker held
+    # kombu guards that look with a Redis lock; a worker killed while holding it would stop
+    # every other worker from looking until the lock expires (kombu's default is 300 s)
+    restore_lock_timeout: int = 30
     lock_timeout: float = 120.0       # a dead worker's record lock frees itself after this
     lock_wait: float = 10.0           # how long a task waits for another's lock before retrying
     http_connect_timeout: float = 5.0
@@ -111,5 +114,8 @@ class Settings:
         if self.poll_interval <= 0 or self.poll_overlap < 0 or self.coalesce_window < 0:
             raise SettingsError("MSB1_POLL_INTERVAL must be positive; MSB1_POLL_OVERLAP and "
                                 "MSB1_COALESCE_WINDOW must not be negative")
+        if self.restore_interval < 1 or self.restore_lock_timeout < 1:
+            raise SettingsError("MSB1_RESTORE_INTERVAL and MSB1_RESTORE_LOCK_TIMEOUT must be at "
+                                "least 1 second")
         if self.retry_max_attempts < 1:
             raise SettingsError("MSB1_RETRY_MAX_ATTEMPTS must be at least 1")
