@@ -1,10 +1,17 @@
 """The safety net: every ``MSB1_POLL_INTERVAL`` seconds (celery beat), list what changed
 in Moment since a cursor and queue syncs for it, in case a webhook went missing.
 
-The cursor (per integration and data type, in Redis) moves only to the time the poll
-*started*, and each poll looks ``MSB1_POLL_OVERLAP`` seconds further back, so a record
-whose change became visible late, or was stamped by a clock a little behind ours, is
-still seen. Records already in the books at that version are not queued again.
+The cursor (per integration and data type, in Redis) moves only forward, and each poll
+looks ``MSB1_POLL_OVERLAP`` seconds further back, so a record whose change became visible
+late, or was stamped by a clock a little behind ours, is still seen. Records whose
+version a sync has already finished (written, unchanged, left alone as a draft, or
+dead-lettered) are not queued again.
+
+The cursor moves to the time the poll *started*, but never past a change that no sync has
+finished yet: a queued message can still be lost (kombu takes a message off the Redis list
+before it records it as unacknowledged, so a worker killed in between loses it). Such a
+record stays in every poll's window, and once its "queued" mark is older than a poll
+interval it is queued again. ``MSB1_POLL_MAX_HOLD`` bounds how far the cursor is held back.
 """
 from __future__ import annotations
 
@@ -59,16 +66,17 @@ def poll_integration(self, integration_id: str, data_type: str) -> int:
     cursor = _parse(rt.redis.get(cursor_key))
     since = (cursor or started) - timedelta(seconds=settings.poll_overlap)
     queued = seen = 0
+    open_since: datetime | None = None        # the oldest change no sync has finished
     try:
         for record in rt.moment(integration).list(data_type, modified_from=since):
             seen += 1
-            previous = rt.state.get(integration_id, data_type, record["id"])
             modified = _parse(record.get("lastModifiedDate"))
-            done = _parse(previous.get("modified")) if previous else None
-            if done is not None and modified is not None and modified <= done:
-                continue                      # this version is in the books already
+            if modified is not None and _finished(rt, integration_id, data_type, record["id"], modified):
+                continue
             enqueue(integration_id, data_type, record["id"], runtime=rt, stale_after=settings.poll_interval)
             queued += 1
+            if modified is not None and (open_since is None or modified < open_since):
+                open_since = modified
     except IntegrationError as exc:
         rt.redis.delete(rt.keys.poll_guard(integration_id, data_type))
         if exc.retriable and self.request.retries + 1 < settings.retry_max_attempts:
@@ -77,10 +85,32 @@ def poll_integration(self, integration_id: str, data_type: str) -> int:
         log.error("poll %s %s failed: %s", integration_id, data_type, exc)
         report_failure(exc, integration_id=integration_id, data_type=data_type, record_id=0, kind="poll")
         return 0
-    # forward only, and only once everything up to `started` is queued
+    new_cursor = _next_cursor(started, open_since, settings.poll_max_hold)
+    if open_since is not None and new_cursor > open_since:
+        log.warning("poll %s %s: a change from %s is still not finished; the poll no longer "
+                    "looks that far back (MSB1_POLL_MAX_HOLD)", integration_id, data_type,
+                    open_since.isoformat())
+    # forward only, and only once everything up to the new cursor is queued
     rt.redis.eval("local c = redis.call('GET', KEYS[1]) "
                   "if (not c) or c < ARGV[1] then redis.call('SET', KEYS[1], ARGV[1]) end",
-                  1, cursor_key, started.isoformat(timespec="microseconds"))
+                  1, cursor_key, new_cursor.isoformat(timespec="microseconds"))
     log.info("poll %s %s: %d changed since %s, %d queued", integration_id, data_type, seen,
              since.isoformat(), queued)
     return queued
+
+
+def _finished(rt, integration_id: str, data_type: str, record_id: int, modified: datetime) -> bool:
+    """True when a sync has finished this version (or a newer one) of the record."""
+    previous = rt.state.get(integration_id, data_type, record_id)
+    in_books = _parse(previous.get("modified")) if previous else None
+    [handled] = rt.state.handled(integration_id, data_type, [record_id])
+    return any(v is not None and modified <= v for v in (in_books, handled))
+
+
+def _next_cursor(started: datetime, open_since: datetime | None, max_hold: float) -> datetime:
+    """Where the next poll starts (before its overlap): at this poll's start, held back to
+    the oldest unfinished change, but by no more than ``max_hold`` seconds."""
+    if open_since is None:
+        return started
+    held = min(started, open_since.astimezone(timezone.utc))
+    return max(held, started - timedelta(seconds=max_hold))

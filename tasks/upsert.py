@@ -7,6 +7,7 @@ refuses because it already happened (the worker died before the ack) turns into 
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Callable
 
 from marshmallow import Schema, ValidationError
@@ -25,11 +26,23 @@ def fetch(ctx: SyncContext, schema: Schema) -> Any | None:
     except NotFound:
         return None
     try:
-        return schema.load(raw)
+        record = schema.load(raw)
     except ValidationError as err:
+        ctx.version = _version_of(raw)
         fields = ", ".join(sorted(err.normalized_messages()))
         raise RecordInvalid(f"Moment returned a {DATA_TYPE_NAMES[ctx.data_type]} we cannot read "
                             f"(fields: {fields})") from None
+    ctx.version = record.last_modified_date
+    return record
+
+
+def _version_of(raw: Any) -> datetime | None:
+    """The lastModifiedDate of a record the schema refused, if it has a readable one."""
+    try:
+        value = datetime.fromisoformat(raw["lastModifiedDate"])
+    except (TypeError, KeyError, ValueError):
+        return None
+    return value if value.tzinfo else None
 
 
 def find_existing(ctx: SyncContext, route: str, previous: dict | None, *, key_field: str, key: Any,

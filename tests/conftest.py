@@ -32,14 +32,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate, timeout: float = 30, interval: float = 0.05, message: str = "condition"):
+def wait_until(predicate, timeout: float = 30, interval: float = 0.05, message: str = "condition",
+               describe=None):
+    """Poll ``predicate`` until it is true; on timeout, say what was awaited and, through
+    ``describe()``, what the state was."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+    details = f"\n{describe()}" if describe else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}{details}")
+
+
+def broker_state(r, worker=None) -> str:
+    """The queue as kombu keeps it in Redis, and the end of a worker's log: for failures."""
+    lines = [f"queued: {r.llen('moment-sb1')}, unacked: {r.hlen('unacked')}, "
+             f"restore lock ttl: {r.ttl('unacked_mutex')}"]
+    if worker is not None:
+        lines += worker.log().splitlines()[-40:]
+    return "\n".join(lines)
 
 
 # A private Redis for the whole session: the shared one on 6379 is never touched.

@@ -130,6 +130,47 @@ def test_poll_queues_exactly_the_changed_records_and_its_cursor_survives_a_resta
     assert names[int(records[4]["customerNumber"])] == "Etter Omstart AS"
 
 
+def test_a_lost_message_is_found_again_by_a_later_poll(sandbox, start_worker, r):
+    """kombu takes a message off the Redis list before it records it as unacknowledged, so
+    a worker killed in between loses it. The poll's cursor waits for such a change."""
+    start_worker(MSB1_POLL_INTERVAL="2", MSB1_POLL_OVERLAP="0")
+    cursor_key = "msb1test:cursor:acme:customers"
+    run_poll()
+    first = wait_until(lambda: r.get(cursor_key), 10, message="a first cursor")
+    time.sleep(1.2)                            # past the poll guard (half the interval)
+    [lost] = seed_customers(sandbox.moment, "acme", 1)
+    # queued as the producer does (the mark, then the message), and the message is lost
+    r.set(f"msb1test:pending:acme:customers:{lost['id']}", f"{time.time():.6f}", ex=600)
+    run_poll()                                 # the mark is fresh: the poll trusts it
+    held = wait_until(lambda: r.get(cursor_key) != first and r.get(cursor_key), 10,
+                      message="the second poll")
+    assert stat(r, "created") == 0
+    assert held <= lost["lastModifiedDate"]  # not past the open change
+    time.sleep(2.2)                            # the mark is now older than a poll interval
+    run_poll()                                 # overlap 0: only the held cursor finds it
+    wait_until(lambda: stat(r, "created") == 1, 20, message="the lost customer")
+    assert [c["CustomerNumber"] for c in sandbox.sb1.customers(ACME)] == [int(lost["customerNumber"])]
+    time.sleep(1.2)
+    run_poll()                                 # finished now: the cursor moves on
+    wait_until(lambda: r.get(cursor_key) > lost["lastModifiedDate"], 10,
+               message="the cursor past the finished change")
+    assert stat(r, "created") == 1 and stat(r, "unchanged") == 0
+
+
+def test_a_poll_during_a_retry_wait_does_not_start_a_second_sync(sandbox, start_worker, r):
+    start_worker(MSB1_POLL_INTERVAL="2", MSB1_POLL_OVERLAP="60", MSB1_RETRY_BASE_DELAY="4",
+                 MSB1_RETRY_MAX_DELAY="4")
+    [rec] = seed_customers(sandbox.moment, "acme", 1)
+    sandbox.sb1_faults.script("/api/biz/customers", 503, times=1, method="POST")
+    send_task("sync.customer", "acme", rec["id"])
+    wait_until(lambda: stat(r, "retried") == 1, 20, message="the first try to fail")
+    run_poll()                                 # the retry is due in 2-4 s: it counts as queued
+    wait_until(lambda: stat(r, "created") == 1, 20, message="the retry")
+    time.sleep(4.5)                            # past the latest the retry could have been due
+    assert stat(r, "unchanged") == 0 and stat(r, "retried") == 1
+    assert len(sandbox.sb1.customers(ACME)) == 1
+
+
 def test_two_beats_do_not_double_the_work(sandbox, start_worker, worker_env, r, tmp_path):
     records = seed_customers(sandbox.moment, "acme", 3)
     env = dict(worker_env, MSB1_POLL_INTERVAL="1", MSB1_POLL_OVERLAP="5")

@@ -34,3 +34,28 @@ def test_a_stale_mark_is_not_trusted_by_the_poll(co, r):
     assert co.claim("acme", "customers", 1, stale_after=300) == 0.0         # the poll queues again
     assert co.claim("acme", "customers", 1, stale_after=300) is None        # ...once
     assert 590 < r.ttl("msb1test:pending:acme:customers:1") <= 600
+
+
+def test_a_retry_counts_as_queued_until_it_is_due(co, r):
+    co.claim("acme", "customers", 1)
+    co.started("acme", "customers", 1)
+    co.requeued("acme", "customers", 1, countdown=500)     # failed; tries again in 500 s
+    assert co.claim("acme", "customers", 1) is None         # a webhook folds into the retry
+    assert co.claim("acme", "customers", 1, stale_after=300) is None   # the poll trusts it too
+    assert r.ttl("msb1test:pending:acme:customers:1") > 1000   # outlives the wait
+    r.set("msb1test:pending:acme:customers:1", f"{time.time() - 301:.6f}")  # due 301 s ago: lost
+    assert co.claim("acme", "customers", 1, stale_after=300) is not None
+
+
+def test_the_poll_cursor_waits_for_unfinished_changes_within_a_bound():
+    from datetime import datetime, timedelta, timezone
+    from tasks.poll import _next_cursor
+    started = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+    oslo = timezone(timedelta(hours=1))
+    assert _next_cursor(started, None, 3600) == started                   # all finished
+    open_since = datetime(2026, 11, 25, 12, 30, tzinfo=oslo)             # 11:30 UTC
+    assert _next_cursor(started, open_since, 3600) == started - timedelta(minutes=30)
+    assert _next_cursor(started, open_since, 3600).tzinfo == timezone.utc  # comparable as text
+    assert _next_cursor(started, open_since, 600) == started - timedelta(minutes=10)  # the bound
+    later = started + timedelta(seconds=5)                               # stamped by a fast clock
+    assert _next_cursor(started, later, 3600) == started

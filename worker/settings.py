@@ -64,6 +64,7 @@ class Settings:
     pending_ttl: int = 600            # a "sync already queued" mark expires after this
     poll_interval: float = 300.0      # the safety-net poll of Moment, per integration and type
     poll_overlap: float = 120.0       # each poll looks this far behind its cursor
+    poll_max_hold: float = 86400.0    # an unfinished change holds the cursor back at most this long
     webhook_max_body: int = 65536     # bytes
 
     @property
@@ -111,6 +112,8 @@ class Settings:
                 "a waiting task to a second worker")
         if self.smtp_tls not in ("none", "starttls", "ssl"):
             raise SettingsError("MSB1_SMTP_TLS must be none, starttls or ssl")
+        if self.poll_max_hold < self.poll_interval:
+            raise SettingsError("MSB1_POLL_MAX_HOLD must be at least MSB1_POLL_INTERVAL")
         if self.poll_interval <= 0 or self.poll_overlap < 0 or self.coalesce_window < 0:
             raise SettingsError("MSB1_POLL_INTERVAL must be positive; MSB1_POLL_OVERLAP and "
                                 "MSB1_COALESCE_WINDOW must not be negative")

@@ -1,11 +1,12 @@
 """What the worker remembers in Redis, all under one key prefix.
 
 ``{p}:state:{integration}:{data_type}``  hash  record id → last successful transfer
+``{p}:handled:{integration}:{data_type}``  hash  record id → version a sync last finished with
 ``{p}:dead:{integration}``              hash  "{data_type}:{record id}" → dead letter
 ``{p}:stats:{integration}``             hash  counters (created, updated, unchanged, failed, ...)
 ``{p}:lock:{integration}:{data_type}:{record id}``  per-record lock
 ``{p}:sb1-token:{digest}``              the shared SpareBank 1 access token
-``{p}:pending:{integration}:{data_type}:{record id}``  a sync of this record is queued
+``{p}:pending:{integration}:{data_type}:{record id}``  a sync of this record is queued (due time)
 ``{p}:started:{integration}:{data_type}:{record id}``  when its last sync started
 ``{p}:cursor:{integration}:{data_type}``  the safety-net poll's "modified since" cursor
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Iterator
 
 import redis
@@ -41,6 +43,9 @@ class Keys:
     def started(self, integration_id: str, data_type: str, record_id: int) -> str:
         return f"{self.prefix}:started:{integration_id}:{data_type}:{record_id}"
 
+    def handled(self, integration_id: str, data_type: str) -> str:
+        return f"{self.prefix}:handled:{integration_id}:{data_type}"
+
     def cursor(self, integration_id: str, data_type: str) -> str:
         return f"{self.prefix}:cursor:{integration_id}:{data_type}"
 
@@ -64,6 +69,21 @@ class SyncState:
 
     def count(self, integration_id: str, data_type: str) -> int:
         return self.redis.hlen(self.keys.state(integration_id, data_type))
+
+    # Which version of each record a sync last finished with, whatever the outcome (written,
+    # unchanged, a draft left alone, dead-lettered). The poll keeps its cursor behind any
+    # change that no sync has finished yet, so a lost message is found again.
+
+    def mark_handled(self, integration_id: str, data_type: str, record_id: int,
+                     version: datetime) -> None:
+        self.redis.hset(self.keys.handled(integration_id, data_type), str(record_id),
+                        version.astimezone(timezone.utc).isoformat())
+
+    def handled(self, integration_id: str, data_type: str, record_ids: list[int]) -> list[datetime | None]:
+        if not record_ids:
+            return []
+        raw = self.redis.hmget(self.keys.handled(integration_id, data_type), [str(i) for i in record_ids])
+        return [datetime.fromisoformat(v) if v else None for v in raw]
 
 
 @dataclass
@@ -152,12 +172,21 @@ class Coalescer:
         pipe.get(self.keys.started(integration_id, data_type, record_id))
         claimed, marked_at, started = pipe.execute()
         if not claimed:
+            # the mark holds when the queued sync is due (now, or a retry's time)
             if stale_after is None or now - float(marked_at or now) < stale_after:
                 return None
             self.redis.set(pending_key, f"{now:.6f}", ex=self.pending_ttl)
         if not started:
             return 0.0
         return max(0.0, float(started) + self.window - now)
+
+    def requeued(self, integration_id: str, data_type: str, record_id: int, countdown: float) -> None:
+        """A sync put itself back on the queue (a retry in ``countdown`` seconds): changes
+        until then are folded into it, as into any queued sync. The mark holds the time
+        the retry is due, so the poll does not take it for a lost message before then."""
+        due = time.time() + countdown
+        self.redis.set(self.keys.pending(integration_id, data_type, record_id), f"{due:.6f}",
+                       ex=int(countdown) + self.pending_ttl)
 
     def release(self, integration_id: str, data_type: str, record_id: int) -> None:
         """Undo a claim whose message could not be queued."""

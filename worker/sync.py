@@ -45,6 +45,8 @@ class SyncContext:
     # "customer Fjord Bygg AS (number 100001)": only for the company's own email
     what_for_person: str = ""
     dry_run: bool = False       # the CLI's dry run: read everything, remember nothing
+    # the lastModifiedDate of the record as fetched: the version this sync handles
+    version: datetime | None = None
     _clients: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -121,7 +123,9 @@ def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, bo
     if not lock.acquire():
         # Another worker is writing this record; come back shortly (not counted as a failure).
         log.info("%s %s/%s: busy elsewhere, retrying", task.name, integration_id, record_id)
-        raise task.retry(countdown=1 + random.random() * 2, max_retries=None)
+        countdown = 1 + random.random() * 2
+        rt.coalescer.requeued(integration_id, data_type, ctx.record_id, countdown)
+        raise task.retry(countdown=countdown, max_retries=None)
 
     retry_in: float | None = None
     try:
@@ -150,11 +154,16 @@ def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, bo
         log.info("%s %s: %s", integration_id, ctx.what, outcome)
     finally:
         try:
-            lock.release()
-        except LockError:
-            log.warning("%s %s: the record lock expired while working", integration_id, ctx.what)
+            if retry_in is None and ctx.version is not None and not ctx.dry_run:
+                rt.state.mark_handled(integration_id, data_type, ctx.record_id, ctx.version)
+        finally:
+            try:
+                lock.release()
+            except LockError:
+                log.warning("%s %s: the record lock expired while working", integration_id, ctx.what)
     rt.stats.incr(integration_id, data_type, "retried" if retry_in is not None else outcome)
     if retry_in is not None:
+        rt.coalescer.requeued(integration_id, data_type, ctx.record_id, retry_in)
         raise task.retry(countdown=retry_in, exc=error, max_retries=None)
     return outcome
 
