@@ -16,7 +16,7 @@ from typing import Any, Callable
 from marshmallow import fields
 
 from clients.errors import RecordInvalid
-from .base import SB1Schema
+from .base import SB1Schema, pascal
 from .moment import MomentCustomer, MomentInvoice, MomentProject
 
 # --- the platform's rules (verified, quoted in the domain brief) -------------------------
@@ -234,7 +234,14 @@ def project_body(wanted: dict[str, Any], *, customer_id: int, existing: dict | N
         body["id"] = existing["ID"]
     else:
         body["createguid"] = guid("")
-    return SB1_PROJECT.dump(body)
+    out = SB1_PROJECT.dump(body)
+    if existing:
+        # Moment is the master of the dates: one removed there is removed in the books too
+        # (the schema leaves out what is None, so say it explicitly)
+        for name in ("start_date", "end_date"):
+            if wanted[name] is None:
+                out[pascal(name)] = None
+    return out
 
 
 # --- invoices → vouchers -------------------------------------------------------------------

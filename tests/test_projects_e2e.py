@@ -65,6 +65,12 @@ def test_project_state_change_updates_the_same_project(sandbox, worker, r):
     send("sync.project", "acme", project["id"])               # again: nothing to write
     wait_until(lambda: stat(r, "projects", "unchanged") == 1, 20, message="unchanged")
     assert sandbox.sb1.count_writes(ACME, route="projects") == 2
+    sandbox.moment.update("acme", "projects", project["id"], {"endDate": None})
+    send("sync.project", "acme", project["id"])               # an end date removed in Moment
+    wait_until(lambda: stat(r, "projects", "updated") == 2, 20, message="the date removed")
+    [p] = sandbox.sb1.documents(ACME, "projects")
+    assert p.get("EndDate") is None and str(p["StartDate"])[:10] == "2026-09-01"
+    assert p["StatusCode"] == 42204 and len(sandbox.sb1.documents(ACME, "projects")) == 1
 
 
 def test_project_number_with_letters_one_email_no_write(sandbox, smtp, worker, r):

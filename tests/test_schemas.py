@@ -159,8 +159,10 @@ def test_every_project_field_we_send_exists_in_the_swagger():
     for existing in (None, {"ID": 5}):
         body = project_body(wanted, customer_id=12, existing=existing, guid=guid)
         assert set(body) <= set(props), set(body) - set(props)
+        assert ("EndDate" in body) == (existing is not None)   # no end date: cleared on update only
     assert body == {"ID": 5, "ProjectNumber": "1042", "ProjectNumberNumeric": 1042, "Name": "Kontorbygg",
-                    "ProjectCustomerID": 12, "StartDate": "2026-09-01", "StatusCode": PROJECT_STATUS["ACTIVE"]}
+                    "ProjectCustomerID": 12, "StartDate": "2026-09-01", "EndDate": None,
+                    "StatusCode": PROJECT_STATUS["ACTIVE"]}
 
 
 INVOICE = {"id": 9, "invoiceNumber": 1001, "status": "FINALIZED", "invoiceDate": "2026-11-20",
