@@ -71,8 +71,10 @@ def poll_integration(self, integration_id: str, data_type: str) -> int:
         for record in rt.moment(integration).list(data_type, modified_from=since):
             seen += 1
             modified = _parse(record.get("lastModifiedDate"))
-            if modified is not None and _finished(rt, integration_id, data_type, record["id"], modified):
-                continue
+            if modified is not None:
+                done = rt.state.finished_version(integration_id, data_type, record["id"])
+                if done is not None and modified <= done:
+                    continue                  # a sync has finished this version already
             enqueue(integration_id, data_type, record["id"], runtime=rt, stale_after=settings.poll_interval)
             queued += 1
             if modified is not None and (open_since is None or modified < open_since):
@@ -97,14 +99,6 @@ def poll_integration(self, integration_id: str, data_type: str) -> int:
     log.info("poll %s %s: %d changed since %s, %d queued", integration_id, data_type, seen,
              since.isoformat(), queued)
     return queued
-
-
-def _finished(rt, integration_id: str, data_type: str, record_id: int, modified: datetime) -> bool:
-    """True when a sync has finished this version (or a newer one) of the record."""
-    previous = rt.state.get(integration_id, data_type, record_id)
-    in_books = _parse(previous.get("modified")) if previous else None
-    [handled] = rt.state.handled(integration_id, data_type, [record_id])
-    return any(v is not None and modified <= v for v in (in_books, handled))
 
 
 def _next_cursor(started: datetime, open_since: datetime | None, max_hold: float) -> datetime:

@@ -79,11 +79,16 @@ class SyncState:
         self.redis.hset(self.keys.handled(integration_id, data_type), str(record_id),
                         version.astimezone(timezone.utc).isoformat())
 
-    def handled(self, integration_id: str, data_type: str, record_ids: list[int]) -> list[datetime | None]:
-        if not record_ids:
-            return []
-        raw = self.redis.hmget(self.keys.handled(integration_id, data_type), [str(i) for i in record_ids])
-        return [datetime.fromisoformat(v) if v else None for v in raw]
+    def finished_version(self, integration_id: str, data_type: str, record_id: int) -> datetime | None:
+        """The newest version of the record a sync has finished with (or written to the
+        books, also as another record's dependency); None when there is none."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.keys.state(integration_id, data_type), str(record_id))
+        pipe.hget(self.keys.handled(integration_id, data_type), str(record_id))
+        state, handled = pipe.execute()
+        written = json.loads(state).get("modified") if state else None
+        versions = [datetime.fromisoformat(v) for v in (written, handled) if v]
+        return max(versions, default=None)
 
 
 @dataclass
