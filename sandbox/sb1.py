@@ -608,23 +608,12 @@ class SB1Store:
 
     def _merge_list(self, current: list, items: list, type_name: str | None,
                     write: _Write) -> list:
+        """Each item as ``_merge_child`` treats a single child, matched among the list."""
         result = list(current)
         for item in items:
-            if not isinstance(item, dict):
-                raise message_error(400, f"Expected an object for {type_name}")
-            child_id = item.get("ID") or 0
-            if item.get("Deleted"):
-                if child_id:
-                    write.deleted.add(child_id)
-            elif child_id:
-                existing = _find(result, child_id)
-                if existing is None:
-                    raise message_error(400, f"{type_name} with ID {child_id} does not exist here")
-                self._merge(existing, item, type_name, write)
-            else:
-                child = self._create_child(item, type_name, write)
-                if not any(c is child for c in result):
-                    result.append(child)
+            child = self._merge_child(None, item, type_name, write, result)
+            if child is not None and not any(c is child for c in result):
+                result.append(child)
         return result
 
     def _create_child(self, value: Doc, type_name: str | None, write: _Write) -> Doc:
