@@ -22,6 +22,7 @@ from typing import Any
 import jwt
 import redis
 import requests
+import simplejson
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from redis.exceptions import LockError
@@ -210,10 +211,15 @@ class SB1Client:
     def request(self, method: str, route: str, **kwargs: Any) -> requests.Response:
         """One call; on a 401 the token is refreshed once and the call repeated."""
         url = f"{self.base}/{route}"
+        extra_headers = {}
+        if "json" in kwargs:
+            # Decimals go out as JSON numbers exactly as they are (12500.00), never via float
+            kwargs["data"] = simplejson.dumps(kwargs.pop("json"), use_decimal=True).encode()
+            extra_headers["Content-Type"] = "application/json; charset=utf-8"
         for attempt in (1, 2):
             token = self.tokens.token()
             headers = {"Authorization": f"Bearer {token}", "CompanyKey": self.company_key,
-                       "Accept": "application/json"}
+                       "Accept": "application/json", **extra_headers}
             try:
                 return send(self.session, method, url, service=self.service,
                             timeouts=self.timeouts, headers=headers, **kwargs)

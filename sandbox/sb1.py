@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hmac
+import json
 import secrets
 import threading
 import time
@@ -15,13 +16,15 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+import simplejson
 from flask import Flask, Response, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from .faults import Faults
@@ -64,21 +67,36 @@ FOREIGN_KEYS: dict[str, dict[str, str]] = {
 SEED_CURRENCIES = [("NOK", "Norsk krone", "kr"), ("EUR", "Euro", "€"),
                    ("SEK", "Svensk krone", "kr"), ("USD", "Amerikansk dollar", "$"),
                    ("DKK", "Dansk krone", "kr"), ("GBP", "Britisk pund", "£")]
-SEED_VATTYPES = [("0", "Ingen mva-behandling", 0.0, False),
-                 ("1", "Fradrag inngående mva, høy sats", 25.0, False),
-                 ("3", "Utgående mva, høy sats", 25.0, True),
-                 ("31", "Utgående mva, middels sats", 15.0, True),
-                 ("33", "Utgående mva, lav sats", 12.0, True),
-                 ("5", "Ingen utgående mva (innenfor mva-loven)", 0.0, True),
-                 ("6", "Utenfor mva-loven", 0.0, True),
-                 ("52", "Utførsel av varer og tjenester", 0.0, True)]
+# VAT code, name, percent, output VAT, the account its VAT is booked on (NS 4102)
+SEED_VATTYPES = [("0", "Ingen mva-behandling", 0.0, False, None),
+                 ("1", "Fradrag inngående mva, høy sats", 25.0, False, 2710),
+                 ("3", "Utgående mva, høy sats", 25.0, True, 2700),
+                 ("31", "Utgående mva, middels sats", 15.0, True, 2701),
+                 ("33", "Utgående mva, lav sats", 12.0, True, 2702),
+                 ("5", "Ingen utgående mva (innenfor mva-loven)", 0.0, True, None),
+                 ("6", "Utenfor mva-loven", 0.0, True, None),
+                 ("52", "Utførsel av varer og tjenester", 0.0, True, None)]
 SEED_ACCOUNTS = [(1500, "Kundefordringer", None), (1920, "Bankinnskudd", None),
                  (2700, "Utgående merverdiavgift, høy sats", None),
+                 (2701, "Utgående merverdiavgift, middels sats", None),
+                 (2702, "Utgående merverdiavgift, lav sats", None),
+                 (2710, "Inngående merverdiavgift, høy sats", None),
                  (3000, "Salgsinntekt, avgiftspliktig", "3"),
                  (3100, "Salgsinntekt, avgiftsfri", "5"),
                  (3200, "Salgsinntekt, utenfor avgiftsområdet", "6"),
                  (7790, "Annen kostnad", None)]
+ORE = Decimal("0.01")
 RECEIVABLES_ACCOUNT = 1500
+
+
+class DecimalJSONProvider(DefaultJSONProvider):
+    """Amounts stored as Decimal go out as JSON numbers, as the platform's do."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("default", self.default)
+        kwargs.setdefault("ensure_ascii", self.ensure_ascii)
+        kwargs.setdefault("sort_keys", self.sort_keys)
+        return simplejson.dumps(obj, use_decimal=True, **kwargs)
 
 
 class ApiError(Exception):
@@ -209,14 +227,19 @@ class SB1Store:
         for code, name, short in SEED_CURRENCIES:
             self._insert(company, "currencycodes", {"Code": code, "Name": name,
                                                     "ShortCode": short})
-        vat_ids = {}
-        for code, name, percent, output in SEED_VATTYPES:
-            doc = self._insert(company, "vattypes", {"VatCode": code, "Name": name,
-                                                     "VatPercent": percent, "OutputVat": output})
-            vat_ids[code] = doc["ID"]
+        vat_types = {}
+        for code, name, percent, output, _ in SEED_VATTYPES:
+            vat_types[code] = self._insert(company, "vattypes", {
+                "VatCode": code, "Name": name, "VatPercent": percent, "OutputVat": output})
+        account_ids = {}
         for number, name, vat in SEED_ACCOUNTS:
-            self._insert(company, "accounts", {"AccountNumber": number, "AccountName": name,
-                                               "VatTypeID": vat_ids.get(vat), "Visible": True})
+            doc = self._insert(company, "accounts", {
+                "AccountNumber": number, "AccountName": name,
+                "VatTypeID": vat_types[vat]["ID"] if vat else None, "Visible": True})
+            account_ids[number] = doc["ID"]
+        for code, _, _, output, account in SEED_VATTYPES:
+            if account:
+                vat_types[code]["OutgoingAccountID" if output else "IncomingAccountID"] = account_ids[account]
 
     def add_client(self, client_id: str, public_key_pem: bytes | str | None = None,
                    client_secret: str | None = None) -> None:
@@ -439,13 +462,57 @@ class SB1Store:
                 for line in lines:
                     line["JournalEntryNumber"] = number
                     line["JournalEntryNumberNumeric"] = company.journal_entries
+                doc["Lines"] = self._book_lines(company, doc, write)
                 company.tables["journalentries"][doc["ID"]] = doc
+                for line in doc["Lines"]:
+                    company.tables["journalentrylines"][line["ID"]] = line
             company.createguids |= write.guids
             self.writes[(company.key, "POST", "journalentries")] += 1
             for doc in docs:
                 for listener in self.write_listeners:
                     listener(company.key, "POST", "journalentries", doc)
             return [render(doc, None) for doc in docs]
+
+    def _book_lines(self, company: Company, entry: Doc, write: _Write) -> list[Doc]:
+        """The journal entry lines the platform books from the draft lines (as its
+        developer guide describes "create journalentrylines for VAT"):
+
+        * a draft line with a VAT type of a non-zero rate carries the gross amount; the
+          platform rounds the VAT per draft line (half up), books it on the VAT type's
+          account and the rest (the net) on the line's own account;
+        * a draft line on a customer's own ledger account is booked on its main account
+          (1500) with the customer's account as ``SubAccountID``.
+        """
+        accounts, vat_types = company.tables["accounts"], company.tables["vattypes"]
+        booked: list[Doc] = []
+        keep = ("FinancialDate", "Description", "InvoiceNumber", "DueDate", "PaymentID",
+                "Dimensions", "JournalEntryNumber", "JournalEntryNumberNumeric")
+
+        def line(draft: Doc, account_id: int, amount: Decimal, **more: Any) -> None:
+            account = accounts.get(account_id) or {}
+            sub = account.get("ID") if account.get("CustomerID") and account.get("AccountID") else None
+            booked.append({"ID": write.next_id(), "JournalEntryID": entry["ID"],
+                           "JournalEntryLineDraftID": draft.get("ID"),
+                           "AccountID": account.get("AccountID") if sub else account_id,
+                           "SubAccountID": sub, "Amount": amount, "RestAmount": amount if sub else None,
+                           **{k: copy.deepcopy(draft.get(k)) for k in keep if draft.get(k) is not None},
+                           **more, "Deleted": False, "CreatedAt": write.now, "CreatedBy": write.user})
+
+        for draft in entry.get("DraftLines") or []:
+            gross = Decimal(str(draft["Amount"]))
+            vat_type = vat_types.get(draft.get("VatTypeID")) or {}
+            percent = Decimal(str(vat_type.get("VatPercent") or 0))
+            vat_account = vat_type.get("OutgoingAccountID" if vat_type.get("OutputVat")
+                                       else "IncomingAccountID")
+            if not (percent and vat_account):
+                line(draft, draft["AccountID"], gross, VatTypeID=draft.get("VatTypeID"))
+                continue
+            vat = (gross * percent / (100 + percent)).quantize(ORE, ROUND_HALF_UP)
+            line(draft, draft["AccountID"], gross - vat, VatTypeID=vat_type["ID"], VatPercent=percent,
+                 TaxBasisAmount=gross - vat)
+            line(draft, vat_account, vat, VatTypeID=vat_type["ID"], VatPercent=percent,
+                 TaxBasisAmount=gross - vat)
+        return booked
 
     # --- write machinery -------------------------------------------------------------
 
@@ -769,10 +836,15 @@ def _check_journal_entry(doc: Doc, results: dict[str, list]) -> None:
     total = Decimal(0)
     for line in lines:
         try:
-            total += Decimal(str(line.get("Amount")))
+            amount = Decimal(str(line.get("Amount")))
+            total += amount
         except InvalidOperation:
             results["Amount"] = [validation_result(
                 "Beløp mangler eller er ugyldig", "JournalEntryLineDraft", "Amount")]
+            continue
+        if amount != amount.quantize(ORE):
+            results["Amount"] = [validation_result(
+                f"Beløp {amount} har flere enn to desimaler", "JournalEntryLineDraft", "Amount")]
         if not line.get("AccountID"):
             results["AccountID"] = [validation_result(
                 "Konto mangler", "JournalEntryLineDraft", "AccountID")]
@@ -796,6 +868,7 @@ RULES: dict[str, Callable[[Doc, dict[str, list]], None]] = {
 def create_sb1_app(store: SB1Store, faults: Faults, issuer_url: str | None = None) -> Flask:
     """The SpareBank 1 Regnskap stand-in: identity server plus ``/api/biz``."""
     app = Flask("sb1_sandbox")
+    app.json = DecimalJSONProvider(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     faults.install(app)
 
@@ -837,10 +910,10 @@ def create_sb1_app(store: SB1Store, faults: Faults, issuer_url: str | None = Non
         return response, 401
 
     def json_body() -> Any:
-        body = request.get_json(force=True, silent=True)
-        if body is None:
-            raise message_error(400, "The request body is not valid JSON")
-        return body
+        try:   # numbers with a fraction as Decimal: what was sent, digit for digit
+            return json.loads(request.get_data(), parse_float=Decimal)
+        except ValueError:
+            raise message_error(400, "The request body is not valid JSON") from None
 
     @app.route("/api/biz/<route>", methods=["GET", "POST", "PUT", "DELETE"])
     @app.route("/api/biz/<route>/<id_>", methods=["GET", "POST", "PUT", "DELETE"])

@@ -1,4 +1,4 @@
-"""The platform's entity shapes: field names and relations, from the Swagger or embedded.
+"""The platform's entity shapes: field names and relations, from its Swagger.
 
 The SpareBank 1 stand-in uses this to refuse unknown fields, to know which fields are
 nested objects (``Info``) or lists (``Info.Phones``), and to check filter/expand paths.
@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-# <repo>/../shared/domain/unieconomy-swagger.json
+# The definitions we use, cut from the platform's own Swagger by scripts/update-contract.
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SWAGGER_PATH = REPO_ROOT.parent / "shared" / "domain" / "unieconomy-swagger.json"
+SWAGGER_PATH = REPO_ROOT / "contract" / "unieconomy-swagger.json"
 
 # Business API routes the sandbox serves -> entity type (as in the Swagger's POST bodies).
 ROUTES: dict[str, str] = {
@@ -20,6 +20,7 @@ ROUTES: dict[str, str] = {
     "projects": "Project",
     "invoices": "CustomerInvoice",
     "journalentries": "JournalEntry",
+    "journalentrylines": "JournalEntryLine",
     "accounts": "Account",
     "vattypes": "VatType",
     "currencycodes": "CurrencyCode",
@@ -61,7 +62,7 @@ class EntityType:
 @dataclass(frozen=True)
 class Schema:
     types: dict[str, EntityType]
-    source: str  # "swagger" or "embedded"
+    source: str  # the file it was read from
 
     def get(self, name: str | None) -> EntityType | None:
         return self.types.get(name) if name else None
@@ -81,125 +82,10 @@ def _from_swagger(path: Path) -> Schema:
             else:
                 scalars.add(prop)
         types[name] = EntityType(name, frozenset(scalars), refs, lists)
-    return Schema(types, "swagger")
-
-
-def _from_embedded() -> Schema:
-    types: dict[str, EntityType] = {}
-    for name, (scalars, relations) in EMBEDDED.items():
-        refs, lists = {}, {}
-        for relation in relations.split(","):
-            prop, type_name = relation.split()
-            if type_name.startswith("[]"):
-                lists[prop] = type_name[2:]
-            else:
-                refs[prop] = type_name
-        types[name] = EntityType(name, frozenset(scalars.split()), refs, lists)
-    types["CustomValues"] = EntityType("CustomValues", frozenset())
-    return Schema(types, "embedded")
+    return Schema(types, str(path))
 
 
 @lru_cache(maxsize=4)
-def load_schema(path: Path | None = SWAGGER_PATH) -> Schema:
-    """The Swagger's definitions if the file is there, else the embedded subset."""
-    if path is not None and Path(path).is_file():
-        return _from_swagger(Path(path))
-    return _from_embedded()
-
-
-# Generated from unieconomy-swagger.json: type -> (scalar fields, "Field Type, List []Type").
-EMBEDDED: dict[str, tuple[str, str]] = {
-    "Customer": (
-        "_createguid AcceptableDelta4CustomerPayment "
-        "AcceptableDelta4CustomerPaymentAccountID AvtaleGiro AvtaleGiroAmount "
-        "BusinessRelationID CreatedAt CreatedBy CreditDays CurrencyCodeID "
-        "CustomerInvoiceReminderSettingsID CustomerNumber CustomerNumberKidAlias "
-        "DefaultCustomerInvoiceReportID DefaultCustomerOrderReportID "
-        "DefaultCustomerQuoteReportID DefaultDistributionsID DefaultSellerID Deleted "
-        "DeliveryTermsID DimensionsID DontSendReminders EfakturaIdentifier "
-        "EInvoiceAgreementReference FactoringNumber GLN ID IsPrivate Localization OrgNumber "
-        "PaymentTermsID PeppolAddress ReminderEmailAddress StatusCode "
-        "SubAccountNumberSeriesID UpdatedAt UpdatedBy WebUrl",
-        "Info BusinessRelation, Distributions Distributions, PaymentTerms Terms, "
-        "DeliveryTerms Terms, Dimensions Dimensions, CustomerInvoiceReminderSettings "
-        "CustomerInvoiceReminderSettings, CustomerQuotes []CustomerQuote, CustomerOrders "
-        "[]CustomerOrder, CustomerInvoices []CustomerInvoice, DefaultSeller Seller, Sellers "
-        "[]SellerLink, Companies []SubCompany, CustomValues CustomValues"),
-    "BusinessRelation": (
-        "_createguid CreatedAt CreatedBy DefaultBankAccountID DefaultContactID "
-        "DefaultEmailID DefaultPhoneID Deleted ID InvoiceAddressID Name ShippingAddressID "
-        "StatusCode UpdatedAt UpdatedBy",
-        "BankAccounts []BankAccount, DefaultContact Contact, Contacts []Contact, Addresses "
-        "[]Address, Phones []Phone, Emails []Email, InvoiceAddress Address, ShippingAddress "
-        "Address, DefaultPhone Phone, DefaultEmail Email, DefaultBankAccount BankAccount, "
-        "CustomValues CustomValues"),
-    "Email": (
-        "_createguid BusinessRelationID CreatedAt CreatedBy Deleted Description "
-        "EmailAddress ID StatusCode Type UpdatedAt UpdatedBy",
-        "CustomValues CustomValues"),
-    "Phone": (
-        "_createguid BusinessRelationID CountryCode CreatedAt CreatedBy Deleted Description "
-        "ID Number StatusCode Type UpdatedAt UpdatedBy",
-        "CustomValues CustomValues"),
-    "Address": (
-        "_createguid AddressLine1 AddressLine2 AddressLine3 BusinessRelationID City Country "
-        "CountryCode CreatedAt CreatedBy Deleted ID PostalCode Region StatusCode UpdatedAt "
-        "UpdatedBy",
-        "BusinessRelation BusinessRelation, CustomValues CustomValues"),
-    "Project": (
-        "_createguid Amount CostPrice CreatedAt CreatedBy Deleted Description DimensionsID "
-        "EndDate ID IsUsed Name PlannedEnddate PlannedStartdate Price ProjectCustomerID "
-        "ProjectLeadName ProjectNumber ProjectNumberNumeric ProjectNumberSeriesID StartDate "
-        "StatusCode Total UpdatedAt UpdatedBy WorkPlaceAddressID",
-        "ProjectCustomer Customer, WorkPlaceAddress Address, ProjectTasks []ProjectTask, "
-        "ProjectResources []ProjectResource, CustomValues CustomValues"),
-    "CurrencyCode": (
-        "_createguid Code CreatedAt CreatedBy Deleted Description ID Name ShortCode "
-        "UpdatedAt UpdatedBy",
-        "CustomValues CustomValues"),
-    "Account": (
-        "_createguid AccountGroupID AccountID AccountName AccountNumber AccountSetupID "
-        "Active CostAllocationID CreatedAt CreatedBy CurrencyCodeID CustomerID Deleted "
-        "DimensionsID DoSynchronize EmployeeID ID Locked LockManualPosts StatusCode "
-        "SupplierID SystemAccount TopLevelAccountGroupID UpdatedAt UpdatedBy UsePostPost "
-        "UseVatDeductionGroupID VatTypeID Visible",
-        "AccountGroup AccountGroup, TopLevelAccountGroup AccountGroup, VatType VatType, "
-        "MainAccount Account, Customer Customer, Supplier Supplier, Employee Employee, "
-        "Dimensions Dimensions, Alias []AccountAlias, ManatoryDimensions "
-        "[]AccountManatoryDimension, CompatibleAccountGroups []AccountGroup, SubAccounts "
-        "[]Account, CostAllocation CostAllocation, CustomValues CustomValues"),
-    "VatType": (
-        "_createguid Alias AvailableInModules CreatedAt CreatedBy Deleted "
-        "DirectJournalEntryOnly ID IncomingAccountID InUse Locked Name OutgoingAccountID "
-        "OutputVat ReversedTaxDutyVat StatusCode UpdatedAt UpdatedBy VatCode VatCodeGroupID "
-        "VatCodeGroupingValue VatPercent VatTypeSetupID Visible",
-        "IncomingAccount Account, OutgoingAccount Account, VatCodeGroup VatCodeGroup, "
-        "VatReportReferences []VatReportReference, VatTypePercentages []VatTypePercentage, "
-        "CustomValues CustomValues"),
-    "JournalEntry": (
-        "_createguid CreatedAt CreatedBy Deleted Description FinancialYearID ID "
-        "JournalEntryAccrualID JournalEntryDraftGroup JournalEntryNumber "
-        "JournalEntryNumberNumeric NumberSeriesID NumberSeriesTaskID StatusCode UpdatedAt "
-        "UpdatedBy",
-        "Lines []JournalEntryLine, DraftLines []JournalEntryLineDraft, JournalEntryAccrual "
-        "Accrual, CustomValues CustomValues"),
-    "JournalEntryLineDraft": (
-        "_createguid AccountID AccrualID Amount AmountCurrency BatchNumber CreatedAt "
-        "CreatedBy CurrencyCodeID CurrencyExchangeRate CustomerInvoiceID CustomerOrderID "
-        "Deleted Description DimensionsID DueDate FinancialDate ID InvoiceNumber "
-        "JournalEntryID JournalEntryNumber JournalEntryNumberNumeric JournalEntryTypeID "
-        "PaymentID PaymentInfoTypeID PaymentReferenceID PeriodID PostPostJournalEntryLineID "
-        "RegisteredDate Signature StatusCode SubAccountID SupplierInvoiceID TaxBasisAmount "
-        "TaxBasisAmountCurrency UpdatedAt UpdatedBy VatDate VatDeductionPercent VatPercent "
-        "VatPeriodID VatTypeID",
-        "Dimensions Dimensions, Accrual Accrual, CustomValues CustomValues"),
-    "Dimensions": (
-        "_createguid CreatedAt CreatedBy Deleted DepartmentID Dimension10ID Dimension5ID "
-        "Dimension6ID Dimension7ID Dimension8ID Dimension9ID ID ProjectID ProjectTaskID "
-        "RegionID ResponsibleID StatusCode UpdatedAt UpdatedBy",
-        "CustomValues CustomValues"),
-    "Country": (
-        "_createguid CountryCode CreatedAt CreatedBy CurrencyRateSource DefaultCurrencyCode "
-        "Deleted ID Name UpdatedAt UpdatedBy",
-        "CustomValues CustomValues"),
-}
+def load_schema(path: Path = SWAGGER_PATH) -> Schema:
+    """The entity shapes of a Swagger file (by default the contract kept in the repo)."""
+    return _from_swagger(Path(path))

@@ -35,6 +35,16 @@ class MomentCustomer:
     last_modified_date: datetime | None = None
 
 
+def _number_text(value) -> str:
+    """A number field as Moment sent it (string or JSON number), nothing trimmed: the rule
+    checks refuse a number with a space or a line break instead of quietly repairing it."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return repr(value)          # 1.0, true, a list: never a valid number, shown as sent
+    return str(value)
+
+
 def _text(**kw):
     return fields.String(allow_none=True, load_default=None, **kw)
 
@@ -68,7 +78,7 @@ class MomentCustomerSchema(MomentSchema):
 
     @post_load
     def _make(self, data, **kwargs) -> MomentCustomer:
-        data["customer_number"] = "" if data["customer_number"] is None else str(data["customer_number"]).strip()
+        data["customer_number"] = _number_text(data["customer_number"])
         return MomentCustomer(**data)
 
 
@@ -115,7 +125,7 @@ class MomentProjectSchema(MomentSchema):
 
     @post_load
     def _make(self, data, **kwargs) -> MomentProject:
-        data["project_number"] = "" if data["project_number"] is None else str(data["project_number"]).strip()
+        data["project_number"] = _number_text(data["project_number"])
         return MomentProject(**data)
 
 
@@ -129,6 +139,7 @@ class MomentInvoiceLine:
     amount_excl_vat: Decimal
     vat_code: str
     product_type: str
+    vat_amount: Decimal | None = None       # Moment's VAT of the line, when it sends it
 
 
 @dataclass(frozen=True)
@@ -160,12 +171,13 @@ class MomentInvoiceLineSchema(MomentSchema):
     item_text = fields.String(load_default="")
     quantity = fields.Decimal(load_default=Decimal(1))
     amount_excl_vat = fields.Decimal(required=True)      # the line total, a decimal string
+    vat_amount = fields.Decimal(allow_none=True, load_default=None)   # assumed name; optional
     vat_code = fields.Raw(required=True)
     product_type = fields.String(required=True)
 
     @post_load
     def _make(self, data, **kwargs) -> MomentInvoiceLine:
-        data["vat_code"] = str(data["vat_code"]).strip()
+        data["vat_code"] = _number_text(data["vat_code"])
         data["item_text"] = data["item_text"] or ""
         return MomentInvoiceLine(**data)
 

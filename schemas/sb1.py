@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import asdict, dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -16,42 +17,106 @@ from typing import Any, Callable
 from marshmallow import fields
 
 from clients.errors import RecordInvalid
-from .base import SB1Schema, pascal
+from .base import SB1Schema
 from .moment import MomentCustomer, MomentInvoice, MomentProject
+from .text import label, plain, shown
 
 # --- the platform's rules (verified, quoted in the domain brief) -------------------------
 CUSTOMER_NUMBER_MIN, CUSTOMER_NUMBER_MAX = 100000, 199999
+# ASCII digits only: str.isdigit() and \\d also accept full-width, Arabic-Indic and
+# superscript digits, which int() would quietly turn into another customer's number.
+_CUSTOMER_NUMBER = re.compile(r"[0-9]{6}")
+_PROJECT_NUMBER = re.compile(r"[1-9][0-9]{0,17}")
+_ORG_NUMBER = re.compile(r"[0-9]{9}")
+_KID = re.compile(r"[0-9]{1,24}[0-9-]")
+KID_LENGTH = (2, 25)
+# Countries whose organization numbers are Norwegian (a customer with no country is too)
+NORWEGIAN = ("", "NO")
 
 # --- codes (verified, swagger) -------------------------------------------------------------
 PHONE_TYPE_PHONE, PHONE_TYPE_MOBILE, PHONE_TYPE_FAX = 150101, 150102, 150103
 
 # The expand that returns a customer with the child records we manage.
 CUSTOMER_EXPAND = "Info,Info.DefaultEmail,Info.DefaultPhone,Info.InvoiceAddress,Info.Phones"
+# Assumed: the currency a customer gets when Moment has none (the company's own currency).
+DEFAULT_CURRENCY = "NOK"
 
 # Bump when the mapping changes, so every record is written once more with the new mapping.
-MAPPING_VERSION = 1
+MAPPING_VERSION = 2
 
 
 def check_customer(customer: MomentCustomer) -> int:
-    """The customer number as the platform needs it, or ``RecordInvalid`` saying why not."""
+    """The customer number as the platform needs it, or ``RecordInvalid`` saying why not;
+    also the organization number of a Norwegian customer."""
     raw = customer.customer_number
-    rule = (f"SpareBank 1 Regnskap needs a customer number made of digits only, "
+    rule = (f"SpareBank 1 Regnskap needs a customer number of six digits (0-9) "
             f"between {CUSTOMER_NUMBER_MIN} and {CUSTOMER_NUMBER_MAX}")
-    if not raw.isdigit():
-        raise RecordInvalid(f"customer number {raw!r} is not a number. {rule}.",
-                            hint="Change the customer number in Moment to a number in that range.")
+    hint = "Change the customer number in Moment to a number in that range."
+    if not raw:
+        raise RecordInvalid(f"the customer has no customer number. {rule}.", hint=hint)
+    if not _CUSTOMER_NUMBER.fullmatch(raw):
+        raise RecordInvalid(f"customer number {shown(raw)} is not a number of six digits 0-9. {rule}.",
+                            hint=hint)
     number = int(raw)
     if not CUSTOMER_NUMBER_MIN <= number <= CUSTOMER_NUMBER_MAX:
-        raise RecordInvalid(f"customer number {raw} is outside the allowed range. {rule}.",
-                            hint="Change the customer number in Moment to a number in that range.")
+        raise RecordInvalid(f"customer number {raw} is outside the allowed range. {rule}.", hint=hint)
+    if not plain(customer.name):
+        raise RecordInvalid(f"customer {number} has no name; SpareBank 1 Regnskap needs one",
+                            hint="Give the customer a name in Moment.")
+    country = (customer.country_code or (customer.address.country_code if customer.address else None) or "")
+    if customer.organization_number and country.strip().upper() in NORWEGIAN:
+        check_org_number(customer.organization_number)
     return number
+
+
+def mod11_check_digit(digits: str, weights: list[int]) -> int | None:
+    """The MOD11 check digit of ``digits`` (None when the remainder makes it 10)."""
+    total = sum(int(d) * w for d, w in zip(reversed(digits), weights))
+    check = (11 - total % 11) % 11
+    return None if check == 10 else check
+
+
+def check_org_number(value: str) -> str:
+    """A Norwegian organization number: nine digits, the last a MOD11 check digit."""
+    hint = ("Correct the organization number in Moment; look it up in Brønnøysundregistrene "
+            "(brreg.no) if unsure.")
+    if not _ORG_NUMBER.fullmatch(value):
+        raise RecordInvalid(f"organization number {shown(value)} must be nine digits (0-9, no spaces)",
+                            hint=hint)
+    if mod11_check_digit(value[:8], [2, 3, 4, 5, 6, 7, 2, 3]) != int(value[8]):
+        raise RecordInvalid(f"organization number {value} has a wrong check digit (MOD11); "
+                            "it is probably mistyped", hint=hint)
+    return value
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        n = int(d) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+def check_kid(value: str) -> str:
+    """A KID: 2-25 digits whose last is a MOD10 (Luhn) or MOD11 check digit (``-`` for 10)."""
+    hint = "Correct the KID (payment id) of the invoice in Moment, then finalize or save it again."
+    low, high = KID_LENGTH
+    if not (low <= len(value) <= high and _KID.fullmatch(value)):
+        raise RecordInvalid(f"KID {shown(value)} must be {low}-{high} digits (0-9)", hint=hint)
+    body, last = value[:-1], value[-1]
+    mod11 = mod11_check_digit(body, [2, 3, 4, 5, 6, 7] * 5)
+    if (last != "-" and luhn_ok(value)) or (mod11 is None and last == "-") or (
+            mod11 is not None and last == str(mod11)):
+        return value
+    raise RecordInvalid(f"KID {value} has a wrong check digit (neither MOD10 nor MOD11); "
+                        "the bank would refuse the payment", hint=hint)
 
 
 # --- outbound schemas: every key must exist in the swagger definitions --------------------
 class _Child(SB1Schema):
-    id = fields.Integer()
-    deleted = fields.Boolean()
-    createguid = fields.String(data_key="_createguid")
+    id = fields.Integer(metadata={"omit_none": True})
+    deleted = fields.Boolean(metadata={"omit_none": True})
+    createguid = fields.String(data_key="_createguid", metadata={"omit_none": True})
 
 
 class EmailOut(_Child):
@@ -92,19 +157,25 @@ SB1_CUSTOMER = CustomerOut()
 
 def customer_fields(customer: MomentCustomer, number: int) -> dict[str, Any]:
     """What the books should say about this customer: the ten fields, nothing else."""
-    addr = customer.address
+    addr = {k: _value(v) for k, v in asdict(customer.address).items()} if customer.address else {}
     return {
         "customer_number": number,
         "name": customer.name,
-        "org_number": customer.organization_number or None,
-        "email": customer.email or None,
-        "web_url": customer.website or None,
-        "phone": customer.phone or None,
-        "fax": customer.fax or None,
-        "currency_code": customer.currency_code or None,
-        "country_code": customer.country_code or (addr.country_code if addr else None),
-        "address": asdict(addr) if addr else None,
+        "org_number": _value(customer.organization_number),
+        "email": _value(customer.email),
+        "web_url": _value(customer.website),
+        "phone": _value(customer.phone),
+        "fax": _value(customer.fax),
+        # none in Moment: the company's own currency
+        "currency_code": _value(customer.currency_code) or DEFAULT_CURRENCY,
+        "country_code": _value(customer.country_code) or addr.get("country_code"),
+        "address": addr if any(addr.values()) else None,
     }
+
+
+def _value(text: str | None) -> str | None:
+    """Moment's value, or None when it is empty (blank counts as empty): cleared in the books."""
+    return text if text is not None and text.strip() else None
 
 
 def fingerprint(wanted: dict[str, Any]) -> str:
@@ -160,8 +231,8 @@ def customer_body(wanted: dict[str, Any], *, currency_id: int | None, existing: 
         info["phones"] = [fax]
     body: dict[str, Any] = {
         "customer_number": wanted["customer_number"],
-        "org_number": wanted["org_number"] or "",
-        "web_url": wanted["web_url"] or "",
+        "org_number": wanted["org_number"],
+        "web_url": wanted["web_url"],
         "currency_code_id": currency_id,
         "info": info,
     }
@@ -181,16 +252,21 @@ PROJECT_STATUS = {"PLANNED": 42201, "ACTIVE": 42203, "COMPLETED": 42204, "CANCEL
 def check_project(project: MomentProject) -> str:
     """The project number as the platform needs it (digits only), or ``RecordInvalid``."""
     raw = project.project_number
-    if not raw.isdigit() or not raw.isascii():
+    if not _PROJECT_NUMBER.fullmatch(raw):
+        why = ("contains other characters than digits (0-9)" if not re.fullmatch(r"[0-9]+", raw)
+               else "starts with 0" if raw.startswith("0") else "is too long")
         raise RecordInvalid(
-            f"project number {raw!r} contains other characters than digits. SpareBank 1 Regnskap "
-            "needs a project number made of digits only.",
+            f"project number {shown(raw)} {why}. SpareBank 1 Regnskap needs a project number made "
+            "of digits only (1 to 18, not starting with 0).",
             hint="Change the project number in Moment to digits only (for example 1042).")
+    if not plain(project.name):
+        raise RecordInvalid(f"project {raw} has no name; SpareBank 1 Regnskap needs one",
+                            hint="Give the project a name in Moment.")
     if project.customer is None:
         raise RecordInvalid("the project has no customer in Moment; SpareBank 1 Regnskap needs one",
                             hint="Choose the project's customer in Moment.")
     if (project.project_state or "ACTIVE") not in PROJECT_STATUS:
-        raise RecordInvalid(f"project state {project.project_state!r} is not one the integration knows "
+        raise RecordInvalid(f"project state {shown(project.project_state)} is not one the integration knows "
                             f"({', '.join(PROJECT_STATUS)})")
     return raw
 
@@ -234,14 +310,7 @@ def project_body(wanted: dict[str, Any], *, customer_id: int, existing: dict | N
         body["id"] = existing["ID"]
     else:
         body["createguid"] = guid("")
-    out = SB1_PROJECT.dump(body)
-    if existing:
-        # Moment is the master of the dates: one removed there is removed in the books too
-        # (the schema leaves out what is None, so say it explicitly)
-        for name in ("start_date", "end_date"):
-            if wanted[name] is None:
-                out[pascal(name)] = None
-    return out
+    return SB1_PROJECT.dump(body)
 
 
 # --- invoices → vouchers -------------------------------------------------------------------
@@ -249,13 +318,17 @@ ORE = Decimal("0.01")
 INVOICE_FINAL_STATUS = "FINALIZED"
 PRODUCT_TYPES = ("HOURS", "EXPENSES", "PRODUCTS")
 # Assumed (domain brief): the receivable is the customer's own ledger account, an Account
-# whose CustomerID is the customer; SubAccountID stays empty.
+# whose CustomerID is the customer; the platform fills in 1500 and SubAccountID itself.
 RECEIVABLE_ACCOUNT_FIELD = "CustomerID"
-# Assumed: a credit line carries the amount excluding VAT with its VAT type, and the VAT
-# itself is posted on explicit lines to the output VAT account (per VAT code), so the
-# voucher we send balances by itself. If the platform turns out to compute VAT from
-# VatTypeID itself, set this to False: revenue lines then carry the amount including VAT.
-VAT_AS_SEPARATE_LINES = True
+# Where a posted voucher is found again: its receivable line keeps the invoice number
+# (verified: a real field of JournalEntryLine, set as Unimicro's web client sets it).
+VOUCHER_LINES_ROUTE = "journalentrylines"
+VOUCHER_KEY_FIELD = "InvoiceNumber"
+# The largest amount the platform holds to the øre: it sends amounts as JSON numbers
+# (swagger: double), exact to the øre only below 2**53 øre.
+MAX_AMOUNT = Decimal(2 ** 53) / 100
+# Text fields of a voucher line; longer text is cut (assumed limit).
+DESCRIPTION_MAX = 250
 
 
 @dataclass(frozen=True)
@@ -264,9 +337,15 @@ class VatRate:
     percent: Decimal
 
 
-def voucher_reference(invoice: MomentInvoice) -> str:
-    """The voucher's number as the vendor describes it: the KID, else the invoice number."""
-    return invoice.payment_id or str(invoice.invoice_number)
+def moment_vat(net: Decimal, percent: Decimal) -> Decimal:
+    """Moment's VAT on a net amount (assumed: per VAT code on the code's total, half up)."""
+    return (net * percent / 100).quantize(ORE, ROUND_HALF_UP)
+
+
+def platform_vat(gross: Decimal, percent: Decimal) -> Decimal:
+    """The VAT the platform splits out of one draft line's gross amount (it rounds per
+    draft line, half up; the rest of the line stays on the line's own account)."""
+    return (gross * percent / (100 + percent)).quantize(ORE, ROUND_HALF_UP)
 
 
 def check_invoice(invoice: MomentInvoice) -> None:
@@ -275,18 +354,21 @@ def check_invoice(invoice: MomentInvoice) -> None:
     unknown = sorted({ln.product_type for ln in invoice.lines} - set(PRODUCT_TYPES))
     if unknown:
         raise RecordInvalid(f"invoice {invoice.invoice_number} has lines of an unknown product type "
-                            f"({', '.join(unknown)}); known: {', '.join(PRODUCT_TYPES)}")
+                            f"({', '.join(label(u) for u in unknown)}); known: {', '.join(PRODUCT_TYPES)}")
     if (invoice.currency_code or "NOK") != "NOK":
         raise RecordInvalid(
-            f"invoice {invoice.invoice_number} is in {invoice.currency_code}; the integration posts "
-            "invoices in NOK only", hint="Post this invoice by hand in SpareBank 1 Regnskap.")
+            f"invoice {invoice.invoice_number} is in {label(invoice.currency_code, 10)}; the integration "
+            "posts invoices in NOK only", hint="Post this invoice by hand in SpareBank 1 Regnskap.")
+    if invoice.payment_id:
+        check_kid(invoice.payment_id)
 
 
 class Money(fields.Field):
-    """A Decimal on our side; a JSON number with at most two decimals on the wire."""
+    """A Decimal on our side and on the wire: a JSON number with exactly two decimals,
+    never a float (the client writes Decimals as numbers as they are)."""
 
     def _serialize(self, value, attr, obj, **kwargs):
-        return None if value is None else float(value.quantize(ORE))
+        return None if value is None else value.quantize(ORE)
 
 
 class DimensionsOut(_Child):
@@ -313,39 +395,103 @@ class JournalEntryOut(_Child):
 SB1_JOURNAL_ENTRY = JournalEntryOut()
 
 
-def vat_amount(net: Decimal, percent: Decimal) -> Decimal:
-    return (net * percent / 100).quantize(ORE, ROUND_HALF_UP)
+@dataclass(frozen=True)
+class VatCheck:
+    """Moment's VAT of one code against what the platform will book from our lines."""
+    code: str
+    moment: Decimal
+    platform: Decimal
+    lines: int              # draft lines carrying this code (the platform rounds each)
+
+    @property
+    def difference(self) -> Decimal:
+        return self.platform - self.moment
+
+    @property
+    def acceptable(self) -> bool:
+        """At most one øre per draft line: the platform's rounding, expected and reported."""
+        return abs(self.difference) <= ORE * self.lines
+
+
+@dataclass(frozen=True)
+class Voucher:
+    body: dict[str, Any]
+    gross: Decimal                  # Moment's total including VAT: the receivable
+    vat: tuple[VatCheck, ...]       # per VAT code with a rate
+
+
+def voucher_text(invoice: MomentInvoice, detail: str | None = None) -> str:
+    """Readable Norwegian text for a voucher line: "Faktura 10001 – Kontorbygg Lysaker"."""
+    kind = "Kreditnota" if invoice_net(invoice) < 0 else "Faktura"
+    detail = plain(detail if detail is not None else invoice.description)
+    return plain(f"{kind} {invoice.invoice_number}" + (f" – {detail}" if detail else ""), DESCRIPTION_MAX)
+
+
+def invoice_net(invoice: MomentInvoice) -> Decimal:
+    return sum((ln.amount_excl_vat.quantize(ORE, ROUND_HALF_UP) for ln in invoice.lines), Decimal(0))
+
+
+def _check_amount(invoice: MomentInvoice, amount: Decimal) -> Decimal:
+    if abs(amount) >= MAX_AMOUNT:
+        raise RecordInvalid(
+            f"invoice {invoice.invoice_number} has an amount ({amount:.2f}) larger than SpareBank 1 "
+            f"Regnskap can hold (below {MAX_AMOUNT:.2f})",
+            hint="Check the amounts of the invoice in Moment; post it by hand if they are right.")
+    return amount
 
 
 def voucher_body(invoice: MomentInvoice, *, receivable_id: int, revenue_ids: dict[str, int],
-                 vat: dict[str, VatRate], vat_account_id: int | None, project_id: int | None,
-                 guid: str) -> dict[str, Any]:
-    """One balanced voucher for a finalized invoice (a credit note has negative amounts):
-    a debit on the customer's receivable for the total including VAT, a credit excluding
-    VAT per invoice line on the revenue account of its product type, and the VAT."""
+                 vat: dict[str, VatRate], project_id: int | None, guid: str) -> Voucher:
+    """A finalized invoice as the platform books it (a credit note has negative amounts).
+
+    * the debit: Moment's gross total on the customer's own ledger account, with the
+      invoice number, the KID and the due date in their own fields;
+    * per revenue account and VAT code, one credit of the gross amount with its VAT type:
+      the platform splits the VAT onto the VAT code's account itself (no VAT lines of ours).
+
+    Moment's VAT per code is divided over the code's credits so that they add up to
+    Moment's gross; ``Voucher.vat`` compares it with what the platform will compute.
+    """
     common: dict[str, Any] = {"financial_date": invoice.invoice_date}
     if project_id:
         common["dimensions"] = {"project_id": project_id}
-    credits: list[dict[str, Any]] = []
-    net_by_code: dict[str, Decimal] = {}
+    groups: dict[tuple[int, str], list] = {}
     for line in invoice.lines:
-        net = line.amount_excl_vat.quantize(ORE, ROUND_HALF_UP)
-        rate = vat[line.vat_code]
-        amount = net if VAT_AS_SEPARATE_LINES else net + vat_amount(net, rate.percent)
-        credits.append({"account_id": revenue_ids[line.product_type], "amount": -amount,
-                        "vat_type_id": rate.id, "description": line.item_text, **common})
-        net_by_code[line.vat_code] = net_by_code.get(line.vat_code, Decimal(0)) + net
-    if VAT_AS_SEPARATE_LINES:
-        for code, net in net_by_code.items():
-            tax = vat_amount(net, vat[code].percent)
-            if tax:
-                credits.append({"account_id": vat_account_id, "amount": -tax,
-                                "description": f"Utgående mva kode {code} ({vat[code].percent}%)", **common})
-    total = -sum((c["amount"] for c in credits), Decimal(0))
-    reference = voucher_reference(invoice)
-    text = f"Faktura {invoice.invoice_number}" + (f": {invoice.description}" if invoice.description else "")
+        net = _check_amount(invoice, line.amount_excl_vat.quantize(ORE, ROUND_HALF_UP))
+        groups.setdefault((revenue_ids[line.product_type], line.vat_code), []).append((net, line))
+    net_by_group = {key: sum((net for net, _ in items), Decimal(0)) for key, items in groups.items()}
+    vat_by_group: dict[tuple[int, str], Decimal] = {}
+    checks: list[VatCheck] = []
+    for code in sorted({code for _, code in groups}):
+        rate = vat[code].percent
+        keys = sorted((key for key in groups if key[1] == code), key=lambda k: (-abs(net_by_group[k]), k))
+        if all(ln.vat_amount is not None for k in keys for _, ln in groups[k]):
+            # Moment said what the VAT is: that is what the customer was invoiced
+            shares = {k: sum((ln.vat_amount.quantize(ORE, ROUND_HALF_UP) for _, ln in groups[k]), Decimal(0))
+                      for k in keys}
+            code_vat = sum(shares.values(), Decimal(0))
+        else:
+            code_vat = moment_vat(sum((net_by_group[k] for k in keys), Decimal(0)), rate)
+            shares = {k: moment_vat(net_by_group[k], rate) for k in keys}
+            shares[keys[0]] += code_vat - sum(shares.values())    # the rest on the largest
+        vat_by_group.update(shares)
+        if rate:
+            booked = sum((platform_vat(net_by_group[k] + shares[k], rate) for k in keys), Decimal(0))
+            checks.append(VatCheck(code, code_vat, booked, sum(1 for k in keys if net_by_group[k] + shares[k])))
+    credits: list[dict[str, Any]] = []
+    for key, items in groups.items():
+        gross = _check_amount(invoice, net_by_group[key] + vat_by_group[key])
+        if not gross:
+            continue            # a line of 0,00 books nothing
+        texts = [ln.item_text for _, ln in items if plain(ln.item_text)]
+        detail = texts[0] if len(texts) == 1 else f"{len(items)} linjer, mva-kode {key[1]}"
+        credits.append({"account_id": key[0], "amount": -gross, "vat_type_id": vat[key[1]].id,
+                        "description": voucher_text(invoice, detail), **common})
+    total = _check_amount(invoice, -sum((c["amount"] for c in credits), Decimal(0)))
     debit = {"account_id": receivable_id, "amount": total, "invoice_number": str(invoice.invoice_number),
-             "due_date": invoice.due_date, "payment_id": invoice.payment_id or None,
-             "description": text, **common}
-    return SB1_JOURNAL_ENTRY.dump({"createguid": guid, "description": f"{reference} {text}",
+             "due_date": invoice.due_date, "description": voucher_text(invoice), **common}
+    if invoice.payment_id:
+        debit["payment_id"] = invoice.payment_id
+    body = SB1_JOURNAL_ENTRY.dump({"createguid": guid, "description": voucher_text(invoice),
                                    "draft_lines": [debit, *credits]})
+    return Voucher(body, total, tuple(checks))

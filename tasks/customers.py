@@ -5,6 +5,7 @@ from clients.errors import RecordInvalid
 from schemas.moment import MOMENT_CUSTOMER, MomentCustomer
 from schemas.sb1 import (CUSTOMER_EXPAND, check_customer, create_guid, customer_body,
                          customer_fields, fingerprint)
+from schemas.text import label, plain, shown
 from worker.app import app
 from worker.sync import SyncContext, run_sync
 from .upsert import fetch, upsert
@@ -20,8 +21,8 @@ def sync_customer(self, integration_id: str, customer_id: int) -> str:
 def fetch_customer(ctx: SyncContext) -> MomentCustomer | None:
     customer = fetch(ctx, MOMENT_CUSTOMER)
     if customer is not None:
-        ctx.describe(f"customer {customer.customer_number or '(no number)'}",
-                     f"customer {customer.name} (customer number {customer.customer_number or 'missing'})")
+        number = label(customer.customer_number) if customer.customer_number else "(no number)"
+        ctx.describe(f"customer {number}", f"customer {plain(customer.name, 80)} (customer number {number})")
     return customer
 
 
@@ -38,13 +39,11 @@ def upsert_customer(ctx: SyncContext) -> str:
         return done
 
     sb1 = ctx.sb1
-    currency_id = None
-    if wanted["currency_code"]:
-        currency_id = sb1.lookup_id("currencycodes", "Code", wanted["currency_code"])
-        if currency_id is None:
-            raise RecordInvalid(
-                f"currency code {wanted['currency_code']!r} does not exist in SpareBank 1 Regnskap",
-                hint="Use a currency that SpareBank 1 Regnskap knows, or set it up there first.")
+    currency_id = sb1.lookup_id("currencycodes", "Code", wanted["currency_code"])
+    if currency_id is None:
+        raise RecordInvalid(
+            f"currency code {shown(wanted['currency_code'], 10)} does not exist in SpareBank 1 Regnskap",
+            hint="Use a currency that SpareBank 1 Regnskap knows, or set it up there first.")
 
     def guid(part: str) -> str:
         return create_guid(ctx.integration.id, ROUTE, ctx.record_id, customer.last_modified_date, part)

@@ -1,17 +1,23 @@
 """``sync.invoice``: a finalized Moment invoice posted once as a voucher in the journal."""
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 from clients.errors import RecordInvalid
 from schemas.moment import MOMENT_INVOICE, MomentInvoice
-from schemas.sb1 import (INVOICE_FINAL_STATUS, RECEIVABLE_ACCOUNT_FIELD, VAT_AS_SEPARATE_LINES,
-                         VatRate, check_invoice, create_guid, voucher_body)
+from clients.sb1 import quote
+from schemas.sb1 import (INVOICE_FINAL_STATUS, RECEIVABLE_ACCOUNT_FIELD, VOUCHER_KEY_FIELD,
+                         VOUCHER_LINES_ROUTE, VatRate, Voucher, check_invoice, create_guid,
+                         voucher_body)
+from schemas.text import kroner, label
 from worker.app import app
 from worker.sync import SyncContext, run_sync
 from .customers import upsert_customer
 from .projects import upsert_project
 from .upsert import ensure_in_books, fetch
+
+log = logging.getLogger(__name__)
 
 ROUTE = "journalentries"
 BOOK = "book-journal-entries"
@@ -33,9 +39,10 @@ def fetch_invoice(ctx: SyncContext) -> MomentInvoice | None:
     return invoice
 
 
-def lookups(ctx: SyncContext, invoice: MomentInvoice) -> tuple[dict[str, int], dict[str, VatRate], int | None]:
+def lookups(ctx: SyncContext, invoice: MomentInvoice) -> tuple[dict[str, int], dict[str, VatRate]]:
     """Every account and VAT type the voucher needs, all looked up before anything is
-    posted; what is missing is named in one error."""
+    posted; what is missing is named in one error. The VAT accounts are the platform's
+    own: each VAT type books its VAT on its account."""
     sb1, integration = ctx.sb1, ctx.integration
     missing: list[str] = []
     revenue: dict[str, int] = {}
@@ -50,20 +57,15 @@ def lookups(ctx: SyncContext, invoice: MomentInvoice) -> tuple[dict[str, int], d
     for code in sorted({ln.vat_code for ln in invoice.lines}):
         row = sb1.lookup("vattypes", "VatCode", code)
         if row is None:
-            missing.append(f"VAT code {code}")
+            missing.append(f"VAT code {label(code)}")
         else:
             vat[code] = VatRate(int(row["ID"]), Decimal(str(row.get("VatPercent") or 0)))
-    vat_account = None
-    if VAT_AS_SEPARATE_LINES and any(rate.percent for rate in vat.values()):
-        vat_account = sb1.lookup_id("accounts", "AccountNumber", integration.vat_account)
-        if vat_account is None:
-            missing.append(f"account {integration.vat_account} (output VAT)")
     if missing:
         raise RecordInvalid(
             f"nothing was posted: SpareBank 1 Regnskap has no {', no '.join(missing)}",
             hint="Set these up in SpareBank 1 Regnskap with the same numbers and codes as in Moment, "
                  "then ask the operator to replay the invoice (moment-sb1 replay).")
-    return revenue, vat, vat_account
+    return revenue, vat
 
 
 def receivable_account(ctx: SyncContext, customer_id: int) -> int:
@@ -71,6 +73,38 @@ def receivable_account(ctx: SyncContext, customer_id: int) -> int:
     if row is None:
         raise RecordInvalid("the customer has no ledger account (receivable) in SpareBank 1 Regnskap")
     return int(row["ID"])
+
+
+def posted_voucher(ctx: SyncContext, invoice: MomentInvoice, receivable: int) -> int | None:
+    """The journal entry that already holds this invoice: a line with its invoice number on
+    the customer's ledger account (the platform keeps it as AccountID, or as SubAccountID
+    under 1500)."""
+    number = str(invoice.invoice_number)
+    rows = ctx.sb1.query(VOUCHER_LINES_ROUTE, filter=f"{VOUCHER_KEY_FIELD} eq {quote(number)}", top=100)
+    for row in rows:        # the platform ignores a filter it does not understand: check
+        if str(row.get(VOUCHER_KEY_FIELD)) == number and receivable in (row.get("AccountID"),
+                                                                          row.get("SubAccountID")):
+            return int(row.get("JournalEntryID") or 0) or None
+    return None
+
+
+def check_vat(ctx: SyncContext, invoice: MomentInvoice, voucher: Voucher) -> str | None:
+    """Refuse a voucher whose VAT the platform would book more than an øre per line away
+    from Moment's; a smaller difference is posted and reported (returned as a note)."""
+    off = [c for c in voucher.vat if not c.acceptable]
+    if off:
+        parts = "; ".join(f"VAT code {c.code}: Moment {kroner(c.moment)}, SpareBank 1 Regnskap would book "
+                          f"{kroner(c.platform)}" for c in off)
+        raise RecordInvalid(
+            f"invoice {invoice.invoice_number} was not posted: its VAT does not match what SpareBank 1 "
+            f"Regnskap computes ({parts})",
+            hint="Check the VAT codes and amounts of the invoice in Moment, and that the VAT codes have the "
+                 "same rates in SpareBank 1 Regnskap. Post the invoice by hand if Moment is right.")
+    notes = [f"VAT code {c.code}: Moment {kroner(c.moment)}, booked {kroner(c.platform)} "
+             f"({c.difference:+.2f}, rounding per line)" for c in voucher.vat if c.difference]
+    if notes:
+        log.info("%s %s: VAT rounding differs from Moment's: %s", ctx.integration.id, ctx.what, "; ".join(notes))
+    return "; ".join(notes) or None
 
 
 def post_invoice(ctx: SyncContext) -> str:
@@ -83,28 +117,27 @@ def post_invoice(ctx: SyncContext) -> str:
     if previous and previous.get("fingerprint") == POSTED:
         return "already-posted"         # a voucher is posted once; later edits are not carried over
     check_invoice(invoice)
-    revenue, vat, vat_account = lookups(ctx, invoice)
+    revenue, vat = lookups(ctx, invoice)
     customer_id = ensure_in_books(ctx, "customers", invoice.customer.id, upsert_customer)
     project_id = ensure_in_books(ctx, "projects", invoice.project.id, upsert_project) if invoice.project else None
     receivable = receivable_account(ctx, customer_id) if customer_id else 0    # 0: a dry run's new customer
-    body = voucher_body(invoice, receivable_id=receivable, revenue_ids=revenue,
-                        vat=vat, vat_account_id=vat_account, project_id=project_id,
-                        # one voucher per invoice, whatever its version: the platform refuses a twin
-                        guid=create_guid(ctx.integration.id, "invoices", invoice.id))
+    voucher = voucher_body(invoice, receivable_id=receivable, revenue_ids=revenue, vat=vat,
+                           project_id=project_id,
+                           # one voucher per invoice, whatever its version: the platform refuses a twin
+                           guid=create_guid(ctx.integration.id, "invoices", invoice.id))
+    note = check_vat(ctx, invoice, voucher)
     sb1 = ctx.sb1
-    posted = sb1.find_by(ROUTE, "Description", body["Description"], what="voucher")
+    posted = posted_voucher(ctx, invoice, receivable) if receivable else None
+    outcome = "already-posted"
     if posted is None:
         try:
-            posted = sb1.action(ROUTE, BOOK, [body])[0]
+            posted = sb1.action(ROUTE, BOOK, [voucher.body])[0].get("ID")
+            outcome = "posted"
         except RecordInvalid as exc:
             if "_createguid" not in str(exc):
                 raise
             # posted before, and the answer was lost (the worker died, a timeout)
-            posted = sb1.find_by(ROUTE, "Description", body["Description"], what="voucher") or {}
-            outcome = "already-posted"
-        else:
-            outcome = "posted"
-    else:
-        outcome = "already-posted"
-    ctx.transferred(POSTED, posted.get("ID"), invoice.last_modified_date)
+            posted = posted_voucher(ctx, invoice, receivable)
+    ctx.transferred(POSTED, posted, invoice.last_modified_date, note=note)
     return outcome
+

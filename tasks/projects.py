@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from schemas.moment import MOMENT_PROJECT, MomentProject
 from schemas.sb1 import check_project, create_guid, fingerprint, project_body, project_fields
+from schemas.text import label, plain
 from worker.app import app
 from worker.sync import SyncContext, run_sync
 from .customers import upsert_customer
@@ -19,8 +20,8 @@ def sync_project(self, integration_id: str, project_id: int) -> str:
 def fetch_project(ctx: SyncContext) -> MomentProject | None:
     project = fetch(ctx, MOMENT_PROJECT)
     if project is not None:
-        number = project.project_number or "(no number)"
-        ctx.describe(f"project {number}", f"project {project.name} (project number {number})")
+        number = label(project.project_number) if project.project_number else "(no number)"
+        ctx.describe(f"project {number}", f"project {plain(project.name, 80)} (project number {number})")
     return project
 
 

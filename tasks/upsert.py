@@ -4,15 +4,18 @@ Idempotent by design: the record we wrote before is looked up by its ID, else by
 number (checking what comes back, as the platform ignores a filter it does not
 understand); a create carries a deterministic ``_createguid``, and a create the platform
 refuses because it already happened (the worker died before the ack) turns into an update.
+A record found by number is written only when it is this Moment record's (see ``upsert``).
 """
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from marshmallow import Schema, ValidationError
+from redis.exceptions import LockError
 
-from clients.errors import NotFound, RecordInvalid, TransientError
+from clients.errors import IntegrationError, NotFound, RecordInvalid, TransientError
+from schemas.text import plain
 from worker.notify import DATA_TYPE_NAMES
 from worker.sync import SyncContext
 
@@ -45,32 +48,102 @@ def _version_of(raw: Any) -> datetime | None:
     return value if value.tzinfo else None
 
 
-def find_existing(ctx: SyncContext, route: str, previous: dict | None, *, key_field: str, key: Any,
-                  expand: str | None, what: str) -> dict | None:
-    sb1 = ctx.sb1
-    if previous and previous.get("sb1_id"):
-        try:
-            return sb1.get(route, previous["sb1_id"], expand=expand)
-        except NotFound:
-            pass                # deleted in the books: find by number or create anew
-    return sb1.find_by(route, key_field, key, expand=expand, what=what)
-
-
 def upsert(ctx: SyncContext, route: str, previous: dict | None, build: Build, *, key_field: str,
            key: Any, expand: str | None, what: str) -> tuple[str, int]:
     """Write the record; ``build(existing)`` makes the POST (None) or PUT body.
-    Returns the outcome ("created" or "updated") and the platform ID."""
-    sb1 = ctx.sb1
-    existing = find_existing(ctx, route, previous, key_field=key_field, key=key, expand=expand, what=what)
-    if existing is None:
+    Returns the outcome ("created" or "updated") and the platform ID.
+
+    One Moment record, one record in the books: the record we wrote before is found by
+    its ID; else by its number, and then it must not belong to another Moment record.
+    A number another record already holds is refused, never overwritten. Writes to one
+    number are serialized, so two Moment records with the same number cannot both create.
+    """
+    rt, iid = ctx.runtime, ctx.integration.id
+    lock = rt.number_lock(iid, ctx.data_type, key)
+    if not lock.acquire():
+        raise TransientError(f"another sync is writing {what} number {key} right now")
+    try:
+        sb1 = ctx.sb1
+        existing = _written_before(ctx, route, previous, expand)
+        if existing is not None and str(existing.get(key_field)) != str(key):
+            # the number changed in Moment: it must be free in the books
+            holder = sb1.find_by(route, key_field, key, expand=expand, what=what)
+            if holder is not None and holder["ID"] != existing["ID"]:
+                _refuse_shared_number(ctx, holder, key)
+        if existing is None:
+            existing = _found_by_number(ctx, route, key_field, key, expand, what)
+        if existing is None:
+            try:
+                outcome, sb1_id = "created", sb1.create(route, build(None))["ID"]
+            except RecordInvalid:
+                # a create that already happened (the answer was lost) is refused as a twin
+                existing = _found_by_number(ctx, route, key_field, key, expand, what)
+                if existing is None:
+                    raise
+        if existing is not None:
+            sb1.update(route, existing["ID"], build(existing))
+            outcome, sb1_id = "updated", existing["ID"]
+        if not ctx.dry_run:
+            rt.state.own(iid, ctx.data_type, sb1_id, ctx.record_id)
+        return outcome, sb1_id
+    finally:
         try:
-            return "created", sb1.create(route, build(None))["ID"]
-        except RecordInvalid:
-            existing = sb1.find_by(route, key_field, key, expand=expand, what=what)
-            if existing is None:
-                raise
-    sb1.update(route, existing["ID"], build(existing))
-    return "updated", existing["ID"]
+            lock.release()
+        except LockError:
+            pass        # it expired meanwhile: the write is done either way
+
+
+def _written_before(ctx: SyncContext, route: str, previous: dict | None, expand: str | None) -> dict | None:
+    if previous and previous.get("sb1_id"):
+        try:
+            return ctx.sb1.get(route, previous["sb1_id"], expand=expand)
+        except NotFound:
+            pass                # deleted in the books: find by number or create anew
+    return None
+
+
+def _found_by_number(ctx: SyncContext, route: str, key_field: str, key: Any, expand: str | None,
+                     what: str) -> dict | None:
+    """The books' record with this number, when it is this Moment record's to write: one it
+    wrote, or one nobody did (made by hand, or before the integration kept track)."""
+    found = ctx.sb1.find_by(route, key_field, key, expand=expand, what=what)
+    if found is None:
+        return None
+    state, iid = ctx.runtime.state, ctx.integration.id
+    owner = state.owner(iid, ctx.data_type, found["ID"])
+    if owner is None or owner == ctx.record_id:
+        return found
+    theirs = state.get(iid, ctx.data_type, owner)
+    if theirs and theirs.get("sb1_id") != found["ID"]:
+        return found            # that Moment record has moved on to another record in the books
+    _refuse_shared_number(ctx, found, key, owner)
+
+
+def _refuse_shared_number(ctx: SyncContext, holder: dict, key: Any, owner: int | None = None) -> NoReturn:
+    rt, iid, noun = ctx.runtime, ctx.integration.id, DATA_TYPE_NAMES[ctx.data_type]
+    owner = owner if owner is not None else rt.state.owner(iid, ctx.data_type, holder["ID"])
+    if owner is None:
+        raise RecordInvalid(
+            f"SpareBank 1 Regnskap already has another {noun} with {noun} number {key}; nothing was "
+            "written", hint=f"Give the {noun} another number in Moment, or change the number of the "
+                            f"other {noun} in SpareBank 1 Regnskap if it should not be there.")
+    other = _name_in_moment(ctx, owner) or f"the {noun} with Moment id {owner}"
+    raise RecordInvalid(
+        f"two {noun}s in Moment share {noun} number {key} (Moment ids {owner} and {ctx.record_id}); "
+        f"SpareBank 1 Regnskap keeps one {noun} per number, and it belongs to Moment id {owner}. "
+        "Nothing was written",
+        hint=f"In Moment, {ctx.what_for_person} and {other} have the same {noun} number {key}. Give one "
+             f"of them another number in Moment; the {noun} already in SpareBank 1 Regnskap stays as it is.")
+
+
+def _name_in_moment(ctx: SyncContext, record_id: int) -> str | None:
+    """The other record as a person knows it, for the company's email only."""
+    try:
+        raw = ctx.moment.get(ctx.data_type, record_id)
+    except IntegrationError:
+        return None
+    name = plain(raw.get("name"), 80) if isinstance(raw, dict) else ""
+    return f"{DATA_TYPE_NAMES[ctx.data_type]} {name}" if name else None
 
 
 def ensure_in_books(ctx: SyncContext, data_type: str, moment_id: int,

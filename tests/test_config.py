@@ -116,8 +116,11 @@ def test_the_example_integrations_file_is_valid():
 
 
 def test_revenue_accounts_override_and_errors():
-    entry = {**GOOD, "revenue_accounts": {"hours": 3100}, "vat_account": 2701}
+    entry = {**GOOD, "revenue_accounts": {"hours": 3100}}
     [i] = parse_integrations({"integration": [entry]}, env={"ACME_KEY": "k"}).values()
-    assert i.revenue_accounts == {"HOURS": 3100, "EXPENSES": 3000, "PRODUCTS": 3000} and i.vat_account == 2701
+    assert i.revenue_accounts == {"HOURS": 3100, "EXPENSES": 3000, "PRODUCTS": 3000}
+    with pytest.raises(IntegrationsError, match="field 'vat_account': is no longer used: SpareBank 1 Regnskap "
+                                                "books output VAT on the account of each VAT code"):
+        parse_integrations({"integration": [{**GOOD, "vat_account": 2701}]}, env={"ACME_KEY": "k"})
     with pytest.raises(IntegrationsError, match="unknown product type 'travel'"):
         parse_integrations({"integration": [{**GOOD, "revenue_accounts": {"travel": 3000}}]}, env={"ACME_KEY": "k"})

@@ -6,6 +6,7 @@ import sys
 from datetime import datetime, timezone
 
 import click
+import simplejson
 
 from .integrations import DATA_TYPES, IntegrationsError, load_integrations
 from .settings import Settings, SettingsError
@@ -241,7 +242,8 @@ def dry_run(integration_id: str, data_type: str, record_id: int) -> None:
         sys.exit(1)
     click.echo(f"{ctx.what}: would be {outcome}")
     for method, route, payload in writes:
-        click.echo(f"{method} {route}\n{json.dumps(payload, indent=2, ensure_ascii=False)}")
+        text = simplejson.dumps(payload, indent=2, ensure_ascii=False, use_decimal=True)
+        click.echo(f"{method} {route}\n{text}")
 
 
 @main.command()

@@ -26,10 +26,10 @@ from clients.moment import DEFAULT_BASE_URL as MOMENT_BASE_URL
 from .banks import BANKS
 
 DATA_TYPES = ("customers", "projects", "invoices")
-# Revenue account per invoice line product type, and the output VAT account; account
-# numbers are the same in Moment and SpareBank 1 Regnskap. Overridable per integration.
+# Revenue account per invoice line product type; account numbers are the same in Moment
+# and SpareBank 1 Regnskap. Overridable per integration. (Output VAT needs no account of
+# ours: the platform books it on the account of each VAT code.)
 DEFAULT_REVENUE_ACCOUNTS = {"HOURS": 3000, "EXPENSES": 3000, "PRODUCTS": 3000}
-DEFAULT_VAT_ACCOUNT = 2700
 
 
 class IntegrationsError(ValueError):
@@ -49,7 +49,6 @@ class Integration:
     bank: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
     revenue_accounts: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_REVENUE_ACCOUNTS))
-    vat_account: int = DEFAULT_VAT_ACCOUNT
 
     def wants(self, data_type: str) -> bool:
         return data_type in self.data_types
@@ -96,11 +95,17 @@ class IntegrationSchema(Schema):
         keys=fields.String(validate=validate.OneOf([k.lower() for k in DEFAULT_REVENUE_ACCOUNTS],
                                                    error="unknown product type {input!r}; choose from {choices}")),
         values=fields.Integer(strict=True, validate=validate.Range(1000, 99999)), load_default=dict)
-    vat_account = fields.Integer(strict=True, validate=validate.Range(1000, 99999), load_default=DEFAULT_VAT_ACCOUNT)
+    vat_account = fields.Raw(load_default=None, metadata={"removed": True})
 
     def __init__(self, env: Mapping[str, str] | None = None, **kw: Any):
         super().__init__(**kw)
         self.context_env = os.environ if env is None else env
+
+    @validates_schema
+    def _removed(self, data, **kwargs):
+        if data.get("vat_account") is not None:
+            raise ValidationError("is no longer used: SpareBank 1 Regnskap books output VAT on the "
+                                  "account of each VAT code itself; remove this line", "vat_account")
 
     @validates_schema
     def _bank_or_url(self, data, **kwargs):
@@ -109,6 +114,7 @@ class IntegrationSchema(Schema):
 
     @post_load
     def _make(self, data, **kwargs) -> Integration:
+        data.pop("vat_account")
         bank = data.pop("bank")
         base = data.pop("sb1_base_url") or BANKS[bank]
         data["revenue_accounts"] = {**DEFAULT_REVENUE_ACCOUNTS,

@@ -72,6 +72,12 @@ class Runtime:
         return self.redis.lock(self.keys.lock(integration_id, data_type, record_id),
                                timeout=self.settings.lock_timeout, blocking_timeout=self.settings.lock_wait)
 
+    def number_lock(self, integration_id: str, data_type: str, number: object):
+        """One writer per customer or project number: two Moment records that claim the same
+        number are written one after the other, so the second finds the first's record."""
+        return self.redis.lock(self.keys.number_lock(integration_id, data_type, number),
+                               timeout=self.settings.lock_timeout, blocking_timeout=self.settings.lock_wait)
+
     def session(self) -> requests.Session:
         """One keep-alive session per thread (a Session is not meant to be shared)."""
         session = getattr(self._local, "session", None)

@@ -5,6 +5,8 @@
 ``{p}:dead:{integration}``              hash  "{data_type}:{record id}" → dead letter
 ``{p}:stats:{integration}``             hash  counters (created, updated, unchanged, failed, ...)
 ``{p}:lock:{integration}:{data_type}:{record id}``  per-record lock
+``{p}:number-lock:{integration}:{data_type}:{number}``  one writer per customer/project number
+``{p}:owner:{integration}:{data_type}``  hash  platform ID → the Moment record id that wrote it
 ``{p}:sb1-token:{digest}``              the shared SpareBank 1 access token
 ``{p}:pending:{integration}:{data_type}:{record id}``  a sync of this record is queued (due time)
 ``{p}:started:{integration}:{data_type}:{record id}``  when its last sync started
@@ -36,6 +38,12 @@ class Keys:
 
     def lock(self, integration_id: str, data_type: str, record_id: int) -> str:
         return f"{self.prefix}:lock:{integration_id}:{data_type}:{record_id}"
+
+    def number_lock(self, integration_id: str, data_type: str, number: object) -> str:
+        return f"{self.prefix}:number-lock:{integration_id}:{data_type}:{number}"
+
+    def owner(self, integration_id: str, data_type: str) -> str:
+        return f"{self.prefix}:owner:{integration_id}:{data_type}"
 
     def pending(self, integration_id: str, data_type: str, record_id: int) -> str:
         return f"{self.prefix}:pending:{integration_id}:{data_type}:{record_id}"
@@ -69,6 +77,16 @@ class SyncState:
 
     def count(self, integration_id: str, data_type: str) -> int:
         return self.redis.hlen(self.keys.state(integration_id, data_type))
+
+    # Which Moment record wrote which platform record: a second Moment record that claims
+    # the same number is refused instead of overwriting the first one's record.
+
+    def owner(self, integration_id: str, data_type: str, sb1_id: int) -> int | None:
+        raw = self.redis.hget(self.keys.owner(integration_id, data_type), str(sb1_id))
+        return int(raw) if raw else None
+
+    def own(self, integration_id: str, data_type: str, sb1_id: int, record_id: int) -> None:
+        self.redis.hset(self.keys.owner(integration_id, data_type), str(sb1_id), str(record_id))
 
     # Which version of each record a sync last finished with, whatever the outcome (written,
     # unchanged, a draft left alone, dead-lettered). The poll keeps its cursor behind any

@@ -82,9 +82,11 @@ class SyncContext:
             return "stale"
         return None
 
-    def transferred(self, digest: str, sb1_id: int, modified: datetime | None) -> None:
-        """Remember a successful write: what was written, where, and which version."""
-        self.remember(fingerprint=digest, sb1_id=sb1_id, modified=modified.isoformat() if modified else None)
+    def transferred(self, digest: str, sb1_id: int | None, modified: datetime | None, **extra: Any) -> None:
+        """Remember a successful write: what was written, where, which version (and any
+        ``extra`` worth keeping with it, such as a VAT rounding note)."""
+        self.remember(fingerprint=digest, sb1_id=sb1_id, modified=modified.isoformat() if modified else None,
+                      **{k: v for k, v in extra.items() if v is not None})
 
     def is_stale(self, previous: dict[str, Any] | None, modified: datetime | None) -> bool:
         """True when Moment answered with an older version than the one already in the books
