@@ -54,12 +54,12 @@ def check_customer(customer: MomentCustomer) -> int:
     hint = "Change the customer number in Moment to a number in that range."
     if not raw:
         raise RecordInvalid(f"the customer has no customer number. {rule}.", hint=hint)
-    if not _CUSTOMER_NUMBER.fullmatch(raw):
-        raise RecordInvalid(f"customer number {shown(raw)} is not a number of six digits 0-9. {rule}.",
+    if not re.fullmatch(r"[0-9]+", raw):
+        raise RecordInvalid(f"customer number {shown(raw)} is not a number (only the digits 0-9). {rule}.",
                             hint=hint)
+    if not (_CUSTOMER_NUMBER.fullmatch(raw) and CUSTOMER_NUMBER_MIN <= int(raw) <= CUSTOMER_NUMBER_MAX):
+        raise RecordInvalid(f"customer number {label(raw)} is outside the allowed range. {rule}.", hint=hint)
     number = int(raw)
-    if not CUSTOMER_NUMBER_MIN <= number <= CUSTOMER_NUMBER_MAX:
-        raise RecordInvalid(f"customer number {raw} is outside the allowed range. {rule}.", hint=hint)
     if not plain(customer.name):
         raise RecordInvalid(f"customer {number} has no name; SpareBank 1 Regnskap needs one",
                             hint="Give the customer a name in Moment.")

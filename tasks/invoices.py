@@ -118,14 +118,16 @@ def post_invoice(ctx: SyncContext) -> str:
         return "already-posted"         # a voucher is posted once; later edits are not carried over
     check_invoice(invoice)
     revenue, vat = lookups(ctx, invoice)
+    # one voucher per invoice, whatever its version: the platform refuses a twin
+    guid = create_guid(ctx.integration.id, "invoices", invoice.id)
+    # amounts and VAT checked before anything is written (the customer and project included)
+    note = check_vat(ctx, invoice, voucher_body(invoice, receivable_id=0, revenue_ids=revenue, vat=vat,
+                                                project_id=None, guid=guid))
     customer_id = ensure_in_books(ctx, "customers", invoice.customer.id, upsert_customer)
     project_id = ensure_in_books(ctx, "projects", invoice.project.id, upsert_project) if invoice.project else None
     receivable = receivable_account(ctx, customer_id) if customer_id else 0    # 0: a dry run's new customer
     voucher = voucher_body(invoice, receivable_id=receivable, revenue_ids=revenue, vat=vat,
-                           project_id=project_id,
-                           # one voucher per invoice, whatever its version: the platform refuses a twin
-                           guid=create_guid(ctx.integration.id, "invoices", invoice.id))
-    note = check_vat(ctx, invoice, voucher)
+                           project_id=project_id, guid=guid)
     sb1 = ctx.sb1
     posted = posted_voucher(ctx, invoice, receivable) if receivable else None
     outcome = "already-posted"

@@ -177,7 +177,8 @@ def write_integrations(path: Path, sandbox, data_types=("customers",), **overrid
     lines = []
     for name, key in COMPANY_KEYS.items():
         types = overrides.get(name, {}).get("data_types", data_types)
-        lines += ["[[integration]]", f'id = "{name}"', f'moment_company = "{name}"',
+        lines += ["[[integration]]", *overrides.get(name, {}).get("extra", ()), f'id = "{name}"',
+                  f'moment_company = "{name}"',
                   f'moment_api_key = {{ env = "{name.upper()}_MOMENT_KEY" }}',
                   f'moment_base_url = "{sandbox.moment_url}"', f'sb1_base_url = "{sandbox.sb1_url}"',
                   f'company_key = "{key}"', f'notify_email = "regnskap@{name}.example"',

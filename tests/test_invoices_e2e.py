@@ -1,9 +1,11 @@
-"""Invoices end to end: finalized invoices posted once as balanced vouchers."""
+"""Invoices end to end: finalized invoices posted once, checked in the books as the
+platform holds them (the sandbox splits VAT out of gross lines as the platform does)."""
 from __future__ import annotations
 
 import os
 import signal
 import time
+from collections import defaultdict
 from decimal import Decimal
 
 import pytest
@@ -15,20 +17,32 @@ ACME = COMPANY_KEYS["acme"]
 KID = "0000123456782"
 pytestmark = pytest.mark.slow
 
-LINES = [  # 25 %, 15 % and 0 % VAT
-    {"itemText": "Konsulenttimer november", "quantity": "7.5", "amountExclVat": "7500.00", "vatCode": "3",
+LINES = [  # 25 % (two lines on hours, one on products), 15 %, 12 % (two lines) and 0 %
+    {"itemText": "Konsulenttimer november", "quantity": "75", "amountExclVat": "7500.00", "vatCode": "3",
      "productType": "HOURS"},
+    {"itemText": "Prosjektledelse", "quantity": "10", "amountExclVat": "1250.50", "vatCode": "3",
+     "productType": "HOURS"},
+    {"itemText": "Lisens", "quantity": "1", "amountExclVat": "999.99", "vatCode": "3", "productType": "PRODUCTS"},
     {"itemText": "Servering prosjektmøte", "quantity": "1", "amountExclVat": "1234.57", "vatCode": "31",
      "productType": "PRODUCTS"},
+    {"itemText": "Persontransport", "quantity": "1", "amountExclVat": "480.00", "vatCode": "33",
+     "productType": "EXPENSES"},
+    {"itemText": "Taxi", "quantity": "1", "amountExclVat": "19.99", "vatCode": "33", "productType": "EXPENSES"},
     {"itemText": "Reise Oslo–Bergen", "quantity": "1", "amountExclVat": "999.99", "vatCode": "5",
      "productType": "EXPENSES"},
 ]
+# What the books hold for LINES, worked out by hand: Moment's VAT per code is 25 % of
+# 9 750,49 = 2 437,62; 15 % of 1 234,57 = 185,19; 12 % of 499,99 = 60,00.
+GROSS = Decimal("15167.85")
+BOOKS = {1500: GROSS, 3000: Decimal("-8750.50"), 3100: Decimal("-2234.56"), 3200: Decimal("-1499.98"),
+         2700: Decimal("-2437.62"), 2701: Decimal("-185.19"), 2702: Decimal("-60.00")}
+REVENUE = 'revenue_accounts = { hours = 3000, products = 3100, expenses = 3200 }'
 
 
 @pytest.fixture(autouse=True)
 def invoices_selected(worker_env, sandbox, tmp_path):
     write_integrations(tmp_path / "integrations.toml", sandbox, data_types=("customers", "projects", "invoices"),
-                       fjord={"data_types": ("customers",)})
+                       acme={"extra": [REVENUE]}, fjord={"data_types": ("customers",)})
 
 
 def send(name, *args):
@@ -57,56 +71,70 @@ def vouchers(sandbox, key=ACME):
     return sandbox.sb1.documents(key, "journalentries")
 
 
-def test_invoice_posted_as_one_balanced_voucher(sandbox, worker, r):
+def books(sandbox, voucher, key=ACME):
+    """The voucher as the platform holds it: amount per account number (the receivable on
+    1500, with the customer's own account as sub-account)."""
+    numbers = {a["ID"]: a["AccountNumber"] for a in sandbox.sb1.documents(key, "accounts")}
+    held: dict[int, Decimal] = defaultdict(Decimal)
+    for ln in voucher["Lines"]:
+        held[numbers[ln["AccountID"]]] += Decimal(str(ln["Amount"]))
+    return dict(held)
+
+
+def receivable_line(voucher):
+    [line] = [ln for ln in voucher["Lines"] if ln.get("SubAccountID")]
+    return line
+
+
+def test_invoice_booked_as_the_platform_books_it(sandbox, worker, r):
     customer, invoice = new_invoice(sandbox)
     send("sync.invoice", "acme", invoice["id"])
     wait_until(lambda: stat(r, "posted") == 1, 30, message="the voucher")
     [voucher] = vouchers(sandbox)
-    lines = voucher["DraftLines"]
-    amounts = [Decimal(str(ln["Amount"])) for ln in lines]
-    assert sum(amounts) == 0                                   # balances to the øre
+    # the books: revenue holds the net, each VAT code's account Moment's VAT, the receivable the gross
+    assert books(sandbox, voucher) == BOOKS
     accounts = {a["ID"]: a for a in sandbox.sb1.documents(ACME, "accounts")}
-    vat = {v["ID"]: v["VatCode"] for v in sandbox.sb1.documents(ACME, "vattypes")}
     [c] = sandbox.sb1.customers(ACME)
     [p] = sandbox.sb1.documents(ACME, "projects")
-    debit = lines[0]
-    assert accounts[debit["AccountID"]]["CustomerID"] == c["ID"]
-    assert Decimal(str(debit["Amount"])) == Decimal("11794.75")  # 9734.56 + 1875.00 + 185.19 VAT
+    debit = receivable_line(voucher)
+    assert accounts[debit["SubAccountID"]]["CustomerID"] == c["ID"]
     assert (debit["InvoiceNumber"], debit["PaymentID"], str(debit["DueDate"])[:10]) == ("1001", KID, "2026-12-04")
-    credits = [(accounts[ln["AccountID"]]["AccountNumber"], Decimal(str(ln["Amount"])), vat.get(ln.get("VatTypeID")),
-                ln["Description"]) for ln in lines[1:]]
-    assert credits == [
-        (3000, Decimal("-7500.00"), "3", "Konsulenttimer november"),
-        (3000, Decimal("-1234.57"), "31", "Servering prosjektmøte"),
-        (3000, Decimal("-999.99"), "5", "Reise Oslo–Bergen"),
-        (2700, Decimal("-1875.00"), None, "Utgående mva kode 3 (25.0%)"),
-        (2700, Decimal("-185.19"), None, "Utgående mva kode 31 (15.0%)"),
-    ]
-    assert all(ln["Dimensions"]["ProjectID"] == p["ID"] for ln in lines)
-    assert all(str(ln["FinancialDate"])[:10] == "2026-11-20" for ln in lines)
-    assert voucher["Description"] == f"{KID} Faktura 1001: Kontorbygg Lysaker"   # voucher number: the KID
+    assert debit["Description"] == "Faktura 1001 – Kontorbygg Lysaker"
+    assert all(ln["Dimensions"]["ProjectID"] == p["ID"] for ln in voucher["Lines"])
+    assert all(str(ln["FinancialDate"])[:10] == "2026-11-20" for ln in voucher["Lines"])
+    # what we sent: gross credits with their VAT types, one per (account, VAT code); no VAT lines of ours
+    vat = {v["ID"]: v["VatCode"] for v in sandbox.sb1.documents(ACME, "vattypes")}
+    sent = [(accounts[ln["AccountID"]]["AccountNumber"], vat.get(ln.get("VatTypeID")), Decimal(str(ln["Amount"])))
+            for ln in voucher["DraftLines"][1:]]
+    assert sorted(sent) == [(3000, "3", Decimal("-10938.12")), (3100, "3", Decimal("-1249.99")),
+                            (3100, "31", Decimal("-1419.76")), (3200, "33", Decimal("-559.99")),
+                            (3200, "5", Decimal("-999.99"))]
+    assert r.hget("msb1test:state:acme:invoices", str(invoice["id"]))
 
 
-def test_without_kid_the_invoice_number_is_the_voucher_number(sandbox, worker, r):
-    _, invoice = new_invoice(sandbox, number=1002, kid="", project=False)
-    send("sync.invoice", "acme", invoice["id"])
-    wait_until(lambda: stat(r, "posted") == 1, 30, message="the voucher")
-    [voucher] = vouchers(sandbox)
-    assert voucher["Description"] == "1002 Faktura 1002: Kontorbygg Lysaker"
-    assert "PaymentID" not in voucher["DraftLines"][0] or not voucher["DraftLines"][0]["PaymentID"]
-    assert all(not ln.get("Dimensions") for ln in voucher["DraftLines"])
-
-
-def test_credit_note(sandbox, worker, r):
-    credit_lines = [{**LINES[0], "amountExclVat": "-2000.00"}, {**LINES[1], "amountExclVat": "-100.01"}]
+def test_credit_note_books_the_reverse(sandbox, worker, r):
+    credit_lines = [{**ln, "amountExclVat": f"-{ln['amountExclVat']}"} for ln in LINES]
     _, invoice = new_invoice(sandbox, number=1003, lines=credit_lines)
     send("sync.invoice", "acme", invoice["id"])
     wait_until(lambda: stat(r, "posted") == 1, 30, message="the credit note")
     [voucher] = vouchers(sandbox)
-    amounts = [Decimal(str(ln["Amount"])) for ln in voucher["DraftLines"]]
-    assert sum(amounts) == 0
-    assert amounts[0] == Decimal("-2615.01")     # -(2000 + 100.01 + 500.00 + 15.00)
-    assert amounts[1:] == [Decimal("2000.00"), Decimal("100.01"), Decimal("500.00"), Decimal("15.00")]
+    assert books(sandbox, voucher) == {k: -v for k, v in BOOKS.items()}
+    assert receivable_line(voucher)["Description"] == "Kreditnota 1003 – Kontorbygg Lysaker"
+
+
+def test_without_kid_the_voucher_is_found_by_its_invoice_number(sandbox, worker, r):
+    _, invoice = new_invoice(sandbox, number=1002, kid="", project=False)
+    send("sync.invoice", "acme", invoice["id"])
+    wait_until(lambda: stat(r, "posted") == 1, 30, message="the voucher")
+    [voucher] = vouchers(sandbox)
+    debit = receivable_line(voucher)
+    assert debit["InvoiceNumber"] == "1002" and not debit.get("PaymentID")
+    assert all(not ln.get("Dimensions") for ln in voucher["Lines"])
+    # forget what the worker remembers: the books alone stop a second voucher
+    r.delete("msb1test:state:acme:invoices")
+    send("sync.invoice", "acme", invoice["id"])
+    wait_until(lambda: stat(r, "already-posted") == 1, 30, message="the second run")
+    assert len(vouchers(sandbox)) == 1
 
 
 def test_same_invoice_task_twice_gives_one_voucher(sandbox, start_worker, r):
@@ -159,13 +187,56 @@ def test_unknown_vat_code_one_email_nothing_posted(sandbox, smtp, worker, r):
 
 
 def test_missing_account_is_named(sandbox, smtp, worker, r):
-    [acc] = [a for a in sandbox.sb1.documents(ACME, "accounts") if a["AccountNumber"] == 2700]
+    [acc] = [a for a in sandbox.sb1.documents(ACME, "accounts") if a["AccountNumber"] == 3200]
     sandbox.sb1.delete(ACME, "accounts", acc["ID"])
     _, invoice = new_invoice(sandbox, project=False)
     send("sync.invoice", "acme", invoice["id"])
     wait_until(lambda: len(smtp.messages) == 1, 30, message="the email")
-    assert "has no account 2700 (output VAT)" in smtp.messages[0].get_content()
+    assert "has no account 3200 (revenue for expenses)" in smtp.messages[0].get_content()
     assert vouchers(sandbox) == []
+
+
+def test_vat_far_from_moments_is_refused_with_both_amounts(sandbox, smtp, worker, r):
+    """Moment says 200,00 kr VAT on 1 000,00 at 25 %; the platform would book 240,00."""
+    lines = [{**LINES[0], "amountExclVat": "1000.00", "vatAmount": "200.00"}]
+    _, invoice = new_invoice(sandbox, lines=lines, project=False)
+    send("sync.invoice", "acme", invoice["id"])
+    wait_until(lambda: len(smtp.messages) == 1, 30, message="the email")
+    time.sleep(0.5)
+    body = smtp.messages[0].get_content()
+    assert ("invoice 1001 was not posted: its VAT does not match what SpareBank 1 Regnskap computes "
+            "(VAT code 3: Moment 200,00 kr, SpareBank 1 Regnskap would book 240,00 kr)") in body
+    assert len(smtp.messages) == 1 and vouchers(sandbox) == []
+    assert r.hexists("msb1test:dead:acme", f"invoices:{invoice['id']}")
+
+
+def test_an_ore_of_rounding_is_posted_and_reported(sandbox, worker, r):
+    """Moment rounds VAT per line (2 × 0,01 kr); the platform rounds the grouped line (0,01 kr)."""
+    lines = [{**LINES[0], "amountExclVat": "0.02", "vatAmount": "0.01"},
+             {**LINES[1], "amountExclVat": "0.02", "vatAmount": "0.01"}]
+    _, invoice = new_invoice(sandbox, lines=lines, project=False)
+    send("sync.invoice", "acme", invoice["id"])
+    wait_until(lambda: stat(r, "posted") == 1, 30, message="the voucher")
+    [voucher] = vouchers(sandbox)
+    assert books(sandbox, voucher) == {1500: Decimal("0.06"), 3000: Decimal("-0.05"), 2700: Decimal("-0.01")}
+    import json
+    state = json.loads(r.hget("msb1test:state:acme:invoices", str(invoice["id"])))
+    assert state["note"] == "VAT code 3: Moment 0,02 kr, booked 0,01 kr (-0.01, rounding per line)"
+    assert "VAT rounding differs from Moment's: VAT code 3" in worker.log()
+
+
+@pytest.mark.parametrize("change,error", [
+    ({"paymentId": "0000123456783"}, "KID 0000123456783 has a wrong check digit"),
+    ({"lines": [{**LINES[0], "amountExclVat": "99999999999999.99"}]}, "larger than SpareBank 1 Regnskap can hold"),
+])
+def test_a_bad_kid_or_an_impossible_amount_is_one_email_and_nothing_posted(sandbox, smtp, worker, r, change, error):
+    _, invoice = new_invoice(sandbox, project=False)
+    sandbox.moment.update("acme", "invoices", invoice["id"], change)
+    send("sync.invoice", "acme", invoice["id"])
+    wait_until(lambda: len(smtp.messages) == 1, 30, message="the email")
+    time.sleep(0.5)
+    assert error in smtp.messages[0].get_content() and len(smtp.messages) == 1
+    assert vouchers(sandbox) == [] and sandbox.sb1.count_writes(ACME) == 0
 
 
 def test_draft_invoice_and_unselected_integration_post_nothing(sandbox, worker, r):
@@ -188,11 +259,11 @@ def test_moment_webhooks_bring_customer_project_and_invoice_to_the_books(sandbox
     wait_until(lambda: len(vouchers(sandbox)) == 3, 30, message="three vouchers")
     wait_until(lambda: len(sandbox.sb1.documents(ACME, "projects")) == 2, 10, message="two projects")
     assert len(sandbox.sb1.customers(ACME)) == 2
-    assert sorted(v["DraftLines"][0]["InvoiceNumber"] for v in vouchers(sandbox)) == [
+    assert sorted(receivable_line(v)["InvoiceNumber"] for v in vouchers(sandbox)) == [
         str(i["invoiceNumber"]) for i in invoices]
     assert all(status == 202 for _, status in sandbox.webhooks.sent)
     for v in vouchers(sandbox):
-        assert sum(Decimal(str(ln["Amount"])) for ln in v["DraftLines"]) == 0
+        assert sum(books(sandbox, v).values()) == 0
 
 
 def test_dry_run_shows_the_voucher_and_writes_nothing(sandbox, worker_env, r):
@@ -206,5 +277,5 @@ def test_dry_run_shows_the_voucher_and_writes_nothing(sandbox, worker_env, r):
     assert out.stdout.startswith("invoice 1001: would be posted\n")
     assert "POST customers\n" in out.stdout and "POST projects\n" in out.stdout
     assert "POST journalentries?action=book-journal-entries" in out.stdout
-    assert '"Amount": 11794.75' in out.stdout
+    assert '"Amount": 15167.85' in out.stdout and '"Amount": -10938.12' in out.stdout
     assert sandbox.sb1.count_writes() == 0 and r.keys("msb1test:state:*") == []

@@ -56,7 +56,7 @@ def test_customer_number_rule(number, ok):
 def test_a_refused_number_is_shown_with_its_hidden_characters(number, shown):
     with pytest.raises(RecordInvalid) as err:
         check_customer(MOMENT_CUSTOMER.load({**MOMENT, "customerNumber": number}))
-    assert f"customer number {shown} is not a number of six digits 0-9" in str(err.value)
+    assert f"customer number {shown} is not a number (only the digits 0-9)" in str(err.value)
 
 
 @pytest.mark.parametrize("org,country,error", [
