@@ -70,9 +70,9 @@ class Demo:
         for c in sorted(self.books("customers"), key=lambda c: c["CustomerNumber"]):
             info = c["Info"]
             fax = next((p["Number"] for p in info.get("Phones", []) if p.get("Type") == 150103), "")
-            print(f"  {c['CustomerNumber']:>7}  {info['Name']:<28} "
-                  f"{(info.get('DefaultEmail') or {}).get('EmailAddress', ''):<30} "
-                  f"{(info.get('InvoiceAddress') or {}).get('City', ''):<12} {fax}")
+            email = (info.get("DefaultEmail") or {}).get("EmailAddress") or ""
+            city = (info.get("InvoiceAddress") or {}).get("City") or ""
+            print(f"  {c['CustomerNumber']:>7}  {info['Name']:<28} {email:<30} {city:<12} {fax}")
 
     def run(self) -> None:
         from worker.producer import enqueue
@@ -120,7 +120,7 @@ class Demo:
         step("an invoice is finalized in Moment: posted as one voucher")
         self.moment_call("POST", "invoices", json={
             "invoiceNumber": 10001, "status": "FINALIZED", "invoiceDate": "2026-11-20", "dueDate": "2026-12-04",
-            "paymentId": "0001000100018", "description": "Kontorbygg Lysaker, november", "currencyCode": "NOK",
+            "paymentId": "0001000100014", "description": "Kontorbygg Lysaker, november", "currencyCode": "NOK",
             "customer": ref, "project": {"id": project["id"], "projectNumber": "1042"}, "lines": [
                 {"itemText": "Prosjektledelse", "quantity": "37.5", "amountExclVat": "46875.00", "vatCode": "3",
                  "productType": "HOURS"},
@@ -130,13 +130,22 @@ class Demo:
                  "productType": "EXPENSES"}]})
         self.wait("invoices", 1)
         accounts = {a["ID"]: a["AccountNumber"] for a in self.books("accounts")}
+        codes = {v["ID"]: v["VatCode"] for v in self.books("vattypes")}
+
+        def show(line: dict) -> str:
+            amount = Decimal(str(line["Amount"]))
+            vat = f"mva {codes[line['VatTypeID']]}" if line.get("VatTypeID") else ""
+            sub = f" / {accounts[line['SubAccountID']]}" if line.get("SubAccountID") else ""
+            return f"    {accounts.get(line['AccountID'], '?')}{sub:<9} {amount:>11.2f}  {vat:<7} {line.get('Description', '')}"
         for voucher in self.books("journalentries"):
             print(f"  voucher {voucher['JournalEntryNumber']} \"{voucher['Description']}\"")
-            total = Decimal(0)
+            print("  sent (gross amounts with their VAT code):")
             for line in voucher["DraftLines"]:
-                amount = Decimal(str(line["Amount"]))
-                total += amount
-                print(f"    account {accounts.get(line['AccountID'], '?'):>6}  {amount:>11.2f}  {line.get('Description', '')}")
+                print(show(line))
+            print("  booked by SpareBank 1 Regnskap (VAT split out onto each code's account):")
+            for line in voucher["Lines"]:
+                print(show(line))
+            total = sum((Decimal(str(ln["Amount"])) for ln in voucher["Lines"]), Decimal(0))
             print(f"    balance {total:.2f}")
 
         step("a customer with customer number 'ABC-12' is created in Moment")
