@@ -64,7 +64,7 @@ def check_customer(customer: MomentCustomer) -> int:
         raise RecordInvalid(f"customer {number} has no name; SpareBank 1 Regnskap needs one",
                             hint="Give the customer a name in Moment.")
     country = (customer.country_code or (customer.address.country_code if customer.address else None) or "")
-    if customer.organization_number and country.strip().upper() in NORWEGIAN:
+    if _value(customer.organization_number) and country.strip().upper() in NORWEGIAN:
         check_org_number(customer.organization_number)
     return number
 
@@ -359,7 +359,7 @@ def check_invoice(invoice: MomentInvoice) -> None:
         raise RecordInvalid(
             f"invoice {invoice.invoice_number} is in {label(invoice.currency_code, 10)}; the integration "
             "posts invoices in NOK only", hint="Post this invoice by hand in SpareBank 1 Regnskap.")
-    if invoice.payment_id:
+    if _value(invoice.payment_id):
         check_kid(invoice.payment_id)
 
 
@@ -490,7 +490,7 @@ def voucher_body(invoice: MomentInvoice, *, receivable_id: int, revenue_ids: dic
     total = _check_amount(invoice, -sum((c["amount"] for c in credits), Decimal(0)))
     debit = {"account_id": receivable_id, "amount": total, "invoice_number": str(invoice.invoice_number),
              "due_date": invoice.due_date, "description": voucher_text(invoice), **common}
-    if invoice.payment_id:
+    if _value(invoice.payment_id):
         debit["payment_id"] = invoice.payment_id
     body = SB1_JOURNAL_ENTRY.dump({"createguid": guid, "description": voucher_text(invoice),
                                    "draft_lines": [debit, *credits]})
