@@ -14,8 +14,8 @@ ROUTE = "customers"
 
 
 @app.task(name="sync.customer", bind=True)
-def sync_customer(self, integration_id: str, customer_id: int) -> str:
-    return run_sync(self, "customers", integration_id, customer_id, upsert_customer)
+def sync_customer(self, integration_id: str, customer_id: int, attempt: int = 1) -> str:
+    return run_sync(self, "customers", integration_id, customer_id, upsert_customer, attempt)
 
 
 def fetch_customer(ctx: SyncContext) -> MomentCustomer | None:

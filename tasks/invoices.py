@@ -25,8 +25,8 @@ POSTED = "posted"          # the state's fingerprint of an invoice that has its 
 
 
 @app.task(name="sync.invoice", bind=True)
-def sync_invoice(self, integration_id: str, invoice_id: int) -> str:
-    return run_sync(self, "invoices", integration_id, invoice_id, post_invoice)
+def sync_invoice(self, integration_id: str, invoice_id: int, attempt: int = 1) -> str:
+    return run_sync(self, "invoices", integration_id, invoice_id, post_invoice, attempt)
 
 
 def fetch_invoice(ctx: SyncContext) -> MomentInvoice | None:

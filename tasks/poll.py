@@ -82,8 +82,8 @@ def poll_integration(self, integration_id: str, data_type: str) -> int:
     except IntegrationError as exc:
         rt.redis.delete(rt.keys.poll_guard(integration_id, data_type))
         if exc.retriable and self.request.retries + 1 < settings.retry_max_attempts:
-            raise self.retry(countdown=settings.retry_policy.delay(self.request.retries, getattr(exc, "retry_after", None)),
-                             max_retries=None)
+            raise self.retry(countdown=settings.retry_policy.delay(self.request.retries,
+                                                                   getattr(exc, "retry_after", None)))
         log.error("poll %s %s failed: %s", integration_id, data_type, exc)
         report_failure(exc, integration_id=integration_id, data_type=data_type, record_id=0, kind="poll")
         return 0

@@ -13,8 +13,8 @@ ROUTE = "projects"
 
 
 @app.task(name="sync.project", bind=True)
-def sync_project(self, integration_id: str, project_id: int) -> str:
-    return run_sync(self, "projects", integration_id, project_id, upsert_project)
+def sync_project(self, integration_id: str, project_id: int, attempt: int = 1) -> str:
+    return run_sync(self, "projects", integration_id, project_id, upsert_project, attempt)
 
 
 def fetch_project(ctx: SyncContext) -> MomentProject | None:

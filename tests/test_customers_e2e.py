@@ -312,3 +312,27 @@ def test_failure_email_is_sent_later_when_the_mail_server_was_down(sandbox, smtp
         assert "customer number 5 is outside the allowed range" in box.messages[0].get_content()
     finally:
         box.stop()
+
+
+def test_eight_attempts_configured_eight_made_then_a_dead_letter(sandbox, smtp, start_worker, r):
+    """Past Celery's own default of 3 retries: the settings decide, and the chain ends in
+    a dead letter that shows as a failed task, with its queued mark cleared."""
+    w = start_worker(MSB1_RETRY_MAX_ATTEMPTS=8, MSB1_RETRY_BASE_DELAY=0.05, MSB1_RETRY_MAX_DELAY=0.2)
+    [rec] = seed_customers(sandbox.moment, "acme", 1)
+    sandbox.moment_faults.script(f"/customers/{rec['id']}", 503, times=9)     # one more than allowed
+    from worker.producer import enqueue as produce
+    assert produce("acme", "customers", rec["id"])
+    wait_until(lambda: len(smtp.messages) == 1, 30, message="the failure email")
+    time.sleep(1)
+    assert sandbox.moment_faults.injected[503] == 8                # eight tries, not four, not nine
+    assert (stat(r, "acme", "retried"), stat(r, "acme", "failed")) == (7, 1)
+    assert "gave up after 8 tries" in smtp.messages[0].get_content() and len(smtp.messages) == 1
+    assert r.hexists("msb1test:dead:acme", f"customers:{rec['id']}")
+    assert "raised expected: DeadLettered" in w.log()                # failed in Celery's (and Flower's) eyes
+    assert not r.exists(f"msb1test:pending:acme:customers:{rec['id']}")
+    # the next change is not swallowed by a stale "queued" mark: it is queued and written
+    sandbox.moment_faults.reset()
+    sandbox.moment.update("acme", "customers", rec["id"], {"email": "ny@example.no"})
+    assert produce("acme", "customers", rec["id"])
+    wait_until(lambda: stat(r, "acme", "created") == 1, 20, message="the customer after the fix")
+    assert not r.hexists("msb1test:dead:acme", f"customers:{rec['id']}")

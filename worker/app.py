@@ -15,6 +15,7 @@ from .integrations import IntegrationsError
 from .observability import init_sentry
 from .runtime import Runtime, get_runtime
 from .settings import Settings, SettingsError
+from .sync import DeadLettered
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,17 @@ def celery_config(settings: Settings) -> dict:
 
 
 class SyncTask(Task):
-    """Base of every sync task: gives the body the process's runtime (clients, Redis)."""
+    """Base of every task: gives the body the process's runtime (clients, Redis).
+
+    ``max_retries = None``: how often a chain tries is ours to decide
+    (``MSB1_RETRY_MAX_ATTEMPTS``, see ``worker.sync``); Celery's own default of 3 retries
+    would otherwise end a longer chain early, with neither a dead letter nor an email.
+    """
 
     abstract = True
     typing = True
+    max_retries = None
+    throws = (DeadLettered,)
 
     @property
     def runtime(self) -> Runtime:

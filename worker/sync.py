@@ -104,7 +104,18 @@ class SyncContext:
 Body = Callable[[SyncContext], str]
 
 
-def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, body: Body) -> str:
+class DeadLettered(Exception):
+    """A sync chain that ended in a dead letter. Raised as the task's last word, after the
+    dead letter, the email and the counters are settled, so Celery and Flower show the task
+    as failed; declared in the task's ``throws``, so it is logged without a traceback and
+    never retried (the message is acked)."""
+
+
+def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, body: Body,
+             attempt: int = 1) -> str:
+    """One try of a sync chain. ``attempt`` counts the tries of this chain (the first is 1):
+    a transient error or a busy record spends one, and at ``MSB1_RETRY_MAX_ATTEMPTS`` the
+    chain ends in a dead letter. Every chain ends written, unchanged or dead-lettered."""
     rt: Runtime = task.runtime
     try:
         integration = rt.integration(integration_id)
@@ -118,31 +129,34 @@ def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, bo
         return "ignored"
 
     ctx = SyncContext(rt, integration, data_type, int(record_id))
-    settings = rt.settings
+    policy = rt.settings.retry_policy
     # from here on, a new change to this record needs (and gets) a sync of its own
     rt.coalescer.started(integration_id, data_type, ctx.record_id)
     lock = rt.record_lock(integration_id, data_type, ctx.record_id)
     if not lock.acquire():
-        # Another worker is writing this record; come back shortly (not counted as a failure).
-        log.info("%s %s/%s: busy elsewhere, retrying", task.name, integration_id, record_id)
-        countdown = 1 + random.random() * 2
-        rt.coalescer.requeued(integration_id, data_type, ctx.record_id, countdown)
-        raise task.retry(countdown=countdown, max_retries=None)
+        # Another worker is writing this record: come back shortly, as a try of this chain
+        busy = TransientError(f"another transfer of this {DATA_TYPE_NAMES[data_type]} held it for "
+                              f"{rt.settings.lock_wait:g}s at every try")
+        if attempt < policy.max_attempts:
+            countdown = max(1 + random.random() * 2, policy.delay(attempt - 1))
+            log.info("%s %s/%s: busy elsewhere; try %d of %d in %.1fs", task.name, integration_id,
+                     record_id, attempt + 1, policy.max_attempts, countdown)
+            rt.coalescer.requeued(integration_id, data_type, ctx.record_id, countdown)
+            raise task.retry(countdown=countdown, kwargs={"attempt": attempt + 1})
+        return settle(ctx, give_up(ctx, busy, kind="busy", error=f"{busy} (gave up after {attempt} tries)"))
 
     retry_in: float | None = None
     try:
         outcome = body(ctx)
     except TransientError as exc:
-        policy = settings.retry_policy
-        retries = task.request.retries
-        if policy.should_retry(exc, retries):
-            retry_in = policy.delay(retries, exc.retry_after)
+        if policy.should_retry(exc, attempt - 1):
+            retry_in = policy.delay(attempt - 1, exc.retry_after)
             log.warning("%s %s: %s; try %d of %d in %.1fs", integration_id, ctx.what, exc,
-                        retries + 2, policy.max_attempts, retry_in)
+                        attempt + 1, policy.max_attempts, retry_in)
             error = exc
         else:
             outcome = give_up(ctx, exc, kind="retries-exhausted",
-                              error=f"{exc} (gave up after {retries + 1} tries)")
+                              error=f"{exc} (gave up after {attempt} tries)")
     except IntegrationError as exc:
         outcome = give_up(ctx, exc, kind=type(exc).__name__)
     except Exception as exc:  # a bug or an unexpected answer: still never dropped silently
@@ -163,10 +177,18 @@ def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, bo
                 lock.release()
             except LockError:
                 log.warning("%s %s: the record lock expired while working", integration_id, ctx.what)
-    rt.stats.incr(integration_id, data_type, "retried" if retry_in is not None else outcome)
     if retry_in is not None:
+        rt.stats.incr(integration_id, data_type, "retried")
         rt.coalescer.requeued(integration_id, data_type, ctx.record_id, retry_in)
-        raise task.retry(countdown=retry_in, exc=error, max_retries=None)
+        raise task.retry(countdown=retry_in, exc=error, kwargs={"attempt": attempt + 1})
+    return settle(ctx, outcome)
+
+
+def settle(ctx: SyncContext, outcome: str) -> str:
+    """Count the chain's outcome; a dead letter ends the task as failed (``DeadLettered``)."""
+    ctx.runtime.stats.incr(ctx.integration.id, ctx.data_type, outcome)
+    if outcome == "failed":
+        raise DeadLettered(f"{ctx.integration.id} {ctx.what}: not transferred; kept as a dead letter")
     return outcome
 
 
