@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 import requests
 
+from .errors import TransientError
 from .http import Timeouts, send
 
 DEFAULT_BASE_URL = "https://app.moment.team"
@@ -32,7 +33,11 @@ class MomentClient:
     def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         resp = send(self.session, "GET", f"{self.base}/{path}", service=self.service,
                     timeouts=self.timeouts, auth=self.auth, params=params)
-        return resp.json()
+        try:
+            return resp.json()
+        except ValueError:
+            raise TransientError(f"{self.service} GET {path.split('/')[0]}: the answer is not JSON",
+                                 service=self.service) from None
 
     def get(self, entity: str, record_id: int | str) -> dict[str, Any]:
         """One record as it is now. Raises ``NotFound`` when it is gone."""
@@ -48,10 +53,14 @@ class MomentClient:
             if modified_from is not None:
                 params[MODIFIED_FROM_PARAM] = modified_from.isoformat()
             body = self._get(entity, params)
-            content = body.get("content") or []
+            content = body.get("content") if isinstance(body, dict) else None
+            if not isinstance(content, list):
+                # a page we cannot read is a passing fault, not the end of the list
+                raise TransientError(f"{self.service} GET {entity}: page {page} cannot be read",
+                                     service=self.service)
             yield from content
             seen += len(content)
-            total = (body.get("page") or {}).get("totalElements")
+            total = (body.get("page") or {}).get("totalElements") if isinstance(body.get("page"), dict) else None
             if not content or len(content) < page_size or (total is not None and seen >= total):
                 return
             page += 1

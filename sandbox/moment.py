@@ -98,6 +98,17 @@ class MomentStore:
         self._notify(company, entity, "CREATE_NEW", result)
         return result
 
+    def insert_raw(self, company: str, entity: str, record: Record) -> int:
+        """Store ``record`` exactly as given (a broken one: an id that is no number, no
+        lastModifiedDate), as a hostile upstream might list it; returns its table key."""
+        with self._lock:
+            table = self._table(company, entity)
+            rid = record.get("id")
+            key = rid if isinstance(rid, int) and not isinstance(rid, bool) else self._next_id
+            self._next_id = max(self._next_id, key) + 1
+            table[key] = copy.deepcopy(record)
+            return key
+
     def update(self, company: str, entity: str, id: int, data: Record,
                partial: bool = True) -> Record:
         """Merge (``partial``, nested dicts too) or replace a record; KeyError if it is gone."""
@@ -140,7 +151,10 @@ class MomentStore:
         with self._lock:
             records = [copy.deepcopy(r) for _, r in sorted(self._table(company, entity).items())]
         def modified(record: Record) -> datetime:
-            return parse_timestamp(record["lastModifiedDate"])
+            try:
+                return parse_timestamp(record["lastModifiedDate"])
+            except (KeyError, TypeError, ValueError):   # a broken record is listed always
+                return datetime.max.replace(tzinfo=timezone.utc)
         if modified_from is not None:
             records = [r for r in records if modified(r) >= modified_from]
         if modified_to is not None:
@@ -156,6 +170,11 @@ class MomentStore:
         with self._lock:
             return {code: {entity: len(table) for entity, table in tables.items()}
                     for code, tables in self.data.items()}
+
+
+def _sort_key(value: Any) -> tuple:
+    """Ints in order, anything else (a broken record's id) after them."""
+    return (0, value, "") if isinstance(value, int) and not isinstance(value, bool) else (1, 0, str(value))
 
 
 def webhook_payload(entity: str, event: str, record: Record) -> dict[str, Any]:
@@ -429,7 +448,7 @@ def create_moment_app(store: MomentStore, faults: Faults, webhooks: WebhookSende
             records = [r for r in records if str(r["id"]) in wanted]
         sort_field, _, direction = args.get("sort", "id,asc").partition(",")
         if sort_field in ("id", "lastModifiedDate"):
-            records.sort(key=lambda r: r[sort_field], reverse=direction.lower() == "desc")
+            records.sort(key=lambda r: _sort_key(r.get(sort_field)), reverse=direction.lower() == "desc")
         total = len(records)
         content = records[(page - 1) * size: page * size]
         return jsonify({"content": content,

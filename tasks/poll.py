@@ -48,6 +48,21 @@ def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _usable_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2 ** 63
+
+
+def aware_time(value: object) -> datetime | None:
+    """A lastModifiedDate as Moment listed it: an ISO 8601 time with its offset, else None."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
 @app.task(name="poll.integration", bind=True)
 def poll_integration(self, integration_id: str, data_type: str) -> int:
     rt = self.runtime
@@ -67,23 +82,36 @@ def poll_integration(self, integration_id: str, data_type: str) -> int:
     since = (cursor or started) - timedelta(seconds=settings.poll_overlap)
     queued = seen = 0
     open_since: datetime | None = None        # the oldest change no sync has finished
+    skipped = 0
     try:
         for record in rt.moment(integration).list(data_type, modified_from=since):
             seen += 1
-            modified = _parse(record.get("lastModifiedDate"))
+            record_id = record.get("id") if isinstance(record, dict) else None
+            if not _usable_id(record_id):
+                # not even an id to fetch by: skip it (its content may be personal data, so
+                # it is not logged) and keep the cursor where it is, so it is listed again
+                skipped += 1
+                log.warning("poll %s %s: listed record %d has no usable id; skipped", integration_id,
+                            data_type, seen)
+                open_since = since
+                continue
+            modified = aware_time(record.get("lastModifiedDate"))
             if modified is not None:
-                done = rt.state.finished_version(integration_id, data_type, record["id"])
+                done = rt.state.finished_version(integration_id, data_type, record_id)
                 if done is not None and modified <= done:
                     continue                  # a sync has finished this version already
-            enqueue(integration_id, data_type, record["id"], runtime=rt, stale_after=settings.poll_interval)
+            enqueue(integration_id, data_type, record_id, runtime=rt, stale_after=settings.poll_interval)
             queued += 1
-            if modified is not None and (open_since is None or modified < open_since):
-                open_since = modified
+            # an unreadable time: queued all the same, and the cursor does not move past it
+            known = modified if modified is not None else since
+            if open_since is None or known < open_since:
+                open_since = known
     except IntegrationError as exc:
         rt.redis.delete(rt.keys.poll_guard(integration_id, data_type))
         if exc.retriable and self.request.retries + 1 < settings.retry_max_attempts:
-            raise self.retry(countdown=settings.retry_policy.delay(self.request.retries,
-                                                                   getattr(exc, "retry_after", None)))
+            delay = settings.retry_policy.delay(self.request.retries, getattr(exc, "retry_after", None))
+            log.warning("poll %s %s: %s; trying again in %.1fs", integration_id, data_type, exc, delay)
+            raise self.retry(countdown=delay)
         log.error("poll %s %s failed: %s", integration_id, data_type, exc)
         report_failure(exc, integration_id=integration_id, data_type=data_type, record_id=0, kind="poll")
         return 0
@@ -96,8 +124,8 @@ def poll_integration(self, integration_id: str, data_type: str) -> int:
     rt.redis.eval("local c = redis.call('GET', KEYS[1]) "
                   "if (not c) or c < ARGV[1] then redis.call('SET', KEYS[1], ARGV[1]) end",
                   1, cursor_key, new_cursor.isoformat(timespec="microseconds"))
-    log.info("poll %s %s: %d changed since %s, %d queued", integration_id, data_type, seen,
-             since.isoformat(), queued)
+    log.info("poll %s %s: %d changed since %s, %d queued, %d skipped", integration_id, data_type, seen,
+             since.isoformat(), queued, skipped)
     return queued
 
 

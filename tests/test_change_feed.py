@@ -231,3 +231,43 @@ def test_status_shows_queue_dead_letters_and_cursor(r, worker_env):
     assert status["integrations"]["acme"]["dead_letters"] == 1
     assert status["integrations"]["acme"]["poll_cursor"] == {"customers": "2026-11-25T12:00:00.000000+00:00"}
     assert status["integrations"]["fjord"]["dead_letters"] == 0
+
+
+def test_a_malformed_record_in_moments_list_does_not_stop_the_poll(sandbox, start_worker, r):
+    """One broken record among good ones: the good ones are queued, the broken one is
+    skipped (no id) or queued (an id, but no readable time), and the poll goes on."""
+    w = start_worker(MSB1_POLL_INTERVAL="2", MSB1_POLL_OVERLAP="0")
+    good = seed_customers(sandbox.moment, "acme", 3)
+    sandbox.moment.insert_raw("acme", "customers", {"id": "abc", "name": "Ødelagt AS", "lastModifiedDate": "i går"})
+    sandbox.moment.insert_raw("acme", "customers", {"id": True, "customerNumber": "100099"})
+    odd = sandbox.moment.insert_raw("acme", "customers", {"id": 987654, "name": "Uten Tid AS",
+                                                          "customerNumber": "100098", "lastModifiedDate": "gestern"})
+    from datetime import datetime, timedelta, timezone
+    cursor_key = "msb1test:cursor:acme:customers"
+    before = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat(timespec="microseconds")
+    r.set(cursor_key, before)
+    run_poll()
+    wait_until(lambda: stat(r, "created") == 3, 20, message="the three good customers")
+    wait_until(lambda: r.hexists("msb1test:dead:acme", f"customers:{odd}"), 20,
+               message="the record with an unreadable time, fetched and refused")
+    assert w.log().count("has no usable id; skipped") == 2 and "Ødelagt" not in w.log()
+    assert r.get(cursor_key) == before                              # not past what it could not read
+    time.sleep(1.2)
+    sandbox.moment.update("acme", "customers", good[0]["id"], {"email": "ny@example.no"})
+    run_poll()                                                       # the next poll runs, too
+    wait_until(lambda: stat(r, "updated") == 1, 20, message="a change after the broken records")
+
+
+def test_a_page_moment_cannot_serve_is_retried_not_the_end(sandbox, start_worker, r):
+    w = start_worker(MSB1_POLL_INTERVAL="2", MSB1_POLL_OVERLAP="0")
+    from datetime import datetime, timedelta, timezone
+    r.set("msb1test:cursor:acme:customers",
+          (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat(timespec="microseconds"))
+    seed_customers(sandbox.moment, "acme", 2)
+    # a 200 whose body is no page at all, then a 502: neither ends the list as if it were empty
+    sandbox.moment_faults.script("/api/1.0/companies/acme/customers", 200, times=1, method="GET")
+    sandbox.moment_faults.script("/api/1.0/companies/acme/customers", 502, times=1, method="GET")
+    run_poll()
+    wait_until(lambda: stat(r, "created") == 2, 20, message="both customers after the retried page",
+               describe=lambda: w.log()[-2000:])
+    assert "page 1 cannot be read" in w.log()
