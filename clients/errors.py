@@ -9,9 +9,14 @@ Errors are split by what to do about them:
 * ``NotFound`` – the record is gone (a 404 on a single record).
 
 ``str()`` of every error is safe to log and to send to Sentry: it carries the HTTP
-method, the path, the status, the platform's own validation messages and a request id,
-never a request body, a secret or a customer's personal data. Text meant only for the
-company's own notification email lives in ``hint`` and is never logged.
+method, the path, the status, the names of the fields the other system complained about
+and a request id, never a request body, a secret, a customer's personal data or the other
+system's own wording (which can quote names, emails and phone numbers). What only the
+company's own notification email may carry lives apart and is never logged: ``hint`` (what
+to do, naming the record), ``detail`` (the other system's own messages).
+
+``code`` and ``params`` name the problem for the notice templates (``worker.templates``),
+which say it in the company's language; ``str()`` stays in our own English words.
 """
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ class IntegrationError(Exception):
     retriable = False
 
     def __init__(self, message: str, *, status: int | None = None, service: str | None = None,
-                 request_id: str | None = None, hint: str | None = None, body: object = None):
+                 request_id: str | None = None, hint: str | None = None, body: object = None,
+                 detail: str | None = None, code: str | None = None, params: dict | None = None):
         super().__init__(message)
         self.body = body            # the parsed error body, for callers; never in str()
         self.message = message
@@ -28,6 +34,12 @@ class IntegrationError(Exception):
         self.service = service
         self.request_id = request_id
         self.hint = hint
+        self.detail = detail        # the other system's own words: the company's email only
+        self.code = code            # the problem, for the notice templates
+        self.params = params or {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, status={self.status!r}, code={self.code!r})"
 
     def __str__(self) -> str:
         parts = [self.message]

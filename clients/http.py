@@ -89,6 +89,33 @@ def validation_messages(body: Any) -> list[str]:
     return unique
 
 
+def validation_fields(body: Any) -> list[str]:
+    """The names of the fields a 400 complains about (``PropertyName`` and the keys of
+    ``_validationResults``): our words to log, unlike the messages, which may quote values."""
+    found: list[str] = []
+
+    def add(name: Any) -> None:
+        if isinstance(name, str) and name and len(name) <= 80 and name.replace(".", "").replace("_", "").isalnum() \
+                and name not in found:
+            found.append(name)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "_validationResults" and isinstance(value, dict):
+                    for prop in value:
+                        add(prop)
+                if key == "PropertyName":
+                    add(value)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(body)
+    return found[:10]
+
+
 def _path(url: str) -> str:
     return urlsplit(url).path
 
@@ -116,8 +143,9 @@ def send(session: requests.Session, method: str, url: str, *, service: str,
     except ValueError:
         body = None
     details = "; ".join(validation_messages(body))[:500]
-    msg = f"{where}: HTTP {status}" + (f": {details}" if details else "")
-    common = dict(status=status, service=service, request_id=request_id, body=body)
+    props = validation_fields(body)
+    msg = f"{where}: HTTP {status}" + (f" (fields: {', '.join(props)})" if props else "")
+    common = dict(status=status, service=service, request_id=request_id, body=body, detail=details or None)
     if status == 429 or is_retriable_status(status):
         raise TransientError(msg, retry_after=parse_retry_after(resp.headers.get("Retry-After")), **common)
     if status in (401, 403):

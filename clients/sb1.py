@@ -158,8 +158,10 @@ class TokenProvider:
                         timeouts=self.timeouts, data=self.credentials.token_form(self.token_url))
         except PermanentError as exc:
             # 400 invalid_client / invalid_grant: our credentials, not a record, are wrong
-            raise AuthError(f"{exc.message}{self._oauth_error(exc)}", status=exc.status,
-                            service=self.service, request_id=exc.request_id) from None
+            code, description = self._oauth_error(exc)
+            raise AuthError(f"{exc.message}" + (f": {code}" if code else ""), status=exc.status,
+                            service=self.service, request_id=exc.request_id, detail=description,
+                            code="credentials") from None
         body = resp.json()
         token = body.get("access_token")
         if not token:
@@ -175,12 +177,15 @@ class TokenProvider:
 
 
     @staticmethod
-    def _oauth_error(exc: PermanentError) -> str:
+    def _oauth_error(exc: PermanentError) -> tuple[str | None, str | None]:
+        """The OAuth error code (a protocol word, safe to log) and its description (the
+        server's own text, kept out of logs)."""
         body = getattr(exc, "body", None)
-        if not isinstance(body, dict) or "error" not in body:
-            return ""
+        if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+            return None, None
+        code = body["error"] if body["error"].replace("_", "").isalnum() else None
         desc = body.get("error_description")
-        return f": {body['error']}" + (f" ({desc})" if desc else "")
+        return code, desc if isinstance(desc, str) else None
 
 
 def quote(value: Any) -> str:

@@ -53,15 +53,18 @@ def check_customer(customer: MomentCustomer) -> int:
             f"between {CUSTOMER_NUMBER_MIN} and {CUSTOMER_NUMBER_MAX}")
     hint = "Change the customer number in Moment to a number in that range."
     if not raw:
-        raise RecordInvalid(f"the customer has no customer number. {rule}.", hint=hint)
+        raise RecordInvalid(f"the customer has no customer number. {rule}.", hint=hint,
+                            code="customer-number-missing")
     if not re.fullmatch(r"[0-9]+", raw):
         raise RecordInvalid(f"customer number {shown(raw)} is not a number (only the digits 0-9). {rule}.",
-                            hint=hint)
+                            hint=hint, code="customer-number-not-digits", params={"value": shown(raw)})
     if not (_CUSTOMER_NUMBER.fullmatch(raw) and CUSTOMER_NUMBER_MIN <= int(raw) <= CUSTOMER_NUMBER_MAX):
-        raise RecordInvalid(f"customer number {label(raw)} is outside the allowed range. {rule}.", hint=hint)
+        raise RecordInvalid(f"customer number {label(raw)} is outside the allowed range. {rule}.", hint=hint,
+                            code="customer-number-range", params={"value": label(raw)})
     number = int(raw)
     if not plain(customer.name):
         raise RecordInvalid(f"customer {number} has no name; SpareBank 1 Regnskap needs one",
+                            code="name-missing", params={"noun": "customers", "number": number},
                             hint="Give the customer a name in Moment.")
     country = (customer.country_code or (customer.address.country_code if customer.address else None) or "")
     if _value(customer.organization_number) and country.strip().upper() in NORWEGIAN:
@@ -82,10 +85,10 @@ def check_org_number(value: str) -> str:
             "(brreg.no) if unsure.")
     if not _ORG_NUMBER.fullmatch(value):
         raise RecordInvalid(f"organization number {shown(value)} must be nine digits (0-9, no spaces)",
-                            hint=hint)
+                            hint=hint, code="org-number-format", params={"value": shown(value)})
     if mod11_check_digit(value[:8], [2, 3, 4, 5, 6, 7, 2, 3]) != int(value[8]):
         raise RecordInvalid(f"organization number {value} has a wrong check digit (MOD11); "
-                            "it is probably mistyped", hint=hint)
+                            "it is probably mistyped", hint=hint, code="org-number-check", params={"value": value})
     return value
 
 
@@ -102,14 +105,15 @@ def check_kid(value: str) -> str:
     hint = "Correct the KID (payment id) of the invoice in Moment, then finalize or save it again."
     low, high = KID_LENGTH
     if not (low <= len(value) <= high and _KID.fullmatch(value)):
-        raise RecordInvalid(f"KID {shown(value)} must be {low}-{high} digits (0-9)", hint=hint)
+        raise RecordInvalid(f"KID {shown(value)} must be {low}-{high} digits (0-9)", hint=hint,
+                            code="kid-format", params={"value": shown(value), "low": low, "high": high})
     body, last = value[:-1], value[-1]
     mod11 = mod11_check_digit(body, [2, 3, 4, 5, 6, 7] * 5)
     if (last != "-" and luhn_ok(value)) or (mod11 is None and last == "-") or (
             mod11 is not None and last == str(mod11)):
         return value
     raise RecordInvalid(f"KID {value} has a wrong check digit (neither MOD10 nor MOD11); "
-                        "the bank would refuse the payment", hint=hint)
+                        "the bank would refuse the payment", hint=hint, code="kid-check", params={"value": value})
 
 
 # --- outbound schemas: every key must exist in the swagger definitions --------------------
@@ -258,15 +262,19 @@ def check_project(project: MomentProject) -> str:
         raise RecordInvalid(
             f"project number {shown(raw)} {why}. SpareBank 1 Regnskap needs a project number made "
             "of digits only (1 to 18, not starting with 0).",
-            hint="Change the project number in Moment to digits only (for example 1042).")
+            hint="Change the project number in Moment to digits only (for example 1042).",
+            code="project-number", params={"value": shown(raw), "why": why})
     if not plain(project.name):
         raise RecordInvalid(f"project {raw} has no name; SpareBank 1 Regnskap needs one",
+                            code="name-missing", params={"noun": "projects", "number": raw},
                             hint="Give the project a name in Moment.")
     if project.customer is None:
         raise RecordInvalid("the project has no customer in Moment; SpareBank 1 Regnskap needs one",
+                            code="project-customer-missing",
                             hint="Choose the project's customer in Moment.")
     if (project.project_state or "ACTIVE") not in PROJECT_STATUS:
-        raise RecordInvalid(f"project state {shown(project.project_state)} is not one the integration knows "
+        raise RecordInvalid(code="project-state", params={"value": shown(project.project_state)},
+                            message=f"project state {shown(project.project_state)} is not one the integration knows "
                             f"({', '.join(PROJECT_STATUS)})")
     return raw
 
@@ -350,15 +358,20 @@ def platform_vat(gross: Decimal, percent: Decimal) -> Decimal:
 
 def check_invoice(invoice: MomentInvoice) -> None:
     if not invoice.lines:
-        raise RecordInvalid(f"invoice {invoice.invoice_number} has no lines")
+        raise RecordInvalid(f"invoice {invoice.invoice_number} has no lines", code="invoice-no-lines",
+                            params={"number": invoice.invoice_number})
     unknown = sorted({ln.product_type for ln in invoice.lines} - set(PRODUCT_TYPES))
     if unknown:
-        raise RecordInvalid(f"invoice {invoice.invoice_number} has lines of an unknown product type "
+        raise RecordInvalid(code="invoice-product-type",
+                            params={"number": invoice.invoice_number, "types": ", ".join(label(u) for u in unknown)},
+                            message=f"invoice {invoice.invoice_number} has lines of an unknown product type "
                             f"({', '.join(label(u) for u in unknown)}); known: {', '.join(PRODUCT_TYPES)}")
     if (invoice.currency_code or "NOK") != "NOK":
         raise RecordInvalid(
             f"invoice {invoice.invoice_number} is in {label(invoice.currency_code, 10)}; the integration "
-            "posts invoices in NOK only", hint="Post this invoice by hand in SpareBank 1 Regnskap.")
+            "posts invoices in NOK only", hint="Post this invoice by hand in SpareBank 1 Regnskap.",
+            code="invoice-currency", params={"number": invoice.invoice_number,
+                                             "currency": label(invoice.currency_code, 10)})
     if _value(invoice.payment_id):
         check_kid(invoice.payment_id)
 
@@ -436,7 +449,8 @@ def _check_amount(invoice: MomentInvoice, amount: Decimal) -> Decimal:
         raise RecordInvalid(
             f"invoice {invoice.invoice_number} has an amount ({amount:.2f}) larger than SpareBank 1 "
             f"Regnskap can hold (below {MAX_AMOUNT:.2f})",
-            hint="Check the amounts of the invoice in Moment; post it by hand if they are right.")
+            hint="Check the amounts of the invoice in Moment; post it by hand if they are right.",
+            code="invoice-amount", params={"number": invoice.invoice_number, "amount": amount})
     return amount
 
 

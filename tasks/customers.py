@@ -5,7 +5,7 @@ from clients.errors import RecordInvalid
 from schemas.moment import MOMENT_CUSTOMER, MomentCustomer
 from schemas.sb1 import (CUSTOMER_EXPAND, check_customer, create_guid, customer_body,
                          customer_fields, fingerprint)
-from schemas.text import label, plain, shown
+from schemas.text import plain, shown
 from worker.app import app
 from worker.sync import SyncContext, run_sync
 from .upsert import fetch, upsert
@@ -21,8 +21,7 @@ def sync_customer(self, integration_id: str, customer_id: int, attempt: int = 1)
 def fetch_customer(ctx: SyncContext) -> MomentCustomer | None:
     customer = fetch(ctx, MOMENT_CUSTOMER)
     if customer is not None:
-        number = label(customer.customer_number) if customer.customer_number else "(no number)"
-        ctx.describe(f"customer {number}", f"customer {plain(customer.name, 80)} (customer number {number})")
+        ctx.describe(customer.customer_number, name=plain(customer.name, 80))
     return customer
 
 
@@ -43,7 +42,8 @@ def upsert_customer(ctx: SyncContext) -> str:
     if currency_id is None:
         raise RecordInvalid(
             f"currency code {shown(wanted['currency_code'], 10)} does not exist in SpareBank 1 Regnskap",
-            hint="Use a currency that SpareBank 1 Regnskap knows, or set it up there first.")
+            hint="Use a currency that SpareBank 1 Regnskap knows, or set it up there first.",
+            code="currency-unknown", params={"value": shown(wanted['currency_code'], 10)})
 
     def guid(part: str) -> str:
         return create_guid(ctx.integration.id, ROUTE, ctx.record_id, customer.last_modified_date, part)

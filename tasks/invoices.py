@@ -33,9 +33,8 @@ def fetch_invoice(ctx: SyncContext) -> MomentInvoice | None:
     invoice = fetch(ctx, MOMENT_INVOICE)
     if invoice is not None:
         net = sum((ln.amount_excl_vat for ln in invoice.lines), Decimal(0))
-        ctx.describe(f"invoice {invoice.invoice_number}",
-                     f"invoice {invoice.invoice_number} (customer number {label(invoice.customer.customer_number)}, "
-                     f"{kroner(net)} excluding VAT)")
+        ctx.describe(invoice.invoice_number, customer_number=label(invoice.customer.customer_number),
+                     net=str(net.quantize(Decimal("0.01"))))
     return invoice
 
 
@@ -45,12 +44,14 @@ def lookups(ctx: SyncContext, invoice: MomentInvoice) -> tuple[dict[str, int], d
     own: each VAT type books its VAT on its account."""
     sb1, integration = ctx.sb1, ctx.integration
     missing: list[str] = []
+    accounts: list[tuple[int, str]] = []          # (account number, product type) not in the books
     revenue: dict[str, int] = {}
     for product_type in sorted({ln.product_type for ln in invoice.lines}):
         number = integration.revenue_accounts[product_type]
         found = sb1.lookup_id("accounts", "AccountNumber", number)
         if found is None:
             missing.append(f"account {number} (revenue for {product_type.lower()})")
+            accounts.append((number, product_type))
         else:
             revenue[product_type] = found
     vat: dict[str, VatRate] = {}
@@ -64,14 +65,17 @@ def lookups(ctx: SyncContext, invoice: MomentInvoice) -> tuple[dict[str, int], d
         raise RecordInvalid(
             f"nothing was posted: SpareBank 1 Regnskap has no {', no '.join(missing)}",
             hint="Set these up in SpareBank 1 Regnskap with the same numbers and codes as in Moment, "
-                 "then ask the operator to replay the invoice (moment-sb1 replay).")
+                 "then ask the operator to replay the invoice (moment-sb1 replay).",
+            code="lookups-missing", params={"accounts": accounts, "vat_codes": [
+                label(code) for code in sorted({ln.vat_code for ln in invoice.lines}) if code not in vat]})
     return revenue, vat
 
 
 def receivable_account(ctx: SyncContext, customer_id: int) -> int:
     row = ctx.sb1.find_by("accounts", RECEIVABLE_ACCOUNT_FIELD, customer_id, what="customer ledger account")
     if row is None:
-        raise RecordInvalid("the customer has no ledger account (receivable) in SpareBank 1 Regnskap")
+        raise RecordInvalid("the customer has no ledger account (receivable) in SpareBank 1 Regnskap",
+                            code="receivable-missing")
     return int(row["ID"])
 
 
@@ -105,7 +109,9 @@ def check_vat(ctx: SyncContext, invoice: MomentInvoice, voucher: Voucher) -> str
             f"invoice {invoice.invoice_number} was not posted: its VAT does not match what SpareBank 1 "
             f"Regnskap computes ({parts})",
             hint="Check the VAT codes and amounts of the invoice in Moment, and that the VAT codes have the "
-                 "same rates in SpareBank 1 Regnskap. Post the invoice by hand if Moment is right.")
+                 "same rates in SpareBank 1 Regnskap. Post the invoice by hand if Moment is right.",
+            code="vat-mismatch", params={"number": invoice.invoice_number,
+                                         "checks": [(c.code, c.moment, c.platform) for c in off]})
     notes = [f"VAT code {c.code}: Moment {kroner(c.moment)}, booked {kroner(c.platform)} "
              f"({c.difference:+.2f}, rounding per line)" for c in voucher.vat if c.difference]
     if notes:

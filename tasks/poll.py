@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 
 @app.task(name="poll.changes")
 def poll_changes() -> int:
-    """Fan out: one poll task per integration and selected data type. Also tries again
-    the records whose failure email could not be sent (the mail server was down): the
-    same failure then sends its email, a success clears the dead letter."""
+    """Fan out: one poll task per integration and selected data type. Also makes sure a
+    collected digest is due (its send message may have been lost), and tries again a dead
+    letter whose notice was never collected (a worker died between the two)."""
     rt = poll_changes.runtime
     n = 0
     for integration in rt.integrations.values():
@@ -38,8 +38,11 @@ def poll_changes() -> int:
             if integration.wants(data_type):
                 poll_integration.delay(integration.id, data_type)
                 n += 1
+        if rt.notices.pending(integration.id):
+            rt.notices.schedule(integration.id)
+        collected = rt.notices.collected(integration.id)
         for letter in rt.dead_letters.list(integration.id):
-            if not letter.notified and letter.data_type in TASKS:
+            if not letter.notified and letter.field not in collected and letter.data_type in TASKS:
                 enqueue(integration.id, letter.data_type, letter.record_id, runtime=rt)
     return n
 

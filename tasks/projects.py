@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from schemas.moment import MOMENT_PROJECT, MomentProject
 from schemas.sb1 import check_project, create_guid, fingerprint, project_body, project_fields
-from schemas.text import label, plain
+from schemas.text import plain
 from worker.app import app
 from worker.sync import SyncContext, run_sync
 from .customers import upsert_customer
@@ -20,8 +20,7 @@ def sync_project(self, integration_id: str, project_id: int, attempt: int = 1) -
 def fetch_project(ctx: SyncContext) -> MomentProject | None:
     project = fetch(ctx, MOMENT_PROJECT)
     if project is not None:
-        number = label(project.project_number) if project.project_number else "(no number)"
-        ctx.describe(f"project {number}", f"project {plain(project.name, 80)} (project number {number})")
+        ctx.describe(project.project_number, name=plain(project.name, 80))
     return project
 
 

@@ -15,7 +15,8 @@ from marshmallow import Schema, ValidationError
 from redis.exceptions import LockError
 
 from clients.errors import IntegrationError, NotFound, RecordInvalid, TransientError
-from schemas.text import plain
+from schemas.text import label, plain
+from worker.templates import record_name
 from worker.notify import DATA_TYPE_NAMES
 from worker.sync import SyncContext
 
@@ -34,7 +35,8 @@ def fetch(ctx: SyncContext, schema: Schema) -> Any | None:
         ctx.version = _version_of(raw)
         fields = ", ".join(sorted(err.normalized_messages()))
         raise RecordInvalid(f"Moment returned a {DATA_TYPE_NAMES[ctx.data_type]} we cannot read "
-                            f"(fields: {fields})") from None
+                            f"(fields: {fields})", code="moment-unreadable",
+                            params={"noun": ctx.data_type, "fields": fields}) from None
     ctx.version = record.last_modified_date
     return record
 
@@ -126,24 +128,29 @@ def _refuse_shared_number(ctx: SyncContext, holder: dict, key: Any, owner: int |
         raise RecordInvalid(
             f"SpareBank 1 Regnskap already has another {noun} with {noun} number {key}; nothing was "
             "written", hint=f"Give the {noun} another number in Moment, or change the number of the "
-                            f"other {noun} in SpareBank 1 Regnskap if it should not be there.")
-    other = _name_in_moment(ctx, owner) or f"the {noun} with Moment id {owner}"
+                            f"other {noun} in SpareBank 1 Regnskap if it should not be there.",
+            code="number-taken", params={"noun": ctx.data_type, "number": key})
+    other = _name_in_moment(ctx, owner, key)
     raise RecordInvalid(
         f"two {noun}s in Moment share {noun} number {key} (Moment ids {owner} and {ctx.record_id}); "
         f"SpareBank 1 Regnskap keeps one {noun} per number, and it belongs to Moment id {owner}. "
         "Nothing was written",
-        hint=f"In Moment, {ctx.what_for_person} and {other} have the same {noun} number {key}. Give one "
-             f"of them another number in Moment; the {noun} already in SpareBank 1 Regnskap stays as it is.")
+        hint=f"In Moment, {ctx.what_for_person} and {record_name('en', ctx.data_type, other)} have the "
+             f"same {noun} number {key}. Give one of them another number in Moment; the {noun} already in "
+             "SpareBank 1 Regnskap stays as it is.",
+        code="number-shared", params={"noun": ctx.data_type, "number": key, "this": ctx.person,
+                                      "other": other})
 
 
-def _name_in_moment(ctx: SyncContext, record_id: int) -> str | None:
-    """The other record as a person knows it, for the company's email only."""
+def _name_in_moment(ctx: SyncContext, record_id: int, number: Any) -> dict[str, Any]:
+    """The other record as a person knows it (its name from Moment, if it answers), for
+    the company's email only."""
     try:
         raw = ctx.moment.get(ctx.data_type, record_id)
     except IntegrationError:
-        return None
+        raw = None
     name = plain(raw.get("name"), 80) if isinstance(raw, dict) else ""
-    return f"{DATA_TYPE_NAMES[ctx.data_type]} {name}" if name else None
+    return {"number": label(number), "name": name or f"(Moment id {record_id})"}
 
 
 def ensure_in_books(ctx: SyncContext, data_type: str, moment_id: int,
@@ -166,7 +173,8 @@ def ensure_in_books(ctx: SyncContext, data_type: str, moment_id: int,
         outcome = body(sub)
     except RecordInvalid as err:
         raise RecordInvalid(f"its {noun} could not be transferred first: {err}",
-                            hint=err.hint or f"Correct the {noun} in Moment first.") from None
+                            hint=err.hint or f"Correct the {noun} in Moment first.", detail=err.detail,
+                            code="dependency", params={"noun": data_type, "inner": err}) from None
     finally:
         lock.release()
     if ctx.dry_run and outcome != "gone":
@@ -174,5 +182,6 @@ def ensure_in_books(ctx: SyncContext, data_type: str, moment_id: int,
     known = rt.state.get(iid, data_type, moment_id)
     if outcome == "gone" or not known:
         raise RecordInvalid(f"its {noun} (Moment id {moment_id}) does not exist in Moment",
-                            hint=f"Give it an existing {noun} in Moment.")
+                            hint=f"Give it an existing {noun} in Moment.", code="dependency-missing",
+                            params={"noun": data_type})
     return known["sb1_id"]

@@ -174,16 +174,20 @@ def sandbox(rsa_key):
 
 
 def write_integrations(path: Path, sandbox, data_types=("customers",), **overrides) -> Path:
+    """The test integrations file. Emails are in English unless an override says otherwise
+    (``acme={"language": None}`` leaves the product's default, Norwegian)."""
     lines = []
     for name, key in COMPANY_KEYS.items():
         types = overrides.get(name, {}).get("data_types", data_types)
+        language = overrides.get(name, {}).get("language", "en")
         lines += ["[[integration]]", *overrides.get(name, {}).get("extra", ()), f'id = "{name}"',
                   f'moment_company = "{name}"',
                   f'moment_api_key = {{ env = "{name.upper()}_MOMENT_KEY" }}',
                   f'moment_base_url = "{sandbox.moment_url}"', f'sb1_base_url = "{sandbox.sb1_url}"',
                   f'company_key = "{key}"', f'notify_email = "regnskap@{name}.example"',
                   f"data_types = {json.dumps(list(types))}",
-                  f'webhook_secret = "{name}-webhook-secret-0123456789"', ""]
+                  f'webhook_secret = "{name}-webhook-secret-0123456789"',
+                  *([f'language = "{language}"'] if language else []), ""]
     path.write_text("\n".join(lines))
     return path
 
@@ -256,6 +260,7 @@ def worker_env(sandbox, smtp, rsa_key, r, tmp_path):
         "MSB1_LOCK_TIMEOUT": "5",
         "MSB1_LOCK_WAIT": "2",
         "MSB1_HTTP_READ_TIMEOUT": "5",
+        "MSB1_DIGEST_WINDOW": "3",
     })
     return env
 

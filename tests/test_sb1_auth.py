@@ -117,8 +117,9 @@ def test_bad_credentials_are_refused(sandbox, r):
                              key_prefix="msb1test")
     with pytest.raises(AuthError) as err:
         provider.token()
-    assert str(err.value) == ("SpareBank 1 identity server POST /connect/token: HTTP 400: invalid_client "
-                              "(client_assertion refused: Signature verification failed)")
+    assert str(err.value) == "SpareBank 1 identity server POST /connect/token: HTTP 400: invalid_client"
+    assert err.value.detail == "client_assertion refused: Signature verification failed"   # email only
+    assert err.value.code == "credentials"
 
 
 def test_worker_refuses_to_start_on_an_invalid_integrations_file(tmp_path, worker_env):

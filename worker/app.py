@@ -20,7 +20,7 @@ from .sync import DeadLettered
 log = logging.getLogger(__name__)
 
 QUEUE = "moment-sb1"
-TASK_MODULES = ["tasks.customers", "tasks.projects", "tasks.invoices", "tasks.poll"]
+TASK_MODULES = ["tasks.customers", "tasks.projects", "tasks.invoices", "tasks.poll", "tasks.notices"]
 # data type → task name; the producer API and the CLI enqueue through this table
 TASKS = {"customers": "sync.customer", "projects": "sync.project", "invoices": "sync.invoice"}
 

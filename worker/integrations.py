@@ -49,6 +49,7 @@ class Integration:
     bank: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
     revenue_accounts: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_REVENUE_ACCOUNTS))
+    language: str = "nb"                # of the company's emails: nb (bokmål) or en
 
     def wants(self, data_type: str) -> bool:
         return data_type in self.data_types
@@ -96,6 +97,8 @@ class IntegrationSchema(Schema):
                                                    error="unknown product type {input!r}; choose from {choices}")),
         values=fields.Integer(strict=True, validate=validate.Range(1000, 99999)), load_default=dict)
     vat_account = fields.Raw(load_default=None, metadata={"removed": True})
+    language = fields.String(load_default="nb", validate=validate.OneOf(
+        ("nb", "en"), error="unknown language {input!r}; choose nb (Norwegian bokmål) or en (English)"))
 
     def __init__(self, env: Mapping[str, str] | None = None, **kw: Any):
         super().__init__(**kw)

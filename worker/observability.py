@@ -65,13 +65,14 @@ def init_sentry(settings: Settings) -> bool:
 
 def report_failure(error: BaseException, *, integration_id: str, data_type: str, record_id: int,
                    kind: str) -> None:
-    """One Sentry event for a record that could not be transferred."""
+    """One Sentry event for a record that could not be transferred, grouped by integration,
+    data type and kind of problem (not by record): one issue with a count per problem."""
     with sentry_sdk.new_scope() as scope:
         scope.set_tag("integration", integration_id)
         scope.set_tag("data_type", data_type)
         scope.set_tag("failure_kind", kind)
         scope.set_context("record", {"moment_id": record_id})
-        scope.fingerprint = [integration_id, data_type, type(error).__name__, str(error)]
+        scope.fingerprint = ["record-failed", integration_id, data_type, kind]
         sentry_sdk.capture_exception(error)
 
 

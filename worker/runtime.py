@@ -3,6 +3,7 @@ Redis, and the API clients for each integration (HTTP sessions are per thread)."
 from __future__ import annotations
 
 import threading
+from email.message import EmailMessage
 from functools import cached_property
 
 import redis
@@ -11,6 +12,8 @@ import requests
 from clients.moment import MomentClient
 from clients.sb1 import Credentials, SB1Client, TokenProvider
 from .integrations import Integration, load_integrations
+from .notices import Notices
+from .notify import send_email
 from .settings import Settings
 from .state import Coalescer, DeadLetters, Keys, Stats, SyncState
 
@@ -62,6 +65,13 @@ class Runtime:
     @cached_property
     def coalescer(self) -> Coalescer:
         return Coalescer(self.redis, self.keys, self.settings.coalesce_window, self.settings.pending_ttl)
+
+    @cached_property
+    def notices(self) -> Notices:
+        return Notices(self)
+
+    def send_email(self, msg: EmailMessage) -> None:
+        send_email(self.settings, msg)
 
     @cached_property
     def stats(self) -> Stats:

@@ -66,6 +66,9 @@ class Settings:
     poll_overlap: float = 120.0       # each poll looks this far behind its cursor
     poll_max_hold: float = 86400.0    # an unfinished change holds the cursor back at most this long
     webhook_max_body: int = 65536     # bytes
+    # notices
+    digest_window: float = 900.0      # failures after an integration's first are collected this long
+    operator_email: str | None = None  # outages and credential problems go here (and to Sentry)
 
     @property
     def token_url(self) -> str:

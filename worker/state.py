@@ -153,6 +153,12 @@ class DeadLetters:
         letter.notified = True
         self.redis.hset(self.keys.dead(letter.integration_id), letter.field, json.dumps(asdict(letter)))
 
+    def mark_notified_field(self, integration_id: str, field_name: str) -> None:
+        """Mark the dead letter notified, if it is still there (a replay may have cleared it)."""
+        raw = self.redis.hget(self.keys.dead(integration_id), field_name)
+        if raw:
+            self.mark_notified(DeadLetter(**json.loads(raw)))
+
     def resolve(self, integration_id: str, data_type: str, record_id: int) -> bool:
         return bool(self.redis.hdel(self.keys.dead(integration_id), f"{data_type}:{record_id}"))
 

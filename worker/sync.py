@@ -25,7 +25,9 @@ from clients.errors import AuthError, IntegrationError, PermanentError, RecordIn
 from clients.moment import MomentClient
 from clients.sb1 import SB1Client
 from .integrations import Integration
-from .notify import DATA_TYPE_NAMES, failure_email, send_email
+from schemas.text import label
+from . import templates
+from .notify import DATA_TYPE_NAMES
 from .observability import report_failure
 from .runtime import Runtime, UnknownIntegration
 from .state import DeadLetter
@@ -42,8 +44,8 @@ class SyncContext:
     record_id: int
     # "customer 100001": safe for logs, Sentry and dead letters (no personal data)
     what: str = ""
-    # "customer Fjord Bygg AS (number 100001)": only for the company's own email
-    what_for_person: str = ""
+    # the record as a person knows it (number, name, ...): only for the company's own email
+    person: dict = field(default_factory=dict)
     dry_run: bool = False       # the CLI's dry run: read everything, remember nothing
     # the lastModifiedDate of the record as fetched: the version this sync handles
     version: datetime | None = None
@@ -52,10 +54,18 @@ class SyncContext:
     def __post_init__(self) -> None:
         noun = DATA_TYPE_NAMES[self.data_type]
         self.what = self.what or f"{noun} with Moment id {self.record_id}"
-        self.what_for_person = self.what_for_person or self.what
 
-    def describe(self, what: str, what_for_person: str) -> None:
-        self.what, self.what_for_person = what, what_for_person
+    def describe(self, number: Any, **person: Any) -> None:
+        """Name the record once it is fetched: by its number in logs ("customer 100001"),
+        and with ``person`` (name, ...) in the company's email."""
+        shown_number = label(number) if number not in (None, "") else "(no number)"
+        self.what = f"{DATA_TYPE_NAMES[self.data_type]} {shown_number}"
+        self.person = {"number": shown_number, **person}
+
+    @property
+    def what_for_person(self) -> str:
+        """"customer Fjord Bygg AS (customer number 100001)": only for the company's email."""
+        return templates.record_name("en", self.data_type, self.person or {"number": f"with Moment id {self.record_id}"})
 
     @property
     def moment(self) -> MomentClient:
@@ -155,6 +165,7 @@ def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, bo
                         attempt + 1, policy.max_attempts, retry_in)
             error = exc
         else:
+            exc.params = {**exc.params, "tries": attempt}
             outcome = give_up(ctx, exc, kind="retries-exhausted",
                               error=f"{exc} (gave up after {attempt} tries)")
     except IntegrationError as exc:
@@ -192,33 +203,11 @@ def settle(ctx: SyncContext, outcome: str) -> str:
     return outcome
 
 
-def _todo(exc: BaseException, kind: str) -> str:
-    if isinstance(exc, IntegrationError) and exc.hint:
-        return exc.hint
-    service = getattr(exc, "service", None) or ""
-    if isinstance(exc, AuthError):
-        if service.startswith("Moment"):
-            return ("Moment refused the integration's API key. Create a new API key in Moment and "
-                    "give it to the operator of the integration.")
-        return ("SpareBank 1 Regnskap refused the integration. Check in SpareBank 1 Regnskap that "
-                "the integration \"Moment Team\" is activated in the marketplace, and that the company "
-                "key in Moment's integration settings matches \"?\" → \"Systeminformasjon\".")
-    if kind == "retries-exhausted":
-        return (f"{service or 'The other system'} did not answer properly for a while. Nothing is "
-                "needed from you if it works again; the operator can replay the record. If this "
-                "keeps happening, contact the operator of the integration.")
-    if isinstance(exc, RecordInvalid):
-        return ("Correct the record in Moment (Moment is the master); it is transferred again when "
-                "it is saved. If the message is about an account, VAT code or currency, set it up "
-                "in SpareBank 1 Regnskap first.")
-    if isinstance(exc, PermanentError):
-        return ("Check the message above. If it is not clear what to change, forward this email "
-                "to the operator of the integration.")
-    return "Forward this email to the operator of the integration; they have the details."
-
-
 def give_up(ctx: SyncContext, exc: BaseException, *, kind: str, error: str | None = None) -> str:
-    """Dead-letter the record; email and report it when the failure is new."""
+    """Dead-letter the record; report it and tell the company when the failure is new.
+
+    The dead letter comes first and nothing after it can undo it: the Sentry event and the
+    email are each built and sent inside a guard."""
     rt, integration = ctx.runtime, ctx.integration
     error = error or str(exc)
     letter, news = rt.dead_letters.record(DeadLetter(
@@ -226,17 +215,22 @@ def give_up(ctx: SyncContext, exc: BaseException, *, kind: str, error: str | Non
     log.error("%s %s: not transferred (%s): %s", integration.id, ctx.what, kind, error)
     if not news and letter.notified:
         return "failed"
-    report_failure(exc, integration_id=integration.id, data_type=ctx.data_type,
-                   record_id=ctx.record_id, kind=kind)
-    noun = DATA_TYPE_NAMES[ctx.data_type]
-    msg = failure_email(integration, subject_what=ctx.what.replace(noun, noun.capitalize(), 1),
-                        what=ctx.what_for_person, error=error, todo=_todo(exc, kind),
-                        sender=rt.settings.smtp_sender)
+    group = templates.group_of(exc, kind)
     try:
-        send_email(rt.settings, msg)
-    except Exception as mail_exc:  # the dead letter stays, marked not notified
-        log.error("%s %s: could not send the failure email (%s); the dead letter is kept",
-                  integration.id, ctx.what, type(mail_exc).__name__)
-    else:
-        rt.dead_letters.mark_notified(letter)
+        report_failure(exc, integration_id=integration.id, data_type=ctx.data_type,
+                       record_id=ctx.record_id, kind=group)
+    except Exception:
+        log.exception("%s %s: could not report to Sentry", integration.id, ctx.what)
+    lang = integration.language
+    try:
+        what, todo = templates.problem(lang, exc, kind, error)
+    except Exception:
+        log.exception("%s %s: no text for this problem; a plain one is used", integration.id, ctx.what)
+        what, todo = templates.problem(lang, Exception(), "unexpected", error)
+    record = templates.record_name(lang, ctx.data_type, ctx.person or {"number": None})
+    body = templates.failure_body(lang, integration.moment_company, record, what, todo,
+                                  getattr(exc, "detail", None), getattr(exc, "service", None))
+    rt.notices.failure(integration, letter, {
+        "data_type": ctx.data_type, "number": ctx.person.get("number"), "record": record,
+        "what": what, "todo": todo, "group": group, "body": body})
     return "failed"

@@ -1,0 +1,111 @@
+"""Notices people can act on: Norwegian by default, one email then a digest, the other
+system's own words only in the company's email, Sentry grouped by problem."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import COMPANY_KEYS, wait_until, write_integrations
+from sandbox.moment import seed_customers
+
+ACME = COMPANY_KEYS["acme"]
+pytestmark = pytest.mark.slow
+
+
+def enqueue(integration, record_id, data_type="customers"):
+    from worker.app import TASKS, app
+    app.send_task(TASKS[data_type], args=[integration, record_id])
+
+
+def stat(r, name, integration="acme", data_type="customers"):
+    return int(r.hget(f"msb1test:stats:{integration}", f"{data_type}:{name}") or 0)
+
+
+@pytest.fixture
+def norwegian(sandbox, worker_env, tmp_path):
+    """acme without a language setting: the product's default, Norwegian bokmål."""
+    write_integrations(tmp_path / "integrations.toml", sandbox, acme={"language": None})
+
+
+def test_a_companys_email_is_norwegian_by_default(sandbox, smtp, norwegian, start_worker, r):
+    start_worker()
+    [rec] = seed_customers(sandbox.moment, "acme", 1)
+    sandbox.moment.update("acme", "customers", rec["id"], {"customerNumber": "10001A"})
+    enqueue("acme", rec["id"])
+    wait_until(lambda: len(smtp.messages) == 1, 20, message="the email")
+    [msg] = smtp.messages
+    assert msg["Subject"] == "Moment → SpareBank 1 Regnskap: Kunde 10001A ble ikke overført"
+    body = msg.get_content().replace("\r\n", "\n")
+    assert f"kunne ikke overføre kunde {rec['name']} (kundenummer 10001A)." in body
+    assert "Hva som er galt:\n  Kundenummeret '10001A' er ikke et tall." in body
+    assert "Hva du må gjøre:\n  Endre kundenummeret i Moment til et tall mellom 100000 og 199999." in body
+    assert "moment-sb1" not in body.replace("Moment → SpareBank 1", "")      # no operator commands
+
+
+def test_two_thousand_records_failing_one_rule_give_at_most_three_emails(sandbox, smtp, start_worker, r):
+    w = start_worker(concurrency=16, MSB1_DIGEST_WINDOW="45")
+    records = seed_customers(sandbox.moment, "acme", 2000)
+    for i, rec in enumerate(records):
+        sandbox.moment.update("acme", "customers", rec["id"], {"customerNumber": f"K-{i}"})
+    started = time.monotonic()
+    for rec in records:
+        enqueue("acme", rec["id"])
+    wait_until(lambda: stat(r, "failed") == 2000, 120, message="2,000 failures")
+    failing_for = time.monotonic() - started
+    wait_until(lambda: len(smtp.messages) >= 2, 70, message="the digest")
+    time.sleep(1)
+    assert len(smtp.messages) <= 3, [m["Subject"] for m in smtp.messages]
+    first, digest = smtp.messages[0], smtp.messages[-1]
+    assert first["Subject"].endswith("was not transferred")
+    named = sum(m.get_content().count("  • customer ") for m in smtp.messages[1:])
+    assert named == min(1999, 200) or "more. The operator of the integration has the whole list." in digest.get_content()
+    assert "1999 records – what to do: Change the customer number in Moment" in digest.get_content()
+    assert digest["Subject"] == "Moment → SpareBank 1 Regnskap: 1999 records were not transferred"
+    # every dead letter is marked as told; the operator sees the count in the log
+    letters = [json.loads(v) for v in r.hgetall("msb1test:dead:acme").values()]
+    assert len(letters) == 2000 and all(letter["notified"] for letter in letters)
+    assert "acme: one email for 1999 failed records (customer-number-not-digits)" in w.log()
+    assert failing_for < 45, f"the failures took {failing_for:.0f}s, longer than the window"
+
+
+def test_the_other_systems_words_reach_only_the_companys_email(sandbox, smtp, sentry, start_worker, r):
+    w = start_worker(MSB1_SENTRY_DSN=sentry.dsn)
+    [rec] = seed_customers(sandbox.moment, "acme", 1)
+    # the platform refuses the create with its own words (which could quote a name or a phone)
+    sandbox.sb1_faults.script("/api/biz/customers", 400, times=1, method="POST")
+    enqueue("acme", rec["id"])
+    wait_until(lambda: len(smtp.messages) == 1, 20, message="the email")
+    body = smtp.messages[0].get_content()
+    assert 'SpareBank 1 Regnskap said: "sandbox fault"' in body
+    wait_until(lambda: sentry.events(), 10, message="the Sentry event")
+    letter = r.hget("msb1test:dead:acme", f"customers:{rec['id']}")
+    assert "HTTP 400" in letter
+    for place in (w.log(), letter, b"".join(sentry.envelopes).decode()):
+        assert "sandbox fault" not in place
+
+
+def test_sentry_groups_one_problem_across_records(sandbox, smtp, sentry, start_worker, r):
+    start_worker(MSB1_SENTRY_DSN=sentry.dsn)
+    records = seed_customers(sandbox.moment, "acme", 3)
+    for i, rec in enumerate(records):
+        sandbox.moment.update("acme", "customers", rec["id"], {"customerNumber": f"X{i}"})
+        enqueue("acme", rec["id"])
+    wait_until(lambda: len(sentry.events()) == 3, 20, message="three events")
+    prints = {tuple(e["fingerprint"]) for e in sentry.events()}
+    assert prints == {("record-failed", "acme", "customers", "customer-number-not-digits")}
+
+
+def test_a_line_break_in_a_customer_number_is_one_email_not_a_loop(sandbox, smtp, start_worker, r):
+    w = start_worker()
+    [rec] = seed_customers(sandbox.moment, "acme", 1)
+    sandbox.moment.update("acme", "customers", rec["id"], {"customerNumber": "100001\r\nBcc: x@evil.example"})
+    for _ in range(3):
+        enqueue("acme", rec["id"])
+    wait_until(lambda: stat(r, "failed") == 3, 20, message="three runs, each settled")
+    time.sleep(0.5)
+    [msg] = smtp.messages
+    assert "\n" not in msg["Subject"] and msg["Bcc"] is None
+    assert stat(r, "retried") == 0
+    assert "\nBcc:" not in w.log() and "\\r\\nBcc" in w.log()          # written out, not a line break

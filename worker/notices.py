@@ -1,0 +1,128 @@
+"""Failure emails to a company: the first at once, the rest as one digest per window.
+
+* The first failure of an integration is mailed at once, and opens a window
+  (``MSB1_DIGEST_WINDOW``, 15 minutes). Failures inside the window are collected in Redis
+  and sent as one email when it ends, grouped by problem; that email opens the next window.
+  So 2,000 records failing the same rule within a minute give two emails.
+* An email that could not be sent (the mail server is down) stays collected and goes out
+  with the next digest, which tries again until it is sent.
+* Delivery: at least once. The items leave Redis only after the mail server took the
+  email, so a worker killed between the two sends that email once more (at most one
+  duplicate per crash); none is lost.
+
+``{p}:notice-window:{integration}``  set while a window is open (expires at its end)
+``{p}:digest:{integration}``         hash  dead letter field → the item to mail
+``{p}:digest-due:{integration}``     set while a digest send is scheduled
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any
+
+from . import templates
+from .integrations import Integration
+from .state import DeadLetter
+
+log = logging.getLogger(__name__)
+
+DIGEST_TASK = "notices.digest"
+
+
+def make_email(settings, to: str, subject: str, body: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = settings.smtp_sender
+    msg["To"] = to
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain="moment-sb1")
+    msg["Subject"] = " ".join(subject.split())        # never a line break in a header
+    msg.set_content(body)
+    return msg
+
+
+class Notices:
+    def __init__(self, runtime):
+        self.rt = runtime
+        self.redis = runtime.redis
+        self.prefix = runtime.keys.prefix
+
+    def _key(self, name: str, integration_id: str) -> str:
+        return f"{self.prefix}:{name}:{integration_id}"
+
+    def failure(self, integration: Integration, letter: DeadLetter, item: dict[str, Any]) -> None:
+        """Tell the company about one failed record: now if no window is open, else in the
+        window's digest. Never raises: the dead letter is kept whatever happens here."""
+        settings = self.rt.settings
+        window = max(1, int(settings.digest_window))
+        item = {**item, "at": time.time(), "field": letter.field}
+        try:
+            if self.redis.set(self._key("notice-window", integration.id), "1", nx=True, ex=window):
+                lang = integration.language
+                msg = make_email(settings, integration.notify_email,
+                                 templates.failure_subject(lang, letter.data_type, item.get("number")),
+                                 item["body"])
+                try:
+                    self.rt.send_email(msg)
+                except Exception as exc:   # the mail server is away: the digest sends it later
+                    log.error("%s %s: could not send the failure email (%s); it goes with the next digest",
+                              integration.id, letter.what, type(exc).__name__)
+                else:
+                    self.rt.dead_letters.mark_notified(letter)
+                    return
+            self.redis.hset(self._key("digest", integration.id), letter.field, json.dumps(item))
+            self.schedule(integration.id)
+        except Exception:
+            log.exception("%s %s: the failure notice could not be prepared; the dead letter is kept",
+                          integration.id, letter.what)
+
+    def schedule(self, integration_id: str, countdown: float | None = None) -> None:
+        """Make sure one digest send is due: at the end of the open window (or in
+        ``countdown`` seconds)."""
+        if countdown is None:
+            ttl = self.redis.ttl(self._key("notice-window", integration_id))
+            countdown = max(1, ttl if ttl and ttl > 0 else 1)
+        hold = int(countdown) + 300        # a lost send message frees the mark by itself
+        if self.redis.set(self._key("digest-due", integration_id), "1", nx=True, ex=hold):
+            from .app import app
+            app.send_task(DIGEST_TASK, args=[integration_id], countdown=countdown)
+
+    def pending(self, integration_id: str) -> int:
+        return self.redis.hlen(self._key("digest", integration_id))
+
+    def collected(self, integration_id: str) -> set[str]:
+        """The dead letters waiting in the next digest."""
+        return set(self.redis.hkeys(self._key("digest", integration_id)))
+
+    def send_digest(self, integration: Integration) -> int:
+        """Send what was collected as one email; returns how many records it named. Raises
+        when the mail server did not take it (the items stay for the next try)."""
+        settings = self.rt.settings
+        key = self._key("digest", integration.id)
+        self.redis.delete(self._key("digest-due", integration.id))
+        raw = self.redis.hgetall(key)
+        if not raw:
+            return 0
+        items = [json.loads(v) for v in raw.values()]
+        lang = integration.language
+        if len(items) == 1:
+            [item] = items
+            subject = templates.failure_subject(lang, item["data_type"], item.get("number"))
+            body = item["body"]
+        else:
+            subject = templates.digest_subject(lang, len(items))
+            body = templates.digest_body(lang, integration.moment_company,
+                                         max(1, round(settings.digest_window / 60)), items)
+        self.rt.send_email(make_email(settings, integration.notify_email, subject, body))
+        # sent: forget exactly what was sent (new items may have come meanwhile), open a window
+        self.redis.hdel(key, *raw.keys())
+        self.redis.set(self._key("notice-window", integration.id), "1", ex=max(1, int(settings.digest_window)))
+        for item in items:
+            self.rt.dead_letters.mark_notified_field(integration.id, item["field"])
+        groups = sorted({i["group"] for i in items})
+        log.info("%s: one email for %d failed records (%s)", integration.id, len(items), ", ".join(groups))
+        if self.pending(integration.id):
+            self.schedule(integration.id)
+        return len(items)

@@ -1,0 +1,395 @@
+"""Every text a person reads in an email, in Norwegian bokmål (the default) and English.
+
+One place for the words: the subjects and bodies of the company's failure emails (one
+record, or a digest of many), the outage notices, and what each problem is called and
+what to do about it. A problem is named by the ``code`` of the error (set where the rule
+is checked) and its ``params``; errors without a code are described by their kind.
+
+Tone (see the project's ``norsk.md``): "du", short sentences, the record and the exact
+field named, what to change and where: in Moment (the master) or in SpareBank 1 Regnskap.
+No operator commands in a company's email.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Callable
+
+from clients.errors import AuthError, IntegrationError, PermanentError, RecordInvalid
+from schemas.text import kroner, plain
+
+LANGUAGES = ("nb", "en")
+SUBJECT_PREFIX = "Moment → SpareBank 1 Regnskap: "
+
+# data type -> (noun, the noun with its article, plural, what its number is called)
+NOUNS = {
+    "nb": {"customers": ("kunde", "kunden", "kunder", "kundenummer"),
+           "projects": ("prosjekt", "prosjektet", "prosjekter", "prosjektnummer"),
+           "invoices": ("faktura", "fakturaen", "fakturaer", "fakturanummer")},
+    "en": {"customers": ("customer", "the customer", "customers", "customer number"),
+           "projects": ("project", "the project", "projects", "project number"),
+           "invoices": ("invoice", "the invoice", "invoices", "invoice number")},
+}
+PRODUCT_TYPES = {"nb": {"HOURS": "timer", "EXPENSES": "utlegg", "PRODUCTS": "varer"},
+                 "en": {"HOURS": "hours", "EXPENSES": "expenses", "PRODUCTS": "products"}}
+
+
+def noun(lang: str, data_type: str, form: int = 0) -> str:
+    return NOUNS[lang][data_type][form]
+
+
+def record_name(lang: str, data_type: str, person: dict[str, Any]) -> str:
+    """A record as its company knows it: "kunde Fjord Bygg AS (kundenummer 100001)"."""
+    n, _, _, number_name = NOUNS[lang][data_type]
+    number = person.get("number") or ("(mangler)" if lang == "nb" else "(missing)")
+    if data_type == "invoices":
+        facts = [f"{noun(lang, 'customers', 3)} {person['customer_number']}"] if person.get("customer_number") else []
+        if person.get("net") is not None:
+            facts.append(f"{kroner(Decimal(str(person['net'])))} {'eks. mva.' if lang == 'nb' else 'excluding VAT'}")
+        return f"{n} {number}" + (f" ({', '.join(facts)})" if facts else "")
+    name = plain(person.get("name"), 80)
+    return f"{n} {name} ({number_name} {number})" if name else f"{n} {number_name} {number}"
+
+
+def record_title(lang: str, data_type: str, number: str | None) -> str:
+    """For a subject line: "Kunde 100001"."""
+    return f"{noun(lang, data_type).capitalize()} {number or ''}".strip()
+
+
+# --- problems: (what is wrong, what to do) ------------------------------------------------
+
+OPERATOR = {"nb": "den som drifter integrasjonen", "en": "the operator of the integration"}
+
+
+def _nb_customer_number(p: dict) -> str:
+    return "Endre kundenummeret i Moment til et tall mellom 100000 og 199999."
+
+
+def _nb_lookups(p: dict) -> tuple[str, str]:
+    missing = [f"konto {number} (inntekt for {PRODUCT_TYPES['nb'].get(kind, kind.lower())})"
+               for number, kind in p.get("accounts", [])]
+    missing += [f"mva-kode {code}" for code in p.get("vat_codes", [])]
+    return (f"Ingenting ble bokført: SpareBank 1 Regnskap mangler {', '.join(missing)}.",
+            "Opprett dem i SpareBank 1 Regnskap med samme nummer og koder som i Moment. Be så "
+            f"{OPERATOR['nb']} om å overføre fakturaen på nytt.")
+
+
+def _nb_vat(p: dict) -> tuple[str, str]:
+    parts = "; ".join(f"mva-kode {code}: Moment {kroner(moment)}, SpareBank 1 Regnskap ville bokført {kroner(booked)}"
+                      for code, moment, booked in p["checks"])
+    return (f"Faktura {p['number']} ble ikke bokført: mva-en stemmer ikke med det SpareBank 1 Regnskap "
+            f"regner ut ({parts}).",
+            "Sjekk mva-kodene og beløpene på fakturaen i Moment, og at mva-kodene har samme sats i "
+            "SpareBank 1 Regnskap. Bokfør fakturaen for hånd hvis Moment har rett.")
+
+
+def _nb_shared(p: dict) -> tuple[str, str]:
+    dt = p["noun"]
+    n, n_def, plural, number_name = NOUNS["nb"][dt]
+    this = record_name("nb", dt, p["this"]) if isinstance(p.get("this"), dict) else p.get("this")
+    other = record_name("nb", dt, p["other"]) if isinstance(p.get("other"), dict) else p.get("other")
+    return (f"To {plural} i Moment har samme {number_name} {p['number']}: {this} og {other}. "
+            f"SpareBank 1 Regnskap har bare én {n} per nummer, og den hører til den som kom først. "
+            "Ingenting ble skrevet.",
+            f"Gi en av dem et annet {number_name} i Moment. Den som allerede er i SpareBank 1 Regnskap, "
+            "blir stående som den er.")
+
+
+NB_PROBLEMS: dict[str, Callable[[dict], tuple[str, str]]] = {
+    "customer-number-missing": lambda p: ("Kunden har ikke noe kundenummer i Moment.", _nb_customer_number(p)),
+    "customer-number-not-digits": lambda p: (
+        f"Kundenummeret {p['value']} er ikke et tall. SpareBank 1 Regnskap godtar bare sifrene 0–9, "
+        "mellom 100000 og 199999.", _nb_customer_number(p)),
+    "customer-number-range": lambda p: (
+        f"Kundenummeret {p['value']} er utenfor det tillatte området 100000–199999.", _nb_customer_number(p)),
+    "name-missing": lambda p: (f"{noun('nb', p['noun']).capitalize()} {p['number']} har ikke noe navn.",
+                               f"Gi {noun('nb', p['noun'], 1)} et navn i Moment."),
+    "org-number-format": lambda p: (
+        f"Organisasjonsnummeret {p['value']} må være ni sifre (uten mellomrom).",
+        "Rett organisasjonsnummeret i Moment. Slå det opp i Brønnøysundregistrene (brreg.no) hvis du er usikker."),
+    "org-number-check": lambda p: (
+        f"Organisasjonsnummeret {p['value']} har feil kontrollsiffer (MOD11). Det er trolig skrevet feil.",
+        "Rett organisasjonsnummeret i Moment. Slå det opp i Brønnøysundregistrene (brreg.no) hvis du er usikker."),
+    "kid-format": lambda p: (f"KID {p['value']} må være {p['low']}–{p['high']} sifre.",
+                             "Rett KID-en på fakturaen i Moment, og lagre eller fullfør den på nytt."),
+    "kid-check": lambda p: (
+        f"KID {p['value']} har feil kontrollsiffer (verken MOD10 eller MOD11). Banken ville avvist betalingen.",
+        "Rett KID-en på fakturaen i Moment, og lagre eller fullfør den på nytt."),
+    "project-number": lambda p: (
+        f"Prosjektnummeret {p['value']} kan bare inneholde sifrene 0–9 (høyst 18, og ikke 0 først).",
+        "Endre prosjektnummeret i Moment til bare sifre, for eksempel 1042."),
+    "project-customer-missing": lambda p: ("Prosjektet har ingen kunde i Moment.",
+                                           "Velg en kunde for prosjektet i Moment."),
+    "project-state": lambda p: (f"Integrasjonen kjenner ikke prosjektstatusen {p['value']}.",
+                                f"Velg en annen status for prosjektet i Moment, eller kontakt {OPERATOR['nb']}."),
+    "invoice-no-lines": lambda p: (f"Faktura {p['number']} har ingen linjer.", "Legg til linjer på fakturaen i Moment."),
+    "invoice-product-type": lambda p: (
+        f"Faktura {p['number']} har linjer med en produkttype integrasjonen ikke kjenner ({p['types']}).",
+        "Bruk timer, utlegg eller varer som produkttype på linjene i Moment."),
+    "invoice-currency": lambda p: (
+        f"Faktura {p['number']} er i {p['currency']}. Integrasjonen bokfører bare fakturaer i NOK.",
+        "Bokfør fakturaen for hånd i SpareBank 1 Regnskap."),
+    "invoice-amount": lambda p: (
+        f"Faktura {p['number']} har et beløp ({kroner(Decimal(str(p['amount'])))}) som er større enn "
+        "SpareBank 1 Regnskap kan lagre.",
+        "Sjekk beløpene på fakturaen i Moment. Bokfør den for hånd hvis de er riktige."),
+    "currency-unknown": lambda p: (f"Valutakoden {p['value']} finnes ikke i SpareBank 1 Regnskap.",
+                                   "Bruk en valuta som SpareBank 1 Regnskap kjenner, eller legg den inn der først."),
+    "moment-unreadable": lambda p: (
+        f"Moment sendte en {noun('nb', p['noun'])} som integrasjonen ikke kan lese (feltene {p['fields']}).",
+        f"Åpne {noun('nb', p['noun'], 1)} i Moment og sjekk disse feltene. Kontakt {OPERATOR['nb']} "
+        "hvis alt ser riktig ut."),
+    "number-taken": lambda p: (
+        f"SpareBank 1 Regnskap har allerede en annen {noun('nb', p['noun'])} med "
+        f"{noun('nb', p['noun'], 3)} {p['number']}. Ingenting ble skrevet.",
+        f"Gi {noun('nb', p['noun'], 1)} et annet nummer i Moment, eller endre nummeret i SpareBank 1 "
+        "Regnskap hvis den andre ikke skal være der."),
+    "number-shared": _nb_shared,
+    "dependency-missing": lambda p: (f"{noun('nb', p['noun'], 1).capitalize()} den hører til, finnes ikke i Moment.",
+                                     f"Velg en {noun('nb', p['noun'])} som finnes i Moment."),
+    "lookups-missing": _nb_lookups,
+    "receivable-missing": lambda p: ("Kunden har ingen kundekonto (kundereskontro) i SpareBank 1 Regnskap.",
+                                     f"Kontakt {OPERATOR['nb']}."),
+    "vat-mismatch": _nb_vat,
+    "credentials": lambda p: ("SpareBank 1 Regnskap avviste integrasjonens egen innlogging.",
+                              f"Du trenger ikke gjøre noe; {OPERATOR['nb']} er varslet."),
+}
+
+SERVICES_NB = {"Moment": "Moment", "SpareBank 1 Regnskap": "SpareBank 1 Regnskap",
+               "SpareBank 1 identity server": "innloggingstjenesten til SpareBank 1 Regnskap"}
+
+
+def problem(lang: str, exc: BaseException, kind: str, error: str) -> tuple[str, str]:
+    """(what is wrong, what to do) for the company's email, in its language. ``error`` is
+    our English description (the same words the log and the dead letter carry)."""
+    if lang == "en":
+        return error, _todo_en(exc, kind)
+    code = getattr(exc, "code", None)
+    params = getattr(exc, "params", None) or {}
+    if code == "dependency":
+        inner = params["inner"]
+        what, todo = problem(lang, inner, type(inner).__name__, str(inner))
+        return (f"{noun('nb', params['noun'], 1).capitalize()} den hører til, måtte overføres først, "
+                f"men kunne ikke: {what}", todo)
+    if code in NB_PROBLEMS:
+        return NB_PROBLEMS[code](params)
+    service = SERVICES_NB.get(getattr(exc, "service", None) or "", "Den andre tjenesten")
+    if kind == "retries-exhausted":
+        return (f"{service} svarte ikke som den skulle på en stund (integrasjonen ga opp etter "
+                f"{params.get('tries', 'flere')} forsøk).",
+                f"Du trenger ikke gjøre noe hvis det virker igjen; {OPERATOR['nb']} kan overføre posten på "
+                "nytt. Kontakt dem hvis dette skjer ofte.")
+    if kind == "busy":
+        return ("En annen overføring av samme post holdt den for lenge.",
+                f"Du trenger ikke gjøre noe; {OPERATOR['nb']} kan overføre posten på nytt.")
+    if isinstance(exc, AuthError):
+        if (getattr(exc, "service", "") or "").startswith("Moment"):
+            return ("Moment avviste integrasjonens API-nøkkel.",
+                    f"Lag en ny API-nøkkel i Moment og gi den til {OPERATOR['nb']}.")
+        return ("SpareBank 1 Regnskap avviste integrasjonen.",
+                "Sjekk i SpareBank 1 Regnskap at integrasjonen «Moment Team» er aktivert i markedsplassen, og "
+                "at firmanøkkelen i Moments integrasjonsinnstillinger er den samme som under «?» → "
+                "«Systeminformasjon».")
+    if isinstance(exc, RecordInvalid):
+        return (f"{service} avviste posten (HTTP {exc.status})." if exc.status else f"{service} avviste posten.",
+                "Rett posten i Moment (Moment er master); den overføres på nytt når den lagres. Gjelder "
+                "meldingen en konto, en mva-kode eller en valuta, må den legges inn i SpareBank 1 Regnskap først.")
+    if isinstance(exc, PermanentError):
+        return (f"{service} svarte med en feil som ikke går over av seg selv"
+                + (f" (HTTP {exc.status})." if exc.status else "."),
+                f"Videresend denne e-posten til {OPERATOR['nb']}.")
+    return ("En uventet feil i integrasjonen.", f"Videresend denne e-posten til {OPERATOR['nb']}; de har detaljene.")
+
+
+def _todo_en(exc: BaseException, kind: str) -> str:
+    if isinstance(exc, IntegrationError) and exc.hint:
+        return exc.hint
+    service = getattr(exc, "service", None) or ""
+    if kind == "retries-exhausted":
+        return (f"{service or 'The other system'} did not answer properly for a while. Nothing is "
+                "needed from you if it works again; the operator can transfer the record again. If this "
+                "keeps happening, contact the operator of the integration.")
+    if kind == "busy":
+        return "Nothing is needed from you; the operator can transfer the record again."
+    if isinstance(exc, AuthError):
+        if service.startswith("Moment"):
+            return ("Moment refused the integration's API key. Create a new API key in Moment and "
+                    "give it to the operator of the integration.")
+        return ("SpareBank 1 Regnskap refused the integration. Check in SpareBank 1 Regnskap that "
+                "the integration \"Moment Team\" is activated in the marketplace, and that the company "
+                "key in Moment's integration settings matches \"?\" → \"Systeminformasjon\".")
+    if isinstance(exc, RecordInvalid):
+        return ("Correct the record in Moment (Moment is the master); it is transferred again when "
+                "it is saved. If the message is about an account, VAT code or currency, set it up "
+                "in SpareBank 1 Regnskap first.")
+    if isinstance(exc, PermanentError):
+        return ("Check the message above. If it is not clear what to change, forward this email "
+                "to the operator of the integration.")
+    return "Forward this email to the operator of the integration; they have the details."
+
+
+def group_of(exc: BaseException, kind: str) -> str:
+    """What makes two failures "the same problem": for the digest and for Sentry."""
+    code = getattr(exc, "code", None)
+    if code == "dependency":
+        inner = (getattr(exc, "params", None) or {}).get("inner")
+        return f"dependency/{group_of(inner, type(inner).__name__)}" if inner is not None else code
+    if code:
+        return code
+    status = getattr(exc, "status", None)
+    return f"{kind}/{status}" if status else kind
+
+
+# --- emails -------------------------------------------------------------------------------
+
+def failure_subject(lang: str, data_type: str, number: str | None) -> str:
+    title = plain(record_title(lang, data_type, number), 60)
+    return SUBJECT_PREFIX + (f"{title} ble ikke overført" if lang == "nb" else f"{title} was not transferred")
+
+
+def failure_body(lang: str, company: str, record: str, what: str, todo: str, detail: str | None,
+                 service: str | None) -> str:
+    company = plain(company, 60)
+    said = ""
+    if detail:
+        who = SERVICES_NB.get(service or "", service) if lang == "nb" else service
+        said = (f"{who or 'Den andre tjenesten'} svarte: «{plain(detail, 500)}»\n\n" if lang == "nb"
+                else f"{who or 'The other system'} said: \"{plain(detail, 500)}\"\n\n")
+    if lang == "nb":
+        return (f"Hei,\n\nIntegrasjonen mellom Moment og SpareBank 1 Regnskap (Moment-firma «{company}») "
+                f"kunne ikke overføre {record}.\n\nHva som er galt:\n  {what}\n\nHva du må gjøre:\n  {todo}\n\n"
+                f"{said}Resten av overføringene går som vanlig. Posten er lagt til side og overføres på nytt "
+                "neste gang den endres i Moment.\n\n"
+                "Denne e-posten er sendt av integrasjonen Moment → SpareBank 1 Regnskap.\n")
+    return (f"Hello,\n\nThe integration between Moment and SpareBank 1 Regnskap (Moment company \"{company}\") "
+            f"could not transfer {record}.\n\nWhat went wrong:\n  {what}\n\nWhat to do:\n  {todo}\n\n"
+            f"{said}Nothing else is held up: other records keep being transferred. This record is kept "
+            "and will be transferred again the next time it changes in Moment, or when the operator of "
+            "the integration transfers it again.\n\n"
+            "This message was sent by the Moment → SpareBank 1 Regnskap integration.\n")
+
+
+DIGEST_LIMIT = 200      # records listed in one digest; the rest are counted
+
+
+def digest_subject(lang: str, count: int) -> str:
+    if lang == "nb":
+        return SUBJECT_PREFIX + (f"{count} poster ble ikke overført" if count != 1 else "1 post ble ikke overført")
+    return SUBJECT_PREFIX + (f"{count} records were not transferred" if count != 1 else "1 record was not transferred")
+
+
+def digest_body(lang: str, company: str, minutes: int, items: list[dict]) -> str:
+    """Failures collected over a window, grouped by problem: each group says once what to
+    do, then lists its records with what is wrong with each."""
+    company = plain(company, 60)
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for item in sorted(items, key=lambda i: i.get("at", 0)):
+        groups.setdefault((item["group"], item["todo"]), []).append(item)
+    parts, shown_count = [], 0
+    for (_, todo), members in sorted(groups.items(), key=lambda g: -len(g[1])):
+        head = (f"{len(members)} {'post' if len(members) == 1 else 'poster'} – hva du må gjøre: {todo}"
+                if lang == "nb" else
+                f"{len(members)} {'record' if len(members) == 1 else 'records'} – what to do: {todo}")
+        lines = [head]
+        for item in members:
+            if shown_count >= DIGEST_LIMIT:
+                break
+            lines.append(f"  • {item['record']}: {item['what']}")
+            shown_count += 1
+        parts.append("\n".join(lines))
+    rest = len(items) - shown_count
+    more = ""
+    if rest > 0:
+        more = (f"\n… og {rest} til. {OPERATOR['nb'].capitalize()} har hele listen.\n" if lang == "nb"
+                else f"\n… and {rest} more. The operator of the integration has the whole list.\n")
+    if lang == "nb":
+        return (f"Hei,\n\nIntegrasjonen mellom Moment og SpareBank 1 Regnskap (Moment-firma «{company}») kunne "
+                f"ikke overføre disse postene de siste {minutes} minuttene. De er lagt til side og overføres "
+                "på nytt neste gang de endres i Moment. Resten går som vanlig.\n\n"
+                + "\n\n".join(parts) + "\n" + more +
+                "\nDenne e-posten er sendt av integrasjonen Moment → SpareBank 1 Regnskap.\n")
+    return (f"Hello,\n\nThe integration between Moment and SpareBank 1 Regnskap (Moment company \"{company}\") "
+            f"could not transfer these records in the last {minutes} minutes. They are kept and will be "
+            "transferred again the next time they change in Moment. Everything else goes on.\n\n"
+            + "\n\n".join(parts) + "\n" + more +
+            "\nThis message was sent by the Moment → SpareBank 1 Regnskap integration.\n")
+
+
+# --- outages --------------------------------------------------------------------------------
+
+SERVICE_NAMES = {"nb": {"moment": "Moment", "sb1": "SpareBank 1 Regnskap",
+                        "identity": "innloggingstjenesten til SpareBank 1 Regnskap"},
+                 "en": {"moment": "Moment", "sb1": "SpareBank 1 Regnskap",
+                        "identity": "SpareBank 1 Regnskap's login service"}}
+
+
+def outage_notice(lang: str, company: str, service: str, reason: str, since: str, over: bool) -> tuple[str, str]:
+    """(subject, body) for a company: a service has been away a while, or it is back; or
+    its own access (company key, API key) was refused."""
+    company = plain(company, 60)
+    name = SERVICE_NAMES[lang][service]
+    if lang == "nb":
+        if over:
+            return (SUBJECT_PREFIX + f"overføringene går igjen ({name})",
+                    f"Hei,\n\n{name} svarer igjen, og integrasjonen mellom Moment og SpareBank 1 Regnskap "
+                    f"(Moment-firma «{company}») overfører igjen det som ventet siden {since}. Ingenting gikk "
+                    "tapt, og du trenger ikke gjøre noe.\n\n"
+                    "Denne e-posten er sendt av integrasjonen Moment → SpareBank 1 Regnskap.\n")
+        if reason == "access":
+            todo = ("Lag en ny API-nøkkel i Moment og gi den til den som drifter integrasjonen."
+                    if service == "moment" else
+                    "Sjekk i SpareBank 1 Regnskap at integrasjonen «Moment Team» er aktivert i markedsplassen, og "
+                    "at firmanøkkelen i Moments integrasjonsinnstillinger er den samme som under «?» → "
+                    "«Systeminformasjon».")
+            return (SUBJECT_PREFIX + f"{name} avviser integrasjonen",
+                    f"Hei,\n\n{name} avviser tilgangen til integrasjonen mellom Moment og SpareBank 1 Regnskap "
+                    f"(Moment-firma «{company}») siden {since}. Ingenting overføres før tilgangen virker igjen; "
+                    "det som venter, går ikke tapt, og overføres av seg selv etterpå.\n\n"
+                    f"Hva du må gjøre:\n  {todo}\n\n"
+                    "Denne e-posten er sendt av integrasjonen Moment → SpareBank 1 Regnskap.\n")
+        return (SUBJECT_PREFIX + f"{name} svarer ikke",
+                f"Hei,\n\n{name} har ikke svart siden {since}, så integrasjonen mellom Moment og SpareBank 1 "
+                f"Regnskap (Moment-firma «{company}») venter. Ingenting går tapt: alt som venter, overføres av "
+                "seg selv når tjenesten svarer igjen, og du får en e-post når det skjer. Du trenger ikke gjøre "
+                "noe.\n\nDenne e-posten er sendt av integrasjonen Moment → SpareBank 1 Regnskap.\n")
+    if over:
+        return (SUBJECT_PREFIX + f"transfers are running again ({name})",
+                f"Hello,\n\n{name} answers again, and the integration between Moment and SpareBank 1 Regnskap "
+                f"(Moment company \"{company}\") is transferring what has waited since {since}. Nothing was "
+                "lost and nothing is needed from you.\n\n"
+                "This message was sent by the Moment → SpareBank 1 Regnskap integration.\n")
+    if reason == "access":
+        todo = ("Create a new API key in Moment and give it to the operator of the integration."
+                if service == "moment" else
+                "Check in SpareBank 1 Regnskap that the integration \"Moment Team\" is activated in the "
+                "marketplace, and that the company key in Moment's integration settings matches "
+                "\"?\" → \"Systeminformasjon\".")
+        return (SUBJECT_PREFIX + f"{name} refuses the integration",
+                f"Hello,\n\n{name} has refused the integration between Moment and SpareBank 1 Regnskap "
+                f"(Moment company \"{company}\") since {since}. Nothing is transferred until access works "
+                "again; what waits is not lost and is transferred by itself afterwards.\n\n"
+                f"What to do:\n  {todo}\n\n"
+                "This message was sent by the Moment → SpareBank 1 Regnskap integration.\n")
+    return (SUBJECT_PREFIX + f"{name} does not answer",
+            f"Hello,\n\n{name} has not answered since {since}, so the integration between Moment and "
+            f"SpareBank 1 Regnskap (Moment company \"{company}\") is waiting. Nothing is lost: what waits is "
+            "transferred by itself when the service answers again, and you get an email then. Nothing is "
+            "needed from you.\n\nThis message was sent by the Moment → SpareBank 1 Regnskap integration.\n")
+
+
+def operator_notice(scope: str, service: str, reason: str, since: str, over: bool, error: str | None,
+                    waiting: int | None = None) -> tuple[str, str]:
+    """(subject, body) for the operator (English): a circuit opened or closed."""
+    name = SERVICE_NAMES["en"][service]
+    where = "every integration" if scope == "*" else f"integration {scope}"
+    if over:
+        return (f"moment-sb1: {name} is back for {where}",
+                f"{name} answers again for {where} (down since {since}); the waiting syncs run now.\n")
+    kinds = {"outage": "does not answer", "credentials": "refuses the integrator's own credentials",
+             "access": "refuses this company's access (company key or API key)"}
+    return (f"moment-sb1: {name} {kinds.get(reason, reason)} ({where})",
+            f"{name} {kinds.get(reason, reason)} for {where} since {since}.\n"
+            f"Last error: {error or '-'}\n"
+            "Syncs for it wait (no retries spent, nothing dead-lettered) and one probe at a time tests the "
+            "service; you get one more email when it answers again.\n"
+            + ("Fix the SpareBank 1 client id, key or certificate (MSB1_SB1_*), then nothing else is needed.\n"
+               if reason == "credentials" else ""))
