@@ -45,7 +45,7 @@ def test_a_companys_email_is_norwegian_by_default(sandbox, smtp, norwegian, star
 
 
 def test_two_thousand_records_failing_one_rule_give_at_most_three_emails(sandbox, smtp, start_worker, r):
-    w = start_worker(concurrency=16, MSB1_DIGEST_WINDOW="45")
+    w = start_worker(concurrency=16, MSB1_DIGEST_WINDOW="45", MSB1_VISIBILITY_TIMEOUT="60")
     records = seed_customers(sandbox.moment, "acme", 2000)
     for i, rec in enumerate(records):
         sandbox.moment.update("acme", "customers", rec["id"], {"customerNumber": f"K-{i}"})

@@ -23,6 +23,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
+from redis.exceptions import LockError
+
 from . import templates
 from .integrations import Integration
 from .state import DeadLetter
@@ -99,6 +101,19 @@ class Notices:
     def send_digest(self, integration: Integration) -> int:
         """Send what was collected as one email; returns how many records it named. Raises
         when the mail server did not take it (the items stay for the next try)."""
+        # one sender at a time (a send message can be delivered twice)
+        lock = self.redis.lock(self._key("digest-lock", integration.id), timeout=120, blocking_timeout=0)
+        if not lock.acquire():
+            return 0
+        try:
+            return self._send_digest(integration)
+        finally:
+            try:
+                lock.release()
+            except LockError:
+                pass
+
+    def _send_digest(self, integration: Integration) -> int:
         settings = self.rt.settings
         key = self._key("digest", integration.id)
         self.redis.delete(self._key("digest-due", integration.id))

@@ -123,5 +123,8 @@ class Settings:
         if self.restore_interval < 1 or self.restore_lock_timeout < 1:
             raise SettingsError("MSB1_RESTORE_INTERVAL and MSB1_RESTORE_LOCK_TIMEOUT must be at "
                                 "least 1 second")
+        if self.digest_window >= self.visibility_timeout:
+            raise SettingsError("MSB1_DIGEST_WINDOW must stay below MSB1_VISIBILITY_TIMEOUT, or Redis would "
+                                "hand the waiting digest to a second worker")
         if self.retry_max_attempts < 1:
             raise SettingsError("MSB1_RETRY_MAX_ATTEMPTS must be at least 1")
