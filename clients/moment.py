@@ -43,11 +43,22 @@ class MomentClient:
         """One record as it is now. Raises ``NotFound`` when it is gone."""
         return self._get(f"{entity}/{int(record_id)}")
 
+    def probe(self) -> None:
+        """The cheapest read there is: is Moment there, and does it take our key?"""
+        self._get("customers", {PAGE_PARAM: FIRST_PAGE, SIZE_PARAM: 1})
+
     def list(self, entity: str, *, modified_from: datetime | None = None,
              page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
         """Every record (or every one modified at or after ``modified_from``), by id."""
-        page = FIRST_PAGE
-        seen = 0
+        for _, content in self.pages(entity, modified_from=modified_from, page_size=page_size):
+            yield from content
+
+    def pages(self, entity: str, *, modified_from: datetime | None = None, page_size: int = PAGE_SIZE,
+              start: int = FIRST_PAGE) -> Iterator[tuple[int, list]]:
+        """(page number, records) from page ``start`` on; a page that fails raises, and the
+        caller can go on from that page."""
+        page = start
+        seen = (start - FIRST_PAGE) * page_size
         while True:
             params: dict[str, Any] = {PAGE_PARAM: page, SIZE_PARAM: page_size, "sort": "id,asc"}
             if modified_from is not None:
@@ -58,7 +69,7 @@ class MomentClient:
                 # a page we cannot read is a passing fault, not the end of the list
                 raise TransientError(f"{self.service} GET {entity}: page {page} cannot be read",
                                      service=self.service)
-            yield from content
+            yield page, content
             seen += len(content)
             total = (body.get("page") or {}).get("totalElements") if isinstance(body.get("page"), dict) else None
             if not content or len(content) < page_size or (total is not None and seen >= total):

@@ -28,10 +28,12 @@ class ScriptedFault:
     headers: dict[str, str] = field(default_factory=dict)
     method: str | None = None
     after: bool = False  # True: run the request first, then replace its answer
+    query_contains: str | None = None   # only requests whose query string holds this
 
-    def matches(self, method: str, path: str, after: bool) -> bool:
+    def matches(self, method: str, path: str, after: bool, query: str = "") -> bool:
         return (self.times > 0 and self.after == after and self.path_contains in path
-                and (self.method is None or self.method.upper() == method.upper()))
+                and (self.method is None or self.method.upper() == method.upper())
+                and (self.query_contains is None or self.query_contains in query))
 
 
 class Faults:
@@ -54,7 +56,7 @@ class Faults:
 
     def script(self, path_contains: str, status: int, times: int = 1,
                headers: dict[str, str] | None = None, method: str | None = None,
-               *, after: bool = False) -> None:
+               *, after: bool = False, query_contains: str | None = None) -> None:
         """Queue ``status`` for the next ``times`` requests whose path contains ``path_contains``.
 
         With ``after=True`` the request is processed first and only its answer is replaced
@@ -62,7 +64,7 @@ class Faults:
         """
         with self._lock:
             self._scripts.append(ScriptedFault(path_contains, int(status), int(times),
-                                               dict(headers or {}), method, after))
+                                               dict(headers or {}), method, after, query_contains))
 
     def configure(self, **settings: Any) -> None:
         """Set any of latency, error_rate, rate_limit_rate, slow_rate, slow_seconds."""
@@ -87,10 +89,10 @@ class Faults:
                     "scripts": [vars(s).copy() for s in self._scripts if s.times > 0],
                     "injected": {str(k): v for k, v in self.injected.items()}}
 
-    def _take_script(self, method: str, path: str, after: bool) -> ScriptedFault | None:
+    def _take_script(self, method: str, path: str, after: bool, query: str = "") -> ScriptedFault | None:
         with self._lock:
             for fault in self._scripts:
-                if fault.matches(method, path, after):
+                if fault.matches(method, path, after, query):
                     fault.times -= 1
                     self._scripts = [s for s in self._scripts if s.times > 0]
                     self.injected[fault.status] += 1
@@ -108,7 +110,8 @@ class Faults:
             return None
         if self.latency > 0:
             time.sleep(self.latency)
-        scripted = self._take_script(req.method, path, after=False)
+        scripted = self._take_script(req.method, path, after=False,
+                                     query=req.query_string.decode("latin-1"))
         if scripted:
             return self._answer(scripted.status, scripted.headers)
         if path.startswith(RANDOM_EXEMPT_PREFIXES):

@@ -16,6 +16,7 @@ interval it is queued again. ``MSB1_POLL_MAX_HOLD`` bounds how far the cursor is
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 
 from clients.errors import IntegrationError
@@ -32,6 +33,7 @@ def poll_changes() -> int:
     collected digest is due (its send message may have been lost), and tries again a dead
     letter whose notice was never collected (a worker died between the two)."""
     rt = poll_changes.runtime
+    rt.redis.set(rt.keys.last_poll(), f"{time.time():.3f}")       # beat's health signal
     n = 0
     for integration in rt.integrations.values():
         for data_type in TASKS:
@@ -79,6 +81,10 @@ def poll_integration(self, integration_id: str, data_type: str) -> int:
     if not rt.redis.set(rt.keys.poll_guard(integration_id, data_type), "1", nx=True, ex=guard):
         log.info("poll %s %s: ran moments ago; skipped", integration_id, data_type)
         return 0
+    if any(c.service == "moment" for c in rt.circuits.open_for(integration_id)):
+        rt.redis.delete(rt.keys.poll_guard(integration_id, data_type))
+        log.info("poll %s %s: Moment is out (open circuit); the cursor waits", integration_id, data_type)
+        return 0
     started = datetime.now(timezone.utc)
     cursor_key = rt.keys.cursor(integration_id, data_type)
     cursor = _parse(rt.redis.get(cursor_key))
@@ -111,6 +117,8 @@ def poll_integration(self, integration_id: str, data_type: str) -> int:
                 open_since = known
     except IntegrationError as exc:
         rt.redis.delete(rt.keys.poll_guard(integration_id, data_type))
+        if exc.retriable:
+            rt.circuits.failed(integration_id, exc)
         if exc.retriable and self.request.retries + 1 < settings.retry_max_attempts:
             delay = settings.retry_policy.delay(self.request.retries, getattr(exc, "retry_after", None))
             log.warning("poll %s %s: %s; trying again in %.1fs", integration_id, data_type, exc, delay)

@@ -261,6 +261,7 @@ def worker_env(sandbox, smtp, rsa_key, r, tmp_path):
         "MSB1_LOCK_WAIT": "2",
         "MSB1_HTTP_READ_TIMEOUT": "5",
         "MSB1_DIGEST_WINDOW": "3",
+        "MSB1_CIRCUIT_PROBE_INTERVAL": "2",
     })
     return env
 

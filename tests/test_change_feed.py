@@ -187,11 +187,16 @@ def test_two_beats_do_not_double_the_work(sandbox, start_worker, worker_env, r, 
         sandbox.moment.update("acme", "customers", records[0]["id"], {"website": "https://en-gang.example.no"})
         wait_until(lambda: stat(r, "updated") == 1, 30, message="the change found by the poll")
         time.sleep(4)
+        # beat's health signal: the last poll ran within two intervals
+        health = subprocess.run([sys.executable, "-m", "worker.cli", "health", "beat"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert health.returncode == 0 and health.stdout.startswith("beat ok: last poll"), health.stderr
+        # counted while both run: once one stops, the other may rightly take over
+        sends = [log.read_text().count("Sending due task poll-moment") for log in logs]
     finally:
         for b in beats:
             b.terminate()
             b.wait(10)
-    sends = [log.read_text().count("Sending due task poll-moment") for log in logs]
     assert min(sends) == 0 and max(sends) >= 3, sends       # one beat works, the other waits
     assert stat(r, "created") == 3 and stat(r, "updated") == 1 and stat(r, "unchanged") == 0
 
@@ -271,3 +276,42 @@ def test_a_page_moment_cannot_serve_is_retried_not_the_end(sandbox, start_worker
     wait_until(lambda: stat(r, "created") == 2, 20, message="both customers after the retried page",
                describe=lambda: w.log()[-2000:])
     assert "page 1 cannot be read" in w.log()
+
+
+def test_backfill_retries_a_failing_page_and_resumes_where_it_stopped(sandbox, worker_env, start_worker, r):
+    start_worker()
+    seed_customers(sandbox.moment, "acme", 10)
+    # page 3 of the list fails, more often than a page is tried
+    sandbox.moment_faults.script("/api/1.0/companies/acme/customers", 503, times=99, query_contains="page=3&")
+
+    def backfill():
+        return subprocess.run([sys.executable, "-m", "worker.cli", "backfill", "acme", "--page-size", "3"],
+                              cwd=ROOT, env=worker_env, capture_output=True, text=True, timeout=60)
+    first = backfill()
+    assert first.returncode == 1 and "Traceback" not in first.stderr
+    assert first.stderr.count("page 3: Moment GET /api/1.0/companies/acme/customers: HTTP 503; trying again") == 3
+    assert first.stderr.rstrip().endswith("Error: stopped at page 3: Moment GET /api/1.0/companies/acme/customers: "
+                                          "HTTP 503 (after 4 tries). Run the same command again to resume there.")
+    assert first.stdout.startswith("queued 6 customers sync(s) for acme from 2 page(s)")
+    sandbox.moment_faults.reset()                          # Moment is well again
+    second = backfill()
+    assert second.returncode == 0, second.stderr
+    assert "resuming where the last run stopped: page 2 again, then on" in second.stderr
+    wait_until(lambda: len(sandbox.sb1.customers(ACME)) == 10, 30, message="all ten in the books")
+    numbers = [c["CustomerNumber"] for c in sandbox.sb1.customers(ACME)]
+    assert sorted(numbers) == list(range(100001, 100011))      # each once
+    third = backfill()                                     # a finished backfill starts afresh
+    assert "resuming" not in third.stderr and third.returncode == 0
+
+
+def test_beat_health_fails_when_the_poll_has_not_run_lately(r, worker_env):
+    def health(*extra):
+        return subprocess.run([sys.executable, "-m", "worker.cli", "health", "beat", *extra], cwd=ROOT,
+                              env=worker_env, capture_output=True, text=True, timeout=60)
+    never = health()
+    assert never.returncode == 1 and "beat has not polled yet" in never.stderr
+    import re
+    r.set("msb1test:last-poll", f"{time.time() - 100:.3f}")
+    stale = health("--max-age", "60")
+    assert stale.returncode == 1 and re.search(r"beat's last poll was 10\ds ago \(more than 60s\)", stale.stderr)
+    assert health("--max-age", "200").returncode == 0

@@ -20,5 +20,5 @@ def test_the_demo_runs_to_the_end():
     text = out.stdout
     assert "booked by SpareBank 1 Regnskap (VAT split out onto each code's account):" in text
     assert "    2700            -11718.75  mva 3" in text and "balance 0.00" in text
-    assert "Subject: Moment → SpareBank 1 Regnskap: Customer ABC-12 was not transferred" in text
+    assert "Subject: Moment → SpareBank 1 Regnskap: Kunde ABC-12 ble ikke overført" in text   # Norwegian
     assert text.rstrip().endswith("Done: 7 customers, 1 project, 1 voucher in the books; 1 email; 0 dead letters.")

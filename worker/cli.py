@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from datetime import datetime, timezone
 
 import click
 import simplejson
 
+from schemas.text import plain
 from .integrations import DATA_TYPES, IntegrationsError, load_integrations
 from .settings import Settings, SettingsError
 
@@ -96,7 +98,10 @@ def status(integration_id: str | None, as_json: bool) -> None:
     """Queue length, transfers and dead letters per integration."""
     from .app import QUEUE
     rt = _runtime()
-    out = {"queue": QUEUE, "queued": rt.redis.llen(QUEUE), "integrations": {}}
+    last_poll = rt.redis.get(rt.keys.last_poll())
+    out = {"queue": QUEUE, "queued": rt.redis.llen(QUEUE),
+           "last_poll_seconds_ago": round(time.time() - float(last_poll)) if last_poll else None,
+           "integrations": {}}
     for i in _pick(rt, integration_id):
         stats = rt.stats.get(i.id)
         out["integrations"][i.id] = {
@@ -105,11 +110,15 @@ def status(integration_id: str | None, as_json: bool) -> None:
             "counters": {k: int(v) for k, v in stats.items() if ":last_" not in k},
             "dead_letters": len(rt.dead_letters.list(i.id)),
             "poll_cursor": {t: rt.redis.get(rt.keys.cursor(i.id, t)) for t in sorted(i.data_types)},
+            "open_circuits": [f"{c.service} ({c.reason} since {c.since_text})" for c in rt.circuits.open_for(i.id)],
+            "digest_pending": rt.notices.pending(i.id),
         }
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
     click.echo(f"queue {out['queue']}: {out['queued']} waiting")
+    ago = out["last_poll_seconds_ago"]
+    click.echo(f"last safety-net poll: {'never' if ago is None else f'{ago}s ago'}")
     for iid, info in out["integrations"].items():
         click.echo(f"\n{iid} ({', '.join(info['data_types'])})")
         for t, n in info["records_in_step"].items():
@@ -117,8 +126,35 @@ def status(integration_id: str | None, as_json: bool) -> None:
         for k, v in sorted(info["counters"].items()):
             click.echo(f"  {k}: {v}")
         click.echo(f"  dead letters: {info['dead_letters']}")
+        if info["digest_pending"]:
+            click.echo(f"  failures waiting for the next digest email: {info['digest_pending']}")
+        for circuit in info["open_circuits"]:
+            click.echo(f"  waiting: {circuit}")
         for t, cursor in info["poll_cursor"].items():
             click.echo(f"  {t} polled up to: {cursor or 'never'}")
+
+
+@main.command()
+@click.argument("what", type=click.Choice(["beat"]))
+@click.option("--max-age", type=float, default=None,
+              help="seconds the last poll may be old (default: two poll intervals plus a minute)")
+def health(what: str, max_age: float | None) -> None:
+    """Exit 0 when healthy, 1 (with the reason) when not: for compose healthchecks.
+
+    beat: the safety-net poll ran lately (beat writes the time of each poll to Redis)."""
+    from redis.exceptions import RedisError
+    rt = _runtime()
+    limit = max_age if max_age is not None else 2 * rt.settings.poll_interval + 60
+    try:
+        last = rt.redis.get(rt.keys.last_poll())
+    except RedisError as err:
+        raise click.ClickException(f"Redis is not reachable ({type(err).__name__})") from None
+    if last is None:
+        raise click.ClickException("beat has not polled yet")
+    age = time.time() - float(last)
+    if age > limit:
+        raise click.ClickException(f"beat's last poll was {age:.0f}s ago (more than {limit:.0f}s)")
+    click.echo(f"beat ok: last poll {age:.0f}s ago")
 
 
 @main.command("dead-letters")
@@ -131,8 +167,9 @@ def dead_letters(integration_id: str | None) -> None:
         for d in rt.dead_letters.list(i.id):
             count += 1
             when = datetime.fromtimestamp(d.last_failed_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-            click.echo(f"{i.id} {d.data_type} {d.record_id} ({d.what}) failed {d.failures}x, "
-                       f"last {when} UTC [{d.kind}{'' if d.notified else ', not yet emailed'}]: {d.error}")
+            click.echo(f"{i.id} {d.data_type} {d.record_id} ({plain(d.what, 60)}) failed {d.failures}x, "
+                       f"last {when} UTC [{d.kind}{'' if d.notified else ', not yet emailed'}]: "
+                       f"{plain(d.error, 300)}")
     click.echo(f"{count} dead letter(s)")
 
 
@@ -176,25 +213,37 @@ def replay(integration_id: str | None, data_type: str | None, record_id: int | N
 
 @main.command()
 @click.argument("integration_id")
-@click.option("--data-type", type=click.Choice(DATA_TYPES), default="customers")
+@click.option("--data-type", type=click.Choice(DATA_TYPES), default="customers", show_default=True)
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
               help="only records modified since (UTC)")
-def backfill(integration_id: str, data_type: str, since: datetime | None) -> None:
-    """Queue a sync of every Moment record of one type (or those modified since a date)."""
-    from .producer import enqueue as put
+@click.option("--restart", is_flag=True, help="start from the first page, not where a stopped run ended")
+@click.option("--page-size", type=click.IntRange(1, 1000), default=200, show_default=True,
+              help="records per page asked of Moment")
+def backfill(integration_id: str, data_type: str, since: datetime | None, restart: bool, page_size: int) -> None:
+    """Queue a sync of every Moment record of one type (or those modified since a date).
+
+    A page that fails is tried again; if it keeps failing, the backfill stops and the same
+    command resumes where it stopped."""
+    from redis.exceptions import RedisError
+    from .backfill import run_backfill
     rt = _runtime()
     [integration] = _pick(rt, integration_id)
     if not integration.wants(data_type):
         raise click.ClickException(f"{integration_id} does not transfer {data_type}")
-    moment = rt.moment(integration)
     since_utc = since.replace(tzinfo=timezone.utc) if since else None
-    n = 0
-    with click.progressbar(moment.list(data_type, modified_from=since_utc),
-                           label=f"queueing {data_type}", item_show_func=lambda r: str(r["id"]) if r else "") as bar:
-        for record in bar:
-            put(integration_id, data_type, record["id"])
-            n += 1
-    click.echo(f"queued {n} {data_type} sync(s) for {integration_id}")
+    try:
+        result = run_backfill(rt, integration, data_type, since_utc, page_size=page_size, restart=restart,
+                              say=lambda line: click.echo(line, err=True))
+    except RedisError as err:
+        raise click.ClickException(f"Redis is not reachable ({type(err).__name__}); nothing more was queued. "
+                                   "Run the same command again when it is back: it resumes.") from None
+    extra = [f"{result.already} already queued"] if result.already else []
+    extra += [f"{result.skipped} listed without a usable id, skipped"] if result.skipped else []
+    click.echo(f"queued {result.queued} {data_type} sync(s) for {integration_id} from {result.pages} page(s)"
+               + (f" ({'; '.join(extra)})" if extra else ""))
+    if result.stopped_at is not None:
+        raise click.ClickException(f"stopped at page {result.stopped_at}: {result.error}. Run the same command "
+                                   "again to resume there.")
 
 
 @main.command("dry-run")

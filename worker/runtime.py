@@ -12,6 +12,7 @@ import requests
 from clients.moment import MomentClient
 from clients.sb1 import Credentials, SB1Client, TokenProvider
 from .integrations import Integration, load_integrations
+from .circuit import Circuits
 from .notices import Notices
 from .notify import send_email
 from .settings import Settings
@@ -65,6 +66,10 @@ class Runtime:
     @cached_property
     def coalescer(self) -> Coalescer:
         return Coalescer(self.redis, self.keys, self.settings.coalesce_window, self.settings.pending_ttl)
+
+    @cached_property
+    def circuits(self) -> Circuits:
+        return Circuits(self)
 
     @cached_property
     def notices(self) -> Notices:

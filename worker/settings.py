@@ -69,6 +69,11 @@ class Settings:
     # notices
     digest_window: float = 900.0      # failures after an integration's first are collected this long
     operator_email: str | None = None  # outages and credential problems go here (and to Sentry)
+    # circuits (worker/circuit.py)
+    circuit_threshold: int = 10       # syncs failing in a row (no success between) that open a circuit
+    circuit_window: float = 60.0
+    circuit_probe_interval: float = 30.0   # how often a waiting sync tries the service again
+    outage_notice_after: float = 3600.0    # the company hears of an outage only if it lasts this long
 
     @property
     def token_url(self) -> str:
@@ -123,6 +128,10 @@ class Settings:
         if self.restore_interval < 1 or self.restore_lock_timeout < 1:
             raise SettingsError("MSB1_RESTORE_INTERVAL and MSB1_RESTORE_LOCK_TIMEOUT must be at "
                                 "least 1 second")
+        if self.circuit_probe_interval >= self.visibility_timeout or self.circuit_probe_interval <= 0:
+            raise SettingsError("MSB1_CIRCUIT_PROBE_INTERVAL must be positive and below MSB1_VISIBILITY_TIMEOUT")
+        if self.circuit_threshold < 1:
+            raise SettingsError("MSB1_CIRCUIT_THRESHOLD must be at least 1")
         if self.digest_window >= self.visibility_timeout:
             raise SettingsError("MSB1_DIGEST_WINDOW must stay below MSB1_VISIBILITY_TIMEOUT, or Redis would "
                                 "hand the waiting digest to a second worker")

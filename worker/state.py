@@ -57,6 +57,10 @@ class Keys:
     def cursor(self, integration_id: str, data_type: str) -> str:
         return f"{self.prefix}:cursor:{integration_id}:{data_type}"
 
+    def last_poll(self) -> str:
+        """When beat's poll last ran (seconds since the epoch): the health signal of beat."""
+        return f"{self.prefix}:last-poll"
+
     def poll_guard(self, integration_id: str, data_type: str) -> str:
         return f"{self.prefix}:poll-guard:{integration_id}:{data_type}"
 

@@ -16,7 +16,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from celery import Task
 from redis.exceptions import LockError
@@ -29,6 +29,7 @@ from schemas.text import label
 from . import templates
 from .notify import DATA_TYPE_NAMES
 from .observability import report_failure
+from .circuit import Circuit
 from .runtime import Runtime, UnknownIntegration
 from .state import DeadLetter
 
@@ -125,7 +126,9 @@ def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, bo
              attempt: int = 1) -> str:
     """One try of a sync chain. ``attempt`` counts the tries of this chain (the first is 1):
     a transient error or a busy record spends one, and at ``MSB1_RETRY_MAX_ATTEMPTS`` the
-    chain ends in a dead letter. Every chain ends written, unchanged or dead-lettered."""
+    chain ends in a dead letter. Every chain ends written, unchanged or dead-lettered.
+    While a service it needs is out (an open circuit, ``worker.circuit``) it waits instead,
+    spending no tries."""
     rt: Runtime = task.runtime
     try:
         integration = rt.integration(integration_id)
@@ -140,6 +143,10 @@ def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, bo
 
     ctx = SyncContext(rt, integration, data_type, int(record_id))
     policy = rt.settings.retry_policy
+    circuits = rt.circuits
+    blocked = circuits.open_for(integration_id)
+    if blocked and not all(circuits.try_probe(integration, c) for c in blocked):
+        wait(task, ctx, attempt, blocked[0])
     # from here on, a new change to this record needs (and gets) a sync of its own
     rt.coalescer.started(integration_id, data_type, ctx.record_id)
     lock = rt.record_lock(integration_id, data_type, ctx.record_id)
@@ -156,18 +163,27 @@ def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, bo
         return settle(ctx, give_up(ctx, busy, kind="busy", error=f"{busy} (gave up after {attempt} tries)"))
 
     retry_in: float | None = None
+    outage: Circuit | None = None
     try:
         outcome = body(ctx)
     except TransientError as exc:
+        error = exc
+        outage = circuits.failed(integration_id, exc)
         if policy.should_retry(exc, attempt - 1):
-            retry_in = policy.delay(attempt - 1, exc.retry_after)
-            log.warning("%s %s: %s; try %d of %d in %.1fs", integration_id, ctx.what, exc,
-                        attempt + 1, policy.max_attempts, retry_in)
-            error = exc
-        else:
+            # this try is spent; while the service is out the next one waits for it
+            attempt += 1
+            if outage is None:
+                retry_in = policy.delay(attempt - 2, exc.retry_after)
+                log.warning("%s %s: %s; try %d of %d in %.1fs", integration_id, ctx.what, exc,
+                            attempt, policy.max_attempts, retry_in)
+        elif outage is None and (outage := circuits.blame(integration, exc)) is None:
             exc.params = {**exc.params, "tries": attempt}
             outcome = give_up(ctx, exc, kind="retries-exhausted",
                               error=f"{exc} (gave up after {attempt} tries)")
+    except AuthError as exc:
+        # access refused: the service's (every record waits) unless a probe of it works
+        if (outage := circuits.blame(integration, exc)) is None:
+            outcome = give_up(ctx, exc, kind=type(exc).__name__)
     except IntegrationError as exc:
         outcome = give_up(ctx, exc, kind=type(exc).__name__)
     except Exception as exc:  # a bug or an unexpected answer: still never dropped silently
@@ -175,24 +191,38 @@ def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, bo
         outcome = give_up(ctx, exc, kind="unexpected",
                           error=f"an unexpected error in the integration ({type(exc).__name__})")
     else:
+        circuits.succeeded(integration_id)
         if rt.dead_letters.resolve(integration_id, data_type, ctx.record_id):
             log.info("%s %s: transferred after an earlier failure; dead letter cleared",
                      integration_id, ctx.what)
         log.info("%s %s: %s", integration_id, ctx.what, outcome)
     finally:
         try:
-            if retry_in is None and ctx.version is not None and not ctx.dry_run:
+            if retry_in is None and outage is None and ctx.version is not None and not ctx.dry_run:
                 rt.state.mark_handled(integration_id, data_type, ctx.record_id, ctx.version)
         finally:
             try:
                 lock.release()
             except LockError:
                 log.warning("%s %s: the record lock expired while working", integration_id, ctx.what)
+    if outage is not None:
+        wait(task, ctx, attempt, outage)
     if retry_in is not None:
         rt.stats.incr(integration_id, data_type, "retried")
         rt.coalescer.requeued(integration_id, data_type, ctx.record_id, retry_in)
-        raise task.retry(countdown=retry_in, exc=error, kwargs={"attempt": attempt + 1})
+        raise task.retry(countdown=retry_in, exc=error, kwargs={"attempt": attempt})
     return settle(ctx, outcome)
+
+
+def wait(task: Task, ctx: SyncContext, attempt: int, circuit: Circuit) -> NoReturn:
+    """Put the sync back for a while: a service it needs is out. Spends no try."""
+    rt = ctx.runtime
+    countdown = rt.settings.circuit_probe_interval * (0.8 + random.random() * 0.4)
+    log.info("%s %s: waits for %s (%s since %s)", ctx.integration.id, ctx.what, circuit.service,
+             circuit.reason, circuit.since_text)
+    rt.stats.incr(ctx.integration.id, ctx.data_type, "waiting")
+    rt.coalescer.requeued(ctx.integration.id, ctx.data_type, ctx.record_id, countdown)
+    raise task.retry(countdown=countdown, kwargs={"attempt": attempt})
 
 
 def settle(ctx: SyncContext, outcome: str) -> str:
