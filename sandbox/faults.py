@@ -15,7 +15,8 @@ ADMIN_PREFIX = "/_sandbox/"
 # Never hit by random faults (only by scripted ones): the identity server's endpoints.
 RANDOM_EXEMPT_PREFIXES = ("/connect/token", "/.well-known/")
 FAULT_BODY = {"Message": "sandbox fault"}
-SETTINGS = ("latency", "error_rate", "rate_limit_rate", "slow_rate", "slow_seconds")
+SETTINGS = ("latency", "error_rate", "rate_limit_rate", "slow_rate", "slow_seconds", "lost_write_rate")
+WRITES = ("POST", "PUT", "DELETE")
 
 
 @dataclass
@@ -45,6 +46,8 @@ class Faults:
         self.rate_limit_rate: float = 0.0
         self.slow_rate: float = 0.0
         self.slow_seconds: float = 2.0
+        # a write that happened, but whose answer is lost (replaced by a 503): the ambiguous case
+        self.lost_write_rate: float = 0.0
         self.injected: Counter[int] = Counter()  # status -> how many faults were answered
         self._scripts: list[ScriptedFault] = []
         self._lock = threading.Lock()
@@ -79,7 +82,7 @@ class Faults:
     def reset(self) -> None:
         """Back to no faults at all (counters of injected faults are kept)."""
         with self._lock:
-            self.latency = self.error_rate = self.rate_limit_rate = self.slow_rate = 0.0
+            self.latency = self.error_rate = self.rate_limit_rate = self.slow_rate = self.lost_write_rate = 0.0
             self.slow_seconds = 2.0
             self._scripts.clear()
 
@@ -138,7 +141,17 @@ class Faults:
         if req.path.startswith(ADMIN_PREFIX):
             return response
         scripted = self._take_script(req.method, req.path, after=True)
-        return self._answer(scripted.status, scripted.headers) if scripted else response
+        if scripted:
+            return self._answer(scripted.status, scripted.headers)
+        if (self.lost_write_rate and req.method in WRITES and response.status_code < 400
+                and not req.path.startswith(RANDOM_EXEMPT_PREFIXES)):
+            with self._lock:
+                lost = self._rng.random() < self.lost_write_rate
+                if lost:
+                    self.injected[-1] += 1         # -1: a lost answer
+            if lost:
+                return self._answer(503)
+        return response
 
     def install(self, app: Flask) -> None:
         """Hook into ``app`` and add the ``/_sandbox/faults`` admin routes."""

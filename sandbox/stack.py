@@ -40,7 +40,8 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 class Stack:
     """Redis + sandbox (own process) + an RSA client key, in a temp directory."""
 
-    def __init__(self, companies: list[dict], latency: float, smtp_port: int | None = None):
+    def __init__(self, companies: list[dict], latency: float, smtp_port: int | None = None, *,
+                 aof: bool = False, env: dict[str, str] | None = None):
         if not shutil.which("redis-server"):
             raise SystemExit("redis-server is needed: install it (Debian/Ubuntu: sudo apt-get install "
                              "redis-server; macOS: brew install redis), or run scripts/setup as root")
@@ -48,8 +49,11 @@ class Stack:
         self.procs: list[subprocess.Popen] = []
         self.redis_port = free_port()
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
-        self._spawn(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "no", "--dir", str(self.tmp)], "redis.log")
+        # AOF as in docker-compose, when a run restarts Redis and expects to find its data
+        self._redis_argv = ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+                            "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec",
+                            "--dir", str(self.tmp)]
+        self.redis_proc = self._spawn(self._redis_argv, "redis.log")
         self.redis = redis.Redis.from_url(self.redis_url, decode_responses=True)
         wait_for(self._redis_up, 10, "redis-server")
 
@@ -88,8 +92,17 @@ class Stack:
             "MSB1_SB1_TOKEN_URL": f"{self.sb1_url}/connect/token",
             "MSB1_SMTP_HOST": "127.0.0.1", "MSB1_SMTP_PORT": str(smtp_port or free_port()),
             "MSB1_SMTP_SENDER": "moment-sb1@localhost",
+            **(env or {}),
         })
         os.environ.update({k: v for k, v in self.env.items() if k.startswith("MSB1_")})
+
+    def restart_redis(self, down: float = 1.0) -> None:
+        """Stop Redis as a restart would (it writes its AOF), wait ``down`` seconds, start it."""
+        self.redis_proc.terminate()
+        self.redis_proc.wait(30)
+        time.sleep(down)
+        self.redis_proc = self._spawn(self._redis_argv, "redis.log")
+        wait_for(self._redis_up, 20, "redis-server after the restart")
 
     def _spawn(self, argv, log_name, **kw) -> subprocess.Popen:
         log = open(self.tmp / log_name, "ab")
@@ -144,7 +157,7 @@ class Stack:
         wait_for(up, 60, "the webhook receiver")
         return url
 
-    def stop(self) -> None:
+    def stop(self, keep_files: bool = False) -> None:
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -152,7 +165,8 @@ class Stack:
                     proc.wait(20)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if not keep_files:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def peak_rss_mib(pid: int) -> float:
