@@ -155,8 +155,9 @@ class Run:
         stack, secs = self.stack, self.args.seconds
         self.start_workers()
         receiver = stack.start_receiver()
-        stack._spawn([sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", "INFO", "--schedule",
-                      str(stack.tmp / "beat.db")], "beat.log", env=stack.env)
+        # moment-sb1 beat starts celery beat again when a Redis restart ends it
+        stack._spawn([sys.executable, "-m", "worker.cli", "beat", "--schedule", str(stack.tmp / "beat.db")],
+                     "beat.log", env=stack.env)
         self.seed()
         requests.post(f"{stack.moment_url}/_sandbox/webhooks", timeout=10, json={
             "company": COMPANY, "url": f"{receiver}/webhooks/{COMPANY}/{stack.webhook_secret(COMPANY)}"})

@@ -88,3 +88,29 @@ def test_queue_dead_letters_and_cursor_survive_a_redis_restart(sandbox, start_wo
     wait_until(supervised, 60, interval=0.2, message="the 5 syncs queued after the restart")
     numbers = [c["CustomerNumber"] for c in sandbox.sb1.customers(key)]
     assert len(set(numbers)) == 25
+
+
+def test_beat_goes_on_polling_after_a_redis_restart(worker_env, aof, tmp_path):
+    """Celery beat ends when Redis restarts under it; ``moment-sb1 beat`` starts it again."""
+    import os
+    import signal
+    import sys
+    from conftest import ROOT
+    env = dict(worker_env, MSB1_REDIS_URL=aof.url, MSB1_POLL_INTERVAL="1", MSB1_POLL_OVERLAP="1")
+    log = tmp_path / "beat.log"
+    beat = subprocess.Popen([sys.executable, "-m", "worker.cli", "beat", "--schedule", str(tmp_path / "beat.db")],
+                            cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_until(lambda: log.read_text().count("Sending due task poll-moment") >= 2, 30, message="beat polling")
+        aof.proc.kill()                                     # Redis goes away under beat ...
+        aof.proc.wait(10)
+        time.sleep(2)
+        aof.start()                                         # ... and comes back with its data
+        before = log.read_text().count("Sending due task poll-moment")
+        wait_until(lambda: log.read_text().count("Sending due task poll-moment") >= before + 2, 60,
+                   message="beat polling again after the restart", describe=lambda: log.read_text()[-3000:])
+        assert beat.poll() is None
+    finally:
+        os.killpg(beat.pid, signal.SIGTERM)
+        beat.wait(20)

@@ -72,11 +72,39 @@ def worker(ctx: click.Context, concurrency: int | None) -> None:
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--no-restart", is_flag=True, help="exit when beat exits, instead of starting it again")
 @click.pass_context
-def beat(ctx: click.Context) -> None:
-    """Run celery beat (the safety-net poll schedule); one is enough, a second one waits."""
-    from .app import app
-    app.start(["beat", "--loglevel", "INFO", *ctx.args])
+def beat(ctx: click.Context, no_restart: bool) -> None:
+    """Run celery beat (the safety-net poll schedule); one is enough, a second one waits.
+
+    Celery beat ends when Redis restarts under it (it is still loading its data, say); this
+    command starts it again after a pause, so the poll goes on (its schedule and lock live
+    in Redis). It exits when beat exits cleanly or is stopped (SIGTERM, Ctrl-C)."""
+    import signal
+    import subprocess
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", "INFO", *ctx.args]
+    if no_restart:
+        raise SystemExit(subprocess.call(argv))
+    child: subprocess.Popen | None = None
+    stopping = False
+
+    def stop(signum, _frame):
+        nonlocal stopping
+        stopping = True
+        if child and child.poll() is None:
+            child.send_signal(signum)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    pause = 1.0
+    while True:
+        started = time.monotonic()
+        child = subprocess.Popen(argv)
+        code = child.wait()
+        if stopping or code == 0:
+            raise SystemExit(code)
+        pause = 1.0 if time.monotonic() - started > 60 else min(30.0, pause * 2)
+        click.echo(f"moment-sb1 beat: celery beat exited ({code}); starting it again in {pause:.0f}s", err=True)
+        time.sleep(pause)
 
 
 @main.command()
