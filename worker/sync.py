@@ -66,7 +66,7 @@ class SyncContext:
     @property
     def what_for_person(self) -> str:
         """"customer Fjord Bygg AS (customer number 100001)": only for the company's email."""
-        return templates.record_name("en", self.data_type, self.person or {"number": f"with Moment id {self.record_id}"})
+        return templates.record_name("en", self.data_type, self.person or {"moment_id": self.record_id})
 
     @property
     def moment(self) -> MomentClient:
@@ -257,7 +257,7 @@ def give_up(ctx: SyncContext, exc: BaseException, *, kind: str, error: str | Non
     except Exception:
         log.exception("%s %s: no text for this problem; a plain one is used", integration.id, ctx.what)
         what, todo = templates.problem(lang, Exception(), "unexpected", error)
-    record = templates.record_name(lang, ctx.data_type, ctx.person or {"number": None})
+    record = templates.record_name(lang, ctx.data_type, ctx.person or {"moment_id": ctx.record_id})
     body = templates.failure_body(lang, integration.moment_company, record, what, todo,
                                   getattr(exc, "detail", None), getattr(exc, "service", None))
     rt.notices.failure(integration, letter, {

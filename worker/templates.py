@@ -40,6 +40,8 @@ def noun(lang: str, data_type: str, form: int = 0) -> str:
 def record_name(lang: str, data_type: str, person: dict[str, Any]) -> str:
     """A record as its company knows it: "kunde Fjord Bygg AS (kundenummer 100001)"."""
     n, _, _, number_name = NOUNS[lang][data_type]
+    if not person.get("number") and not person.get("name") and person.get("moment_id"):
+        return f"{n} {'med Moment-id' if lang == 'nb' else 'with Moment id'} {person['moment_id']}"
     number = person.get("number") or ("(mangler)" if lang == "nb" else "(missing)")
     if data_type == "invoices":
         facts = [f"{noun(lang, 'customers', 3)} {person['customer_number']}"] if person.get("customer_number") else []
