@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -135,6 +136,11 @@ class DeadLetter:
         return f"{self.data_type}:{self.record_id}"
 
 
+def _same_problem(error: str) -> str:
+    """An error without what differs on every try of the same problem (the request id)."""
+    return re.sub(r"\s*\(request id [^)]*\)", "", error)
+
+
 class DeadLetters:
     def __init__(self, r: redis.Redis, keys: Keys):
         self.redis, self.keys = r, keys
@@ -146,7 +152,7 @@ class DeadLetters:
         news = True
         if raw:
             old = DeadLetter(**json.loads(raw))
-            news = old.error != letter.error
+            news = _same_problem(old.error) != _same_problem(letter.error)
             letter.first_failed_at = old.first_failed_at
             letter.failures = old.failures + 1
             letter.notified = old.notified and not news
