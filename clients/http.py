@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .errors import AuthError, NotFound, PermanentError, RecordInvalid, TransientError
+from errors import AuthError, DuplicateCreate, NotFound, PermanentError, RecordInvalid, TransientError
 from .retry import is_retriable_status
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,9 @@ def validation_messages(body: Any) -> list[str]:
     return unique
 
 
+DUPLICATE_FIELD = "_createguid"
+
+
 def validation_fields(body: Any) -> list[str]:
     """The names of the fields a 400 complains about (``PropertyName`` and the keys of
     ``_validationResults``): our words to log, unlike the messages, which may quote values."""
@@ -145,7 +148,8 @@ def send(session: requests.Session, method: str, url: str, *, service: str,
     details = "; ".join(validation_messages(body))[:500]
     props = validation_fields(body)
     msg = f"{where}: HTTP {status}" + (f" (fields: {', '.join(props)})" if props else "")
-    common = dict(status=status, service=service, request_id=request_id, body=body, detail=details or None)
+    common = dict(status=status, service=service, request_id=request_id, body=body, detail=details or None,
+                  fields=props)
     if status == 429 or is_retriable_status(status):
         raise TransientError(msg, retry_after=parse_retry_after(resp.headers.get("Retry-After")), **common)
     if status in (401, 403):
@@ -153,5 +157,6 @@ def send(session: requests.Session, method: str, url: str, *, service: str,
     if status == 404 and not_found_is_error:
         raise NotFound(msg, **common)
     if status in (400, 409, 422):
-        raise RecordInvalid(msg, **common)
+        # the platform's answer to a _createguid it has seen: the create happened before
+        raise (DuplicateCreate if DUPLICATE_FIELD in props else RecordInvalid)(msg, **common)
     raise PermanentError(msg, **common)

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import requests
 
-from .errors import TransientError
+from errors import TransientError
 from .http import Timeouts, send
 
 DEFAULT_BASE_URL = "https://app.moment.team"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .errors import IntegrationError
+from errors import IntegrationError
 
 RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 

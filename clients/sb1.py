@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from redis.exceptions import LockError
 
-from .errors import AuthError, PermanentError, TransientError
+from errors import AuthError, PermanentError, TransientError
 from .http import Timeouts, send
 
 log = logging.getLogger(__name__)

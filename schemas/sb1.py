@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from marshmallow import fields
 
-from clients.errors import RecordInvalid
+from errors import RecordInvalid
 from .base import SB1Schema
 from .moment import MomentCustomer, MomentInvoice, MomentProject
 from .text import label, plain, shown

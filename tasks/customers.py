@@ -1,7 +1,7 @@
 """``sync.customer``: one Moment customer into SpareBank 1 Regnskap."""
 from __future__ import annotations
 
-from clients.errors import RecordInvalid
+from errors import RecordInvalid
 from schemas.moment import MOMENT_CUSTOMER, MomentCustomer
 from schemas.sb1 import (CUSTOMER_EXPAND, check_customer, create_guid, customer_body,
                          customer_fields, fingerprint)

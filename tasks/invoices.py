@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
-from clients.errors import AuthError, NotFound, RecordInvalid
+from errors import AuthError, DuplicateCreate, NotFound, RecordInvalid
 from schemas.moment import MOMENT_INVOICE, MomentInvoice
 from clients.sb1 import quote
 from schemas.sb1 import (INVOICE_FINAL_STATUS, RECEIVABLE_ACCOUNT_FIELD, VOUCHER_KEY_FIELD,
@@ -147,9 +147,7 @@ def post_invoice(ctx: SyncContext) -> str:
         try:
             posted = sb1.action(ROUTE, BOOK, [voucher.body])[0].get("ID")
             outcome = "posted"
-        except RecordInvalid as exc:
-            if "_createguid" not in str(exc):
-                raise
+        except DuplicateCreate:
             # posted before, and the answer was lost (the worker died, a timeout)
             posted = posted_voucher(ctx, invoice, receivable)
     ctx.transferred(POSTED, posted, invoice.last_modified_date, note=note)

@@ -19,7 +19,7 @@ import logging
 import time
 from datetime import datetime, timedelta, timezone
 
-from clients.errors import IntegrationError
+from errors import IntegrationError
 from worker.app import TASKS, app
 from worker.producer import enqueue
 from worker.observability import report_failure
@@ -119,7 +119,7 @@ def poll_integration(self, integration_id: str, data_type: str) -> int:
         rt.redis.delete(rt.keys.poll_guard(integration_id, data_type))
         if exc.retriable:
             rt.circuits.failed(integration_id, exc)
-        if exc.retriable and self.request.retries + 1 < settings.retry_max_attempts:
+        if settings.retry_policy.should_retry(exc, self.request.retries):
             delay = settings.retry_policy.delay(self.request.retries, getattr(exc, "retry_after", None))
             log.warning("poll %s %s: %s; trying again in %.1fs", integration_id, data_type, exc, delay)
             raise self.retry(countdown=delay)

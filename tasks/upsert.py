@@ -14,7 +14,7 @@ from typing import Any, Callable, NoReturn
 from marshmallow import Schema, ValidationError
 from redis.exceptions import LockError
 
-from clients.errors import IntegrationError, NotFound, RecordInvalid, TransientError
+from errors import DuplicateCreate, IntegrationError, NotFound, RecordInvalid, TransientError
 from schemas.text import label, plain
 from worker.templates import record_name
 from worker.notify import DATA_TYPE_NAMES
@@ -77,7 +77,7 @@ def upsert(ctx: SyncContext, route: str, previous: dict | None, build: Build, *,
         if existing is None:
             try:
                 outcome, sb1_id = "created", sb1.create(route, build(None))["ID"]
-            except RecordInvalid:
+            except DuplicateCreate:
                 # a create that already happened (the answer was lost) is refused as a twin
                 existing = _found_by_number(ctx, route, key_field, key, expand, what)
                 if existing is None:

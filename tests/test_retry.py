@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from clients.errors import AuthError, NotFound, PermanentError, RecordInvalid, TransientError
+from errors import AuthError, NotFound, PermanentError, RecordInvalid, TransientError
 from clients.http import parse_retry_after, validation_messages
 from clients.retry import RetryPolicy, is_retriable_status, jitter
 

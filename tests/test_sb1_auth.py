@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from clients.errors import AuthError
+from errors import AuthError
 from clients.sb1 import Credentials, SB1Client, TokenProvider
 from conftest import ROOT
 
@@ -131,3 +131,23 @@ def test_worker_refuses_to_start_on_an_invalid_integrations_file(tmp_path, worke
     assert out.returncode != 0
     assert "the worker cannot start: invalid integrations file" in out.stderr
     assert "integration 'acme', field 'bank': unknown bank 'atlantis'" in out.stderr
+
+
+def test_the_platform_refusing_a_createguid_it_has_is_a_duplicate_create(sandbox, r, rsa_key):
+    """The vendor's way of saying "this create happened already" is one typed error; any
+    other 400 is a RecordInvalid naming the fields, without the platform's own words."""
+    from conftest import CLIENT_ID, COMPANY_KEYS
+    from errors import DuplicateCreate, RecordInvalid
+    creds = Credentials.load(CLIENT_ID, key_file=str(rsa_key[0]))
+    client = SB1Client(sandbox.sb1_url, COMPANY_KEYS["acme"],
+                       TokenProvider(sandbox.token_url, creds, redis_client=r, key_prefix="msb1test"))
+    body = {"CustomerNumber": 100001, "Info": {"Name": "Fjord Bygg AS"}, "_createguid": "g-1"}
+    client.create("customers", body)
+    with pytest.raises(DuplicateCreate) as twin:
+        client.create("customers", body)
+    assert twin.value.fields == ["_createguid"]
+    with pytest.raises(RecordInvalid) as bad:
+        client.create("customers", {"CustomerNumber": 5, "Info": {"Name": "Fjord Bygg AS"}})
+    assert type(bad.value) is RecordInvalid and bad.value.fields == ["CustomerNumber"]
+    assert str(bad.value) == "SpareBank 1 Regnskap POST /api/biz/customers: HTTP 400 (fields: CustomerNumber)"
+    assert "Kundenummer må være mellom" in bad.value.detail           # the platform's words: email only

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.errors import RecordInvalid
+from errors import RecordInvalid
 from schemas.moment import MOMENT_CUSTOMER
 from schemas.sb1 import (PHONE_TYPE_FAX, PHONE_TYPE_PHONE, check_customer, create_guid,
                          customer_body, customer_fields, fingerprint)

@@ -3,7 +3,7 @@ from decimal import Decimal
 
 import pytest
 
-from clients.errors import AuthError, PermanentError, RecordInvalid, TransientError
+from errors import AuthError, PermanentError, RecordInvalid, TransientError
 from schemas.text import kroner, label, plain, shown
 from worker import templates
 

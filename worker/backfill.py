@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
-from clients.errors import IntegrationError, TransientError
+from errors import IntegrationError, TransientError
 from .integrations import Integration
 from .producer import enqueue
 
@@ -67,7 +67,7 @@ def run_backfill(rt, integration: Integration, data_type: str, since: datetime |
                 next_page, attempt = page + 1, 1
             break
         except TransientError as exc:
-            if attempt >= policy.max_attempts:
+            if not policy.should_retry(exc, attempt - 1):
                 result.stopped_at, result.error = next_page, f"{exc} (after {attempt} tries)"
                 return result
             delay = policy.delay(attempt - 1, exc.retry_after)

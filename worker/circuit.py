@@ -35,7 +35,7 @@ from typing import Any
 
 import sentry_sdk
 
-from clients.errors import AuthError, IntegrationError
+from errors import AuthError, IntegrationError
 from . import templates
 from .notices import make_email
 

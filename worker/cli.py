@@ -280,7 +280,7 @@ def backfill(integration_id: str, data_type: str, since: datetime | None, restar
 @click.argument("record_id", type=int)
 def dry_run(integration_id: str, data_type: str, record_id: int) -> None:
     """Fetch, map and check one record and show what would be written; write nothing."""
-    from clients.errors import IntegrationError
+    from errors import IntegrationError
     from clients.sb1 import SB1Client
     from tasks import bodies
     from .sync import SyncContext

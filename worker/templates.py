@@ -14,7 +14,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Callable
 
-from clients.errors import AuthError, IntegrationError, PermanentError, RecordInvalid
+from errors import AuthError, IntegrationError, PermanentError, RecordInvalid
 from schemas.text import kroner, plain
 
 LANGUAGES = ("nb", "en")

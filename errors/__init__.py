@@ -1,11 +1,14 @@
-"""The error tree shared by both API clients and the sync tasks.
+"""The error tree shared by the API clients, the schemas' rule checks and the sync tasks.
 
 Errors are split by what to do about them:
 
 * ``TransientError`` – try again later (connection trouble, timeouts, 429, 5xx).
 * ``PermanentError`` – retrying will not help; tell a person.
   * ``AuthError`` – our credentials were refused.
-  * ``RecordInvalid`` – this one record breaks a rule; skip it, tell a person.
+  * ``RecordInvalid`` – this one record breaks a rule; skip it, tell a person. ``fields``
+    names the properties the other system complained about.
+    * ``DuplicateCreate`` – the platform refused a ``_createguid`` it already has: the
+      create happened before (its answer was lost); find the record instead.
 * ``NotFound`` – the record is gone (a 404 on a single record).
 
 ``str()`` of every error is safe to log and to send to Sentry: it carries the HTTP
@@ -26,7 +29,8 @@ class IntegrationError(Exception):
 
     def __init__(self, message: str, *, status: int | None = None, service: str | None = None,
                  request_id: str | None = None, hint: str | None = None, body: object = None,
-                 detail: str | None = None, code: str | None = None, params: dict | None = None):
+                 detail: str | None = None, code: str | None = None, params: dict | None = None,
+                 fields: list[str] | None = None):
         super().__init__(message)
         self.body = body            # the parsed error body, for callers; never in str()
         self.message = message
@@ -37,6 +41,7 @@ class IntegrationError(Exception):
         self.detail = detail        # the other system's own words: the company's email only
         self.code = code            # the problem, for the notice templates
         self.params = params or {}
+        self.fields = list(fields or ())   # the properties a 400 complained about
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, status={self.status!r}, code={self.code!r})"
@@ -68,6 +73,10 @@ class AuthError(PermanentError):
 
 class RecordInvalid(PermanentError):
     """One record breaks a rule of the target system; the others go on."""
+
+
+class DuplicateCreate(RecordInvalid):
+    """The platform already has an entity with this ``_createguid``: a create that happened."""
 
 
 class NotFound(IntegrationError):
