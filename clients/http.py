@@ -124,7 +124,7 @@ def _path(url: str) -> str:
 
 
 def send(session: requests.Session, method: str, url: str, *, service: str,
-         timeouts: Timeouts, not_found_is_error: bool = True, **kwargs: Any) -> requests.Response:
+         timeouts: Timeouts, **kwargs: Any) -> requests.Response:
     """Make one HTTP call; return the response when it is a 2xx, else raise a typed error.
 
     The error message names the service, method, path and status, and the platform's
@@ -154,7 +154,7 @@ def send(session: requests.Session, method: str, url: str, *, service: str,
         raise TransientError(msg, retry_after=parse_retry_after(resp.headers.get("Retry-After")), **common)
     if status in (401, 403):
         raise AuthError(msg, **common)
-    if status == 404 and not_found_is_error:
+    if status == 404:
         raise NotFound(msg, **common)
     if status in (400, 409, 422):
         # the platform's answer to a _createguid it has seen: the create happened before

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from .base import MomentSchema
+from .datatypes import DATA_TYPES
 
 # payload key → our data type
-RECORD_KEYS = {"customer": "customers", "project": "projects", "invoice": "invoices"}
-KNOWN_EVENTS = ("CREATE_NEW", "UPDATE", "DELETE")
+RECORD_KEYS = {t.webhook_key: name for name, t in DATA_TYPES.items()}
 
 
 @dataclass(frozen=True)

@@ -2,33 +2,35 @@
 from __future__ import annotations
 
 from errors import RecordInvalid
-from schemas.moment import MOMENT_CUSTOMER, MomentCustomer
-from schemas.sb1 import (CUSTOMER_EXPAND, check_customer, create_guid, customer_body,
+from schemas.datatypes import CUSTOMERS
+from schemas.moment import MomentCustomer
+from schemas.sb1 import (check_customer, create_guid, customer_body,
                          customer_fields, fingerprint)
 from schemas.text import plain, shown
 from worker.app import app
+from worker.outcomes import Outcome
 from worker.sync import SyncContext, run_sync
 from .upsert import fetch, upsert
 
-ROUTE = "customers"
+TYPE = CUSTOMERS
 
 
-@app.task(name="sync.customer", bind=True)
+@app.task(name=TYPE.task, bind=True)
 def sync_customer(self, integration_id: str, customer_id: int, attempt: int = 1) -> str:
-    return run_sync(self, "customers", integration_id, customer_id, upsert_customer, attempt)
+    return run_sync(self, TYPE.name, integration_id, customer_id, upsert_customer, attempt)
 
 
 def fetch_customer(ctx: SyncContext) -> MomentCustomer | None:
-    customer = fetch(ctx, MOMENT_CUSTOMER)
+    customer = fetch(ctx, TYPE.moment_schema)
     if customer is not None:
         ctx.describe(customer.customer_number, name=plain(customer.name, 80))
     return customer
 
 
-def upsert_customer(ctx: SyncContext) -> str:
+def upsert_customer(ctx: SyncContext) -> Outcome:
     customer = fetch_customer(ctx)
     if customer is None:
-        return "gone"       # deleted in Moment; the books keep the customer
+        return Outcome.GONE       # deleted in Moment; the books keep the customer
     number = check_customer(customer)
     wanted = customer_fields(customer, number)
     digest = fingerprint(wanted)
@@ -46,11 +48,11 @@ def upsert_customer(ctx: SyncContext) -> str:
             code="currency-unknown", params={"value": shown(wanted['currency_code'], 10)})
 
     def guid(part: str) -> str:
-        return create_guid(ctx.integration.id, ROUTE, ctx.record_id, customer.last_modified_date, part)
+        return create_guid(ctx.integration.id, TYPE.sb1_route, ctx.record_id, customer.last_modified_date, part)
 
     outcome, sb1_id = upsert(
-        ctx, ROUTE, previous,
+        ctx, TYPE.sb1_route, previous,
         lambda existing: customer_body(wanted, currency_id=currency_id, existing=existing, guid=guid),
-        key_field="CustomerNumber", key=number, expand=CUSTOMER_EXPAND, what="customer")
+        key_field=TYPE.key_field, key=number, expand=TYPE.expand, what=TYPE.noun)
     ctx.transferred(digest, sb1_id, customer.last_modified_date)
     return outcome

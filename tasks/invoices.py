@@ -5,13 +5,15 @@ import logging
 from decimal import Decimal
 
 from errors import AuthError, DuplicateCreate, NotFound, RecordInvalid
-from schemas.moment import MOMENT_INVOICE, MomentInvoice
 from clients.sb1 import quote
+from schemas.datatypes import CUSTOMERS, INVOICES, PROJECTS
+from schemas.moment import MomentInvoice
 from schemas.sb1 import (INVOICE_FINAL_STATUS, RECEIVABLE_ACCOUNT_FIELD, VOUCHER_KEY_FIELD,
                          VOUCHER_LINES_ROUTE, VatRate, Voucher, check_invoice, create_guid,
                          voucher_body)
 from schemas.text import kroner, label
 from worker.app import app
+from worker.outcomes import Outcome
 from worker.sync import SyncContext, run_sync
 from .customers import upsert_customer
 from .projects import upsert_project
@@ -19,18 +21,19 @@ from .upsert import ensure_in_books, fetch
 
 log = logging.getLogger(__name__)
 
-ROUTE = "journalentries"
-BOOK = "book-journal-entries"
-POSTED = "posted"          # the state's fingerprint of an invoice that has its voucher
+BOOK = "book-journal-entries"         # the platform's action that books vouchers
 
 
-@app.task(name="sync.invoice", bind=True)
+TYPE = INVOICES
+
+
+@app.task(name=TYPE.task, bind=True)
 def sync_invoice(self, integration_id: str, invoice_id: int, attempt: int = 1) -> str:
-    return run_sync(self, "invoices", integration_id, invoice_id, post_invoice, attempt)
+    return run_sync(self, TYPE.name, integration_id, invoice_id, post_invoice, attempt)
 
 
 def fetch_invoice(ctx: SyncContext) -> MomentInvoice | None:
-    invoice = fetch(ctx, MOMENT_INVOICE)
+    invoice = fetch(ctx, TYPE.moment_schema)
     if invoice is not None:
         net = sum((ln.amount_excl_vat for ln in invoice.lines), Decimal(0))
         ctx.describe(invoice.invoice_number, customer_number=label(invoice.customer.customer_number),
@@ -119,37 +122,36 @@ def check_vat(ctx: SyncContext, invoice: MomentInvoice, voucher: Voucher) -> str
     return "; ".join(notes) or None
 
 
-def post_invoice(ctx: SyncContext) -> str:
+def post_invoice(ctx: SyncContext) -> Outcome:
     invoice = fetch_invoice(ctx)
     if invoice is None:
-        return "gone"
+        return Outcome.GONE
     if invoice.status != INVOICE_FINAL_STATUS:
-        return "not-finalized"          # drafts are not transferred; finalizing sends a webhook
-    previous = ctx.previous()
-    if previous and previous.get("fingerprint") == POSTED:
-        return "already-posted"         # a voucher is posted once; later edits are not carried over
+        return Outcome.NOT_FINALIZED    # drafts are not transferred; finalizing sends a webhook
+    if ctx.was_posted(ctx.previous()):
+        return Outcome.ALREADY_POSTED   # a voucher is posted once; later edits are not carried over
     check_invoice(invoice)
     revenue, vat = lookups(ctx, invoice)
     # one voucher per invoice, whatever its version: the platform refuses a twin
-    guid = create_guid(ctx.integration.id, "invoices", invoice.id)
+    guid = create_guid(ctx.integration.id, TYPE.name, invoice.id)
     # amounts and VAT checked before anything is written (the customer and project included)
     note = check_vat(ctx, invoice, voucher_body(invoice, receivable_id=0, revenue_ids=revenue, vat=vat,
                                                 project_id=None, guid=guid))
-    customer_id = ensure_in_books(ctx, "customers", invoice.customer.id, upsert_customer)
-    project_id = ensure_in_books(ctx, "projects", invoice.project.id, upsert_project) if invoice.project else None
+    customer_id = ensure_in_books(ctx, CUSTOMERS.name, invoice.customer.id, upsert_customer)
+    project_id = ensure_in_books(ctx, PROJECTS.name, invoice.project.id, upsert_project) if invoice.project else None
     receivable = receivable_account(ctx, customer_id) if customer_id else 0    # 0: a dry run's new customer
     voucher = voucher_body(invoice, receivable_id=receivable, revenue_ids=revenue, vat=vat,
                            project_id=project_id, guid=guid)
     sb1 = ctx.sb1
     posted = posted_voucher(ctx, invoice, receivable) if receivable else None
-    outcome = "already-posted"
+    outcome = Outcome.ALREADY_POSTED
     if posted is None:
         try:
-            posted = sb1.action(ROUTE, BOOK, [voucher.body])[0].get("ID")
-            outcome = "posted"
+            posted = sb1.action(TYPE.sb1_route, BOOK, [voucher.body])[0].get("ID")
+            outcome = Outcome.POSTED
         except DuplicateCreate:
             # posted before, and the answer was lost (the worker died, a timeout)
             posted = posted_voucher(ctx, invoice, receivable)
-    ctx.transferred(POSTED, posted, invoice.last_modified_date, note=note)
+    ctx.posted(posted, invoice.last_modified_date, note)
     return outcome
 

@@ -18,6 +18,7 @@ from errors import DuplicateCreate, IntegrationError, NotFound, RecordInvalid, T
 from schemas.text import label, plain
 from worker.templates import record_name
 from worker.notify import DATA_TYPE_NAMES
+from worker.outcomes import Outcome
 from worker.sync import SyncContext
 
 Build = Callable[[dict | None], dict]
@@ -51,9 +52,9 @@ def _version_of(raw: Any) -> datetime | None:
 
 
 def upsert(ctx: SyncContext, route: str, previous: dict | None, build: Build, *, key_field: str,
-           key: Any, expand: str | None, what: str) -> tuple[str, int]:
+           key: Any, expand: str | None, what: str) -> tuple[Outcome, int]:
     """Write the record; ``build(existing)`` makes the POST (None) or PUT body.
-    Returns the outcome ("created" or "updated") and the platform ID.
+    Returns the outcome (created or updated) and the platform ID.
 
     One Moment record, one record in the books: the record we wrote before is found by
     its ID; else by its number, and then it must not belong to another Moment record.
@@ -76,7 +77,7 @@ def upsert(ctx: SyncContext, route: str, previous: dict | None, build: Build, *,
             existing = _found_by_number(ctx, route, key_field, key, expand, what)
         if existing is None:
             try:
-                outcome, sb1_id = "created", sb1.create(route, build(None))["ID"]
+                outcome, sb1_id = Outcome.CREATED, sb1.create(route, build(None))["ID"]
             except DuplicateCreate:
                 # a create that already happened (the answer was lost) is refused as a twin
                 existing = _found_by_number(ctx, route, key_field, key, expand, what)
@@ -84,7 +85,7 @@ def upsert(ctx: SyncContext, route: str, previous: dict | None, build: Build, *,
                     raise
         if existing is not None:
             sb1.update(route, existing["ID"], build(existing))
-            outcome, sb1_id = "updated", existing["ID"]
+            outcome, sb1_id = Outcome.UPDATED, existing["ID"]
         if not ctx.dry_run:
             rt.state.own(iid, ctx.data_type, sb1_id, ctx.record_id)
         return outcome, sb1_id
@@ -177,10 +178,10 @@ def ensure_in_books(ctx: SyncContext, data_type: str, moment_id: int,
                             code="dependency", params={"noun": data_type, "inner": err}) from None
     finally:
         lock.release()
-    if ctx.dry_run and outcome != "gone":
+    if ctx.dry_run and outcome != Outcome.GONE:
         return 0                # a dry run wrote nothing, so there is no ID yet
     known = rt.state.get(iid, data_type, moment_id)
-    if outcome == "gone" or not known:
+    if outcome == Outcome.GONE or not known:
         raise RecordInvalid(f"its {noun} (Moment id {moment_id}) does not exist in Moment",
                             hint=f"Give it an existing {noun} in Moment.", code="dependency-missing",
                             params={"noun": data_type})

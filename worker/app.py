@@ -11,6 +11,7 @@ import sys
 
 from celery import Celery, Task, signals
 
+from schemas.datatypes import DATA_TYPES
 from .integrations import IntegrationsError
 from .observability import init_sentry
 from .runtime import Runtime, get_runtime
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 QUEUE = "moment-sb1"
 TASK_MODULES = ["tasks.customers", "tasks.projects", "tasks.invoices", "tasks.poll", "tasks.notices"]
 # data type → task name; the producer API and the CLI enqueue through this table
-TASKS = {"customers": "sync.customer", "projects": "sync.project", "invoices": "sync.invoice"}
+TASKS = {name: t.task for name, t in DATA_TYPES.items()}
 
 
 def celery_config(settings: Settings) -> dict:

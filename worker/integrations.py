@@ -23,9 +23,10 @@ from typing import Any, Mapping
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from clients.moment import DEFAULT_BASE_URL as MOMENT_BASE_URL
+from schemas.datatypes import DATA_TYPES as DECLARED
 from .banks import BANKS
 
-DATA_TYPES = ("customers", "projects", "invoices")
+DATA_TYPES = tuple(DECLARED)
 # Revenue account per invoice line product type; account numbers are the same in Moment
 # and SpareBank 1 Regnskap. Overridable per integration. (Output VAT needs no account of
 # ours: the platform books it on the account of each VAT code.)

@@ -6,11 +6,12 @@ import smtplib
 import ssl
 from email.message import EmailMessage
 
+from schemas.datatypes import DATA_TYPES
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-DATA_TYPE_NAMES = {"customers": "customer", "projects": "project", "invoices": "invoice"}
+DATA_TYPE_NAMES = {name: t.noun for name, t in DATA_TYPES.items()}     # "customers" → "customer"
 
 
 def send_email(settings: Settings, msg: EmailMessage) -> None:

@@ -74,7 +74,3 @@ def report_failure(error: BaseException, *, integration_id: str, data_type: str,
         scope.set_context("record", {"moment_id": record_id})
         scope.fingerprint = ["record-failed", integration_id, data_type, kind]
         sentry_sdk.capture_exception(error)
-
-
-def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -19,7 +19,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any
 
 import redis
 
@@ -177,9 +177,6 @@ class DeadLetters:
         letters = [DeadLetter(**json.loads(v)) for v in rows.values()]
         return sorted(letters, key=lambda d: d.first_failed_at)
 
-    def iter_all(self, integration_ids: list[str]) -> Iterator[DeadLetter]:
-        for iid in integration_ids:
-            yield from self.list(iid)
 
 
 class Coalescer:

@@ -28,6 +28,7 @@ from .integrations import Integration
 from schemas.text import label
 from . import templates
 from .notify import DATA_TYPE_NAMES
+from .outcomes import Outcome
 from .observability import report_failure
 from .circuit import Circuit
 from .runtime import Runtime, UnknownIntegration
@@ -84,14 +85,24 @@ class SyncContext:
         return self.runtime.state.get(self.integration.id, self.data_type, self.record_id)
 
     def already_done(self, previous: dict[str, Any] | None, digest: str,
-                     modified: datetime | None) -> str | None:
+                     modified: datetime | None) -> Outcome | None:
         """"unchanged" when the books already hold exactly this, "stale" when Moment
         answered with an older version than the books hold; else None (write it)."""
         if previous and previous.get("fingerprint") == digest:
-            return "unchanged"
+            return Outcome.UNCHANGED
         if self.is_stale(previous, modified):
-            return "stale"
+            return Outcome.STALE
         return None
+
+    def posted(self, voucher_id: int | None, modified: datetime | None, note: str | None) -> None:
+        """Remember that an invoice has its voucher: it is never posted again."""
+        self.remember(posted=True, sb1_id=voucher_id, modified=modified.isoformat() if modified else None,
+                      **({"note": note} if note else {}))
+
+    @staticmethod
+    def was_posted(previous: dict[str, Any] | None) -> bool:
+        # "fingerprint": "posted" is how the state said it before it had a field of its own
+        return bool(previous and (previous.get("posted") or previous.get("fingerprint") == "posted"))
 
     def transferred(self, digest: str, sb1_id: int | None, modified: datetime | None, **extra: Any) -> None:
         """Remember a successful write: what was written, where, which version (and any
@@ -112,7 +123,7 @@ class SyncContext:
         self.runtime.state.save(self.integration.id, self.data_type, self.record_id, **values)
 
 
-Body = Callable[[SyncContext], str]
+Body = Callable[[SyncContext], Outcome]
 
 
 class DeadLettered(Exception):
@@ -135,11 +146,11 @@ def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, bo
     except UnknownIntegration:
         log.error("%s %s: unknown integration %r; dropped (is the integrations file current?)",
                   task.name, record_id, integration_id)
-        return "unknown-integration"
+        return str(Outcome.UNKNOWN_INTEGRATION)
     if not integration.wants(data_type):
         log.info("%s: integration %s does not transfer %s; ignored", task.name, integration_id, data_type)
-        rt.stats.incr(integration_id, data_type, "ignored")
-        return "ignored"
+        rt.stats.incr(integration_id, data_type, Outcome.IGNORED)
+        return str(Outcome.IGNORED)
 
     ctx = SyncContext(rt, integration, data_type, int(record_id))
     policy = rt.settings.retry_policy
@@ -208,7 +219,7 @@ def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, bo
     if outage is not None:
         wait(task, ctx, attempt, outage)
     if retry_in is not None:
-        rt.stats.incr(integration_id, data_type, "retried")
+        rt.stats.incr(integration_id, data_type, Outcome.RETRIED)
         rt.coalescer.requeued(integration_id, data_type, ctx.record_id, retry_in)
         raise task.retry(countdown=retry_in, exc=error, kwargs={"attempt": attempt})
     return settle(ctx, outcome)
@@ -220,20 +231,21 @@ def wait(task: Task, ctx: SyncContext, attempt: int, circuit: Circuit) -> NoRetu
     countdown = rt.settings.circuit_probe_interval * (0.8 + random.random() * 0.4)
     log.info("%s %s: waits for %s (%s since %s)", ctx.integration.id, ctx.what, circuit.service,
              circuit.reason, circuit.since_text)
-    rt.stats.incr(ctx.integration.id, ctx.data_type, "waiting")
+    rt.stats.incr(ctx.integration.id, ctx.data_type, Outcome.WAITING)
     rt.coalescer.requeued(ctx.integration.id, ctx.data_type, ctx.record_id, countdown)
     raise task.retry(countdown=countdown, kwargs={"attempt": attempt})
 
 
-def settle(ctx: SyncContext, outcome: str) -> str:
-    """Count the chain's outcome; a dead letter ends the task as failed (``DeadLettered``)."""
+def settle(ctx: SyncContext, outcome: Outcome) -> str:
+    """Count the chain's outcome; a dead letter ends the task as failed (``DeadLettered``).
+    The task's result is the outcome's word ("created")."""
     ctx.runtime.stats.incr(ctx.integration.id, ctx.data_type, outcome)
-    if outcome == "failed":
+    if outcome == Outcome.FAILED:
         raise DeadLettered(f"{ctx.integration.id} {ctx.what}: not transferred; kept as a dead letter")
-    return outcome
+    return str(outcome)
 
 
-def give_up(ctx: SyncContext, exc: BaseException, *, kind: str, error: str | None = None) -> str:
+def give_up(ctx: SyncContext, exc: BaseException, *, kind: str, error: str | None = None) -> Outcome:
     """Dead-letter the record; report it and tell the company when the failure is new.
 
     The dead letter comes first and nothing after it can undo it: the Sentry event and the
@@ -244,7 +256,7 @@ def give_up(ctx: SyncContext, exc: BaseException, *, kind: str, error: str | Non
         integration.id, ctx.data_type, ctx.record_id, what=ctx.what, error=error, kind=kind))
     log.error("%s %s: not transferred (%s): %s", integration.id, ctx.what, kind, error)
     if not news and letter.notified:
-        return "failed"
+        return Outcome.FAILED
     group = templates.group_of(exc, kind)
     try:
         report_failure(exc, integration_id=integration.id, data_type=ctx.data_type,
@@ -263,4 +275,4 @@ def give_up(ctx: SyncContext, exc: BaseException, *, kind: str, error: str | Non
     rt.notices.failure(integration, letter, {
         "data_type": ctx.data_type, "number": ctx.person.get("number"), "record": record,
         "what": what, "todo": todo, "group": group, "body": body})
-    return "failed"
+    return Outcome.FAILED

@@ -15,20 +15,14 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from errors import AuthError, IntegrationError, PermanentError, RecordInvalid
+from schemas.datatypes import DATA_TYPES
 from schemas.text import kroner, plain
 
 LANGUAGES = ("nb", "en")
 SUBJECT_PREFIX = "Moment → SpareBank 1 Regnskap: "
 
-# data type -> (noun, the noun with its article, plural, what its number is called)
-NOUNS = {
-    "nb": {"customers": ("kunde", "kunden", "kunder", "kundenummer"),
-           "projects": ("prosjekt", "prosjektet", "prosjekter", "prosjektnummer"),
-           "invoices": ("faktura", "fakturaen", "fakturaer", "fakturanummer")},
-    "en": {"customers": ("customer", "the customer", "customers", "customer number"),
-           "projects": ("project", "the project", "projects", "project number"),
-           "invoices": ("invoice", "the invoice", "invoices", "invoice number")},
-}
+# language -> data type -> (noun, the noun with its article, plural, what its number is called)
+NOUNS = {lang: {name: t.nouns[lang] for name, t in DATA_TYPES.items()} for lang in LANGUAGES}
 PRODUCT_TYPES = {"nb": {"HOURS": "timer", "EXPENSES": "utlegg", "PRODUCTS": "varer"},
                  "en": {"HOURS": "hours", "EXPENSES": "expenses", "PRODUCTS": "products"}}
 

@@ -1,0 +1,55 @@
+"""One declaration per data type: everything the rest of the code needs to know about it.
+
+Every table is derived from ``DATA_TYPES``: the data types an integration may choose, the
+Celery task names, the webhook payload keys, the nouns of logs and emails. Adding a type
+(Moment also has time records and expenses) is one declaration here, its schemas, and a
+task module with its body.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from marshmallow import Schema
+
+from .moment import MOMENT_CUSTOMER, MOMENT_INVOICE, MOMENT_PROJECT
+from .sb1 import CUSTOMER_EXPAND
+
+
+@dataclass(frozen=True)
+class DataType:
+    name: str                   # "customers": the integrations file, the CLI, Redis keys, counters
+    task: str                   # the Celery task's name (it travels inside queued messages)
+    webhook_key: str            # Moment's webhook payload key: {"customer": {"id": ...}}
+    moment_route: str           # Moment's entity: /companies/{code}/customers
+    moment_schema: Schema       # how Moment's record is read
+    sb1_route: str              # where it goes in SpareBank 1 Regnskap
+    key_field: str | None       # the platform field that holds Moment's number (found by it)
+    expand: str | None = None   # what to expand when reading the platform's record back
+    depends_on: tuple[str, ...] = ()    # records that must be in the books first
+    # language -> (noun, the noun with its article, plural, what its number is called)
+    nouns: dict[str, tuple[str, str, str, str]] = field(default_factory=dict)
+
+    @property
+    def noun(self) -> str:
+        """The English noun of our own log lines and messages: "customer"."""
+        return self.nouns["en"][0]
+
+
+CUSTOMERS = DataType(
+    name="customers", task="sync.customer", webhook_key="customer", moment_route="customers",
+    moment_schema=MOMENT_CUSTOMER, sb1_route="customers", key_field="CustomerNumber", expand=CUSTOMER_EXPAND,
+    nouns={"nb": ("kunde", "kunden", "kunder", "kundenummer"),
+           "en": ("customer", "the customer", "customers", "customer number")})
+PROJECTS = DataType(
+    name="projects", task="sync.project", webhook_key="project", moment_route="projects",
+    moment_schema=MOMENT_PROJECT, sb1_route="projects", key_field="ProjectNumber", depends_on=("customers",),
+    nouns={"nb": ("prosjekt", "prosjektet", "prosjekter", "prosjektnummer"),
+           "en": ("project", "the project", "projects", "project number")})
+INVOICES = DataType(
+    name="invoices", task="sync.invoice", webhook_key="invoice", moment_route="invoices",
+    moment_schema=MOMENT_INVOICE, sb1_route="journalentries", key_field=None,
+    depends_on=("customers", "projects"),
+    nouns={"nb": ("faktura", "fakturaen", "fakturaer", "fakturanummer"),
+           "en": ("invoice", "the invoice", "invoices", "invoice number")})
+
+DATA_TYPES: dict[str, DataType] = {t.name: t for t in (CUSTOMERS, PROJECTS, INVOICES)}
