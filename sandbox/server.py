@@ -329,3 +329,33 @@ def run_sandbox(host: str = "127.0.0.1", moment_port: int = 8081, sb1_port: int 
         pass
     finally:
         sandbox.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``moment-sb1-sandbox``: local stand-ins for Moment and SpareBank 1 Regnskap."""
+    import argparse
+    import json
+    parser = argparse.ArgumentParser(prog="moment-sb1-sandbox", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--moment-port", type=int, default=8081)
+    parser.add_argument("--sb1-port", type=int, default=8082)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every API call")
+    parser.add_argument("--config", help="JSON file with the companies and the client to register")
+    args = parser.parse_args(argv)
+    config: dict[str, Any] = {}
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError) as err:
+            parser.exit(1, f"moment-sb1-sandbox: cannot read {args.config}: {err}\n")
+    try:
+        run_sandbox(host=args.host, moment_port=args.moment_port, sb1_port=args.sb1_port,
+                    companies=config.get("companies", []), clients=config.get("clients", []),
+                    seed=config.get("seed", 0), latency=args.latency)
+    except KeyError as err:
+        parser.exit(1, f"moment-sb1-sandbox: {args.config} misses the field {err}\n")
+
+
+if __name__ == "__main__":
+    main()

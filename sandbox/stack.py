@@ -71,7 +71,7 @@ class Stack:
         self.moment_port, self.sb1_port = free_port(), free_port()
         self.moment_url = f"http://127.0.0.1:{self.moment_port}"
         self.sb1_url = f"http://127.0.0.1:{self.sb1_port}"
-        self._spawn([sys.executable, "-m", "worker.cli", "sandbox", "--moment-port", str(self.moment_port),
+        self._spawn([sys.executable, "-m", "sandbox.server", "--moment-port", str(self.moment_port),
                      "--sb1-port", str(self.sb1_port), "--latency", str(latency),
                      "--config", str(self.tmp / "sandbox.json")], "sandbox.log")
         wait_for(self._sandbox_up, 60, "the sandbox")

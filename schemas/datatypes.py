@@ -8,11 +8,13 @@ task module with its body.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from marshmallow import Schema
 
 from .moment import MOMENT_CUSTOMER, MOMENT_INVOICE, MOMENT_PROJECT
-from .sb1 import CUSTOMER_EXPAND
+from .sb1 import (CUSTOMER_EXPAND, check_customer, check_project, customer_body, customer_fields, project_body,
+                  project_fields)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,11 @@ class DataType:
     depends_on: tuple[str, ...] = ()    # records that must be in the books first
     # language -> (noun, the noun with its article, plural, what its number is called)
     nouns: dict[str, tuple[str, str, str, str]] = field(default_factory=dict)
+    # for a record that is created and updated (the shared upsert body, ``tasks.upsert``):
+    number: Callable[[Any], str] | None = None           # Moment's record -> its number as Moment has it
+    check: Callable[[Any], Any] | None = None            # -> the number as the platform needs it, or RecordInvalid
+    wanted: Callable[[Any, Any], dict] | None = None     # (record, number) -> what the books should say
+    build: Callable[..., dict] | None = None             # (wanted, existing=, guid=, **references) -> the body
 
     @property
     def noun(self) -> str:
@@ -39,12 +46,14 @@ CUSTOMERS = DataType(
     name="customers", task="sync.customer", webhook_key="customer", moment_route="customers",
     moment_schema=MOMENT_CUSTOMER, sb1_route="customers", key_field="CustomerNumber", expand=CUSTOMER_EXPAND,
     nouns={"nb": ("kunde", "kunden", "kunder", "kundenummer"),
-           "en": ("customer", "the customer", "customers", "customer number")})
+           "en": ("customer", "the customer", "customers", "customer number")},
+    number=lambda c: c.customer_number, check=check_customer, wanted=customer_fields, build=customer_body)
 PROJECTS = DataType(
     name="projects", task="sync.project", webhook_key="project", moment_route="projects",
     moment_schema=MOMENT_PROJECT, sb1_route="projects", key_field="ProjectNumber", depends_on=("customers",),
     nouns={"nb": ("prosjekt", "prosjektet", "prosjekter", "prosjektnummer"),
-           "en": ("project", "the project", "projects", "project number")})
+           "en": ("project", "the project", "projects", "project number")},
+    number=lambda p: p.project_number, check=check_project, wanted=project_fields, build=project_body)
 INVOICES = DataType(
     name="invoices", task="sync.invoice", webhook_key="invoice", moment_route="invoices",
     moment_schema=MOMENT_INVOICE, sb1_route="journalentries", key_field=None,

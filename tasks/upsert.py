@@ -15,6 +15,8 @@ from marshmallow import Schema, ValidationError
 from redis.exceptions import LockError
 
 from errors import DuplicateCreate, IntegrationError, NotFound, RecordInvalid, TransientError
+from schemas.datatypes import DataType
+from schemas.sb1 import create_guid, fingerprint
 from schemas.text import label, plain
 from worker.templates import record_name
 from worker.notify import DATA_TYPE_NAMES
@@ -49,6 +51,39 @@ def _version_of(raw: Any) -> datetime | None:
     except (TypeError, KeyError, ValueError):
         return None
     return value if value.tzinfo else None
+
+
+References = Callable[[SyncContext, Any, dict], dict]
+
+
+def record_body(dt: DataType, references: References) -> Callable[[SyncContext], Outcome]:
+    """The sync body of a record that is created and updated (customers, projects), driven
+    by its declaration: fetch it, name it, check it, skip it when the books hold it already,
+    resolve what it refers to (``references`` returns the IDs ``dt.build`` needs), write it,
+    remember it."""
+    def body(ctx: SyncContext) -> Outcome:
+        record = fetch(ctx, dt.moment_schema)
+        if record is None:
+            return Outcome.GONE         # deleted in Moment; the books keep it
+        ctx.describe(dt.number(record), name=plain(getattr(record, "name", None), 80))
+        key = dt.check(record)
+        wanted = dt.wanted(record, key)
+        digest = fingerprint(wanted)
+        previous = ctx.previous()
+        done = ctx.already_done(previous, digest, record.last_modified_date)
+        if done:
+            return done
+        refs = references(ctx, record, wanted)
+
+        def guid(part: str) -> str:
+            return create_guid(ctx.integration.id, dt.sb1_route, ctx.record_id, record.last_modified_date, part)
+        outcome, sb1_id = upsert(
+            ctx, dt.sb1_route, previous, lambda existing: dt.build(wanted, existing=existing, guid=guid, **refs),
+            key_field=dt.key_field, key=key, expand=dt.expand, what=dt.noun)
+        ctx.transferred(digest, sb1_id, record.last_modified_date)
+        return outcome
+    body.__name__ = body.__qualname__ = f"upsert_{dt.name}"
+    return body
 
 
 def upsert(ctx: SyncContext, route: str, previous: dict | None, build: Build, *, key_field: str,

@@ -323,21 +323,5 @@ def dry_run(integration_id: str, data_type: str, record_id: int) -> None:
         click.echo(f"{method} {route}\n{text}")
 
 
-@main.command()
-@click.option("--host", default="127.0.0.1")
-@click.option("--moment-port", default=8081, type=int)
-@click.option("--sb1-port", default=8082, type=int)
-@click.option("--latency", default=0.0, type=float, help="seconds added to every API call")
-@click.option("--config", "config_file", type=click.Path(exists=True), default=None,
-              help="JSON file with companies and the client to register")
-def sandbox(host: str, moment_port: int, sb1_port: int, latency: float, config_file: str | None) -> None:
-    """Run local stand-ins for Moment and SpareBank 1 Regnskap."""
-    from sandbox.server import run_sandbox
-    config = json.load(open(config_file)) if config_file else {}
-    run_sandbox(host=host, moment_port=moment_port, sb1_port=sb1_port,
-                companies=config.get("companies", []), clients=config.get("clients", []),
-                seed=config.get("seed", 0), latency=latency)
-
-
 if __name__ == "__main__":
     main()
