@@ -5,8 +5,8 @@ from errors import RecordInvalid
 from schemas.datatypes import CUSTOMERS
 from schemas.moment import MomentCustomer
 from schemas.text import shown
-from worker.app import app
-from worker.sync import SyncContext, run_sync
+from worker.app import sync_task
+from worker.sync import SyncContext
 from .upsert import record_body
 
 TYPE = CUSTOMERS
@@ -24,8 +24,4 @@ def references(ctx: SyncContext, customer: MomentCustomer, wanted: dict) -> dict
 
 
 upsert_customer = record_body(TYPE, references)
-
-
-@app.task(name=TYPE.task, bind=True)
-def sync_customer(self, integration_id: str, customer_id: int, attempt: int = 1) -> str:
-    return run_sync(self, TYPE.name, integration_id, customer_id, upsert_customer, attempt)
+sync_customer = sync_task(TYPE, upsert_customer)

@@ -12,9 +12,9 @@ from schemas.sb1 import (INVOICE_FINAL_STATUS, RECEIVABLE_ACCOUNT_FIELD, VOUCHER
                          VOUCHER_LINES_ROUTE, VatRate, Voucher, check_invoice, create_guid,
                          voucher_body)
 from schemas.text import kroner, label
-from worker.app import app
+from worker.app import sync_task
 from worker.outcomes import Outcome
-from worker.sync import SyncContext, run_sync
+from worker.sync import SyncContext
 from .customers import upsert_customer
 from .projects import upsert_project
 from .upsert import ensure_in_books, fetch
@@ -25,11 +25,6 @@ BOOK = "book-journal-entries"         # the platform's action that books voucher
 
 
 TYPE = INVOICES
-
-
-@app.task(name=TYPE.task, bind=True)
-def sync_invoice(self, integration_id: str, invoice_id: int, attempt: int = 1) -> str:
-    return run_sync(self, TYPE.name, integration_id, invoice_id, post_invoice, attempt)
 
 
 def fetch_invoice(ctx: SyncContext) -> MomentInvoice | None:
@@ -155,3 +150,5 @@ def post_invoice(ctx: SyncContext) -> Outcome:
     ctx.posted(posted, invoice.last_modified_date, note)
     return outcome
 
+
+sync_invoice = sync_task(TYPE, post_invoice)

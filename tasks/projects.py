@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from schemas.datatypes import CUSTOMERS, PROJECTS
 from schemas.moment import MomentProject
-from worker.app import app
-from worker.sync import SyncContext, run_sync
+from worker.app import sync_task
+from worker.sync import SyncContext
 from .customers import upsert_customer
 from .upsert import ensure_in_books, record_body
 
@@ -17,8 +17,4 @@ def references(ctx: SyncContext, project: MomentProject, wanted: dict) -> dict:
 
 
 upsert_project = record_body(TYPE, references)
-
-
-@app.task(name=TYPE.task, bind=True)
-def sync_project(self, integration_id: str, project_id: int, attempt: int = 1) -> str:
-    return run_sync(self, TYPE.name, integration_id, project_id, upsert_project, attempt)
+sync_project = sync_task(TYPE, upsert_project)

@@ -11,12 +11,12 @@ import sys
 
 from celery import Celery, Task, signals
 
-from schemas.datatypes import DATA_TYPES
+from schemas.datatypes import DATA_TYPES, DataType
 from .integrations import IntegrationsError
 from .observability import init_sentry
-from .runtime import Runtime, get_runtime
+from .runtime import get_runtime
 from .settings import Settings, SettingsError
-from .sync import DeadLettered
+from .sync import Body, RecordSync, SyncTask
 
 log = logging.getLogger(__name__)
 
@@ -66,24 +66,6 @@ def celery_config(settings: Settings) -> dict:
     }
 
 
-class SyncTask(Task):
-    """Base of every task: gives the body the process's runtime (clients, Redis).
-
-    ``max_retries = None``: how often a chain tries is ours to decide
-    (``MSB1_RETRY_MAX_ATTEMPTS``, see ``worker.sync``); Celery's own default of 3 retries
-    would otherwise end a longer chain early, with neither a dead letter nor an email.
-    """
-
-    abstract = True
-    typing = True
-    max_retries = None
-    throws = (DeadLettered,)
-
-    @property
-    def runtime(self) -> Runtime:
-        return get_runtime()
-
-
 def _settings_or_exit() -> Settings:
     try:
         return Settings.from_env()
@@ -95,6 +77,17 @@ def _settings_or_exit() -> Settings:
 app = Celery("moment_sb1", task_cls=SyncTask)
 app.config_from_object(celery_config(_settings_or_exit()))
 app.conf.include = TASK_MODULES
+
+
+def sync_task(data_type: DataType, body: Body) -> Task:
+    """The sync task of one data type: the shared mechanism (``RecordSync``) with the type's
+    name and body. A task module declares its type and body with it, and nothing else."""
+    def run(self, integration_id: str, record_id: int, attempt: int = 1) -> str:
+        return self.sync(integration_id, record_id, attempt)
+    run.__name__ = run.__qualname__ = f"sync_{data_type.name}"
+    run.__module__ = sys._getframe(1).f_globals.get("__name__", body.__module__)   # the task module
+    return app.task(run, base=RecordSync, bind=True, name=data_type.task, data_type=data_type.name,
+                    body=staticmethod(body))
 
 
 @signals.worker_init.connect

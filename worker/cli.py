@@ -282,7 +282,7 @@ def dry_run(integration_id: str, data_type: str, record_id: int) -> None:
     """Fetch, map and check one record and show what would be written; write nothing."""
     from errors import IntegrationError
     from clients.sb1 import SB1Client
-    from tasks import bodies
+    from .app import TASKS, app
     from .sync import SyncContext
 
     rt = _runtime()
@@ -311,7 +311,8 @@ def dry_run(integration_id: str, data_type: str, record_id: int) -> None:
     ro = ReadOnly(integration.sb1_base_url, integration.company_key, real.tokens, session=real.session,
                   timeouts=real.timeouts)
     ctx = SyncContext(rt, integration, data_type, record_id, dry_run=True, _clients={"sb1": ro})
-    body = bodies()[data_type]
+    app.loader.import_default_modules()      # the task modules the worker loads (conf.include)
+    body = app.tasks[TASKS[data_type]].body
     try:
         outcome = body(ctx)
     except IntegrationError as err:

@@ -31,7 +31,7 @@ from .notify import DATA_TYPE_NAMES
 from .outcomes import Outcome
 from .observability import report_failure
 from .circuit import Circuit
-from .runtime import Runtime, UnknownIntegration
+from .runtime import Runtime, UnknownIntegration, get_runtime
 from .state import DeadLetter
 
 log = logging.getLogger(__name__)
@@ -126,11 +126,44 @@ class SyncContext:
 Body = Callable[[SyncContext], Outcome]
 
 
+class SyncTask(Task):
+    """Base of every task: gives the body the process's runtime (clients, Redis).
+
+    ``max_retries = None``: how often a chain tries is ours to decide
+    (``MSB1_RETRY_MAX_ATTEMPTS``); Celery's own default of 3 retries would otherwise end a
+    longer chain early, with neither a dead letter nor an email.
+    """
+
+    abstract = True
+    typing = True
+    max_retries = None
+
+    @property
+    def runtime(self) -> Runtime:
+        return get_runtime()
+
+
 class DeadLettered(Exception):
     """A sync chain that ended in a dead letter. Raised as the task's last word, after the
     dead letter, the email and the counters are settled, so Celery and Flower show the task
     as failed; declared in the task's ``throws``, so it is logged without a traceback and
     never retried (the message is acked)."""
+
+
+class RecordSync(SyncTask):
+    """The sync mechanism as a task class: one record of one data type, found by its
+    ``data_type`` and written by its ``body`` (both set by ``worker.app.sync_task``). The
+    steps: check the integration, wait while a service is out (``wait``), take the record's
+    lock, run the body, retry or wait on a passing failure, and settle the end (``settle``:
+    counters; ``give_up``: dead letter, notice, Sentry)."""
+
+    abstract = True
+    throws = (DeadLettered,)
+    data_type: str = ""
+    body: Body
+
+    def sync(self, integration_id: str, record_id: int, attempt: int = 1) -> str:
+        return run_sync(self, self.data_type, integration_id, record_id, type(self).body, attempt)
 
 
 def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, body: Body,
