@@ -124,3 +124,15 @@ def test_revenue_accounts_override_and_errors():
         parse_integrations({"integration": [{**GOOD, "vat_account": 2701}]}, env={"ACME_KEY": "k"})
     with pytest.raises(IntegrationsError, match="unknown product type 'travel'"):
         parse_integrations({"integration": [{**GOOD, "revenue_accounts": {"travel": 3000}}]}, env={"ACME_KEY": "k"})
+
+
+def test_the_celery_app_reads_the_environment_only_when_it_is_used():
+    """Importing worker.app needs no settings; a bad one is refused when the app is used."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    code = ("import worker.app as a\nprint('imported')\na.app.conf.broker_url\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "MSB1_RETRY_MAX_ATTEMPTS": "maybe"})
+    assert out.stdout == "imported\n"
+    assert out.returncode == 2 and "MSB1_RETRY_MAX_ATTEMPTS must be a number, got 'maybe'" in out.stderr

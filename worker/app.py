@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 
 from celery import Celery, Task, signals
 
@@ -74,9 +75,30 @@ def _settings_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
+class _Config(Mapping):
+    """The app's configuration, made from the environment when Celery first needs it (a
+    worker starting, a task being sent), not when this module is imported."""
+
+    def __init__(self) -> None:
+        self._data: dict | None = None
+
+    def _load(self) -> dict:
+        if self._data is None:
+            self._data = {**celery_config(_settings_or_exit()), "include": TASK_MODULES}
+        return self._data
+
+    def __getitem__(self, key: str):
+        return self._load()[key]
+
+    def __iter__(self):
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
 app = Celery("moment_sb1", task_cls=SyncTask)
-app.config_from_object(celery_config(_settings_or_exit()))
-app.conf.include = TASK_MODULES
+app.config_from_object(_Config())
 
 
 def sync_task(data_type: DataType, body: Body) -> Task:
