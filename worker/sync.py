@@ -188,9 +188,9 @@ def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, bo
     ctx = SyncContext(rt, integration, data_type, int(record_id))
     policy = rt.settings.retry_policy
     circuits = rt.circuits
-    blocked = circuits.open_for(integration_id)
-    if blocked and not all(circuits.try_probe(integration, c) for c in blocked):
-        wait(task, ctx, attempt, blocked[0])
+    still_open = [c for c in circuits.open_for(integration_id) if not circuits.try_probe(integration, c)]
+    if still_open:
+        wait(task, ctx, attempt, still_open[0])
     # from here on, a new change to this record needs (and gets) a sync of its own
     rt.coalescer.started(integration_id, data_type, ctx.record_id)
     lock = rt.record_lock(integration_id, data_type, ctx.record_id)
