@@ -6,7 +6,9 @@ COPY worker worker
 COPY tasks tasks
 COPY schemas schemas
 COPY clients clients
+COPY errors errors
 COPY sandbox sandbox
+COPY contract contract
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 app
 USER app
 CMD ["moment-sb1", "worker"]
