@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-# The definitions we use, cut from the platform's own Swagger by scripts/update-contract.
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SWAGGER_PATH = REPO_ROOT / "contract" / "unieconomy-swagger.json"
+from contract import SWAGGER as SWAGGER_PATH   # the definitions we use, from the platform's own Swagger
 
 # Business API routes the sandbox serves -> entity type (as in the Swagger's POST bodies).
 ROUTES: dict[str, str] = {
