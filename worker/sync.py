@@ -150,12 +150,29 @@ class DeadLettered(Exception):
     never retried (the message is acked)."""
 
 
+@dataclass
+class Try:
+    """What one try of a chain came to: an outcome that ends it, or a retry, or a wait."""
+    attempt: int                        # the chain's next try number when it goes on
+    outcome: Outcome | None = None
+    retry_in: float | None = None       # a passing failure: try again in this many seconds
+    outage: Circuit | None = None       # a service is out: wait for it (no try spent)
+    error: BaseException | None = None
+
+    @property
+    def ends_chain(self) -> bool:
+        return self.retry_in is None and self.outage is None
+
+
 class RecordSync(SyncTask):
-    """The sync mechanism as a task class: one record of one data type, found by its
-    ``data_type`` and written by its ``body`` (both set by ``worker.app.sync_task``). The
-    steps: check the integration, wait while a service is out (``wait``), take the record's
-    lock, run the body, retry or wait on a passing failure, and settle the end (``settle``:
-    counters; ``give_up``: dead letter, notice, Sentry)."""
+    """The sync mechanism as a task class: one record of one data type, named by its
+    ``data_type`` and written by its ``body`` (both set by ``worker.app.sync_task``).
+
+    ``attempt`` counts the tries of a chain (the first is 1): a passing failure or a busy
+    record spends one, and at ``MSB1_RETRY_MAX_ATTEMPTS`` the chain ends in a dead letter.
+    While a service it needs is out (an open circuit, ``worker.circuit``) it waits instead,
+    spending no tries. Every chain ends written, unchanged or dead-lettered. The steps:
+    ``begin`` → ``wait_while_out`` → ``lock`` → ``attempt`` → ``end``."""
 
     abstract = True
     throws = (DeadLettered,)
@@ -163,99 +180,126 @@ class RecordSync(SyncTask):
     body: Body
 
     def sync(self, integration_id: str, record_id: int, attempt: int = 1) -> str:
-        return run_sync(self, self.data_type, integration_id, record_id, type(self).body, attempt)
+        ctx = self.begin(integration_id, record_id)
+        if isinstance(ctx, Outcome):
+            return str(ctx)
+        self.wait_while_out(ctx, attempt)
+        lock = self.lock(ctx, attempt)
+        return self.end(ctx, self.attempt(ctx, lock, attempt))
 
+    def begin(self, integration_id: str, record_id: int) -> SyncContext | Outcome:
+        """The record's context, or why there is nothing to do (unknown, not selected)."""
+        rt = self.runtime
+        try:
+            integration = rt.integration(integration_id)
+        except UnknownIntegration:
+            log.error("%s %s: unknown integration %r; dropped (is the integrations file current?)",
+                      self.name, record_id, integration_id)
+            return Outcome.UNKNOWN_INTEGRATION
+        if not integration.wants(self.data_type):
+            log.info("%s: integration %s does not transfer %s; ignored", self.name, integration_id, self.data_type)
+            rt.stats.incr(integration_id, self.data_type, Outcome.IGNORED)
+            return Outcome.IGNORED
+        return SyncContext(rt, integration, self.data_type, int(record_id))
 
-def run_sync(task: Task, data_type: str, integration_id: str, record_id: int, body: Body,
-             attempt: int = 1) -> str:
-    """One try of a sync chain. ``attempt`` counts the tries of this chain (the first is 1):
-    a transient error or a busy record spends one, and at ``MSB1_RETRY_MAX_ATTEMPTS`` the
-    chain ends in a dead letter. Every chain ends written, unchanged or dead-lettered.
-    While a service it needs is out (an open circuit, ``worker.circuit``) it waits instead,
-    spending no tries."""
-    rt: Runtime = task.runtime
-    try:
-        integration = rt.integration(integration_id)
-    except UnknownIntegration:
-        log.error("%s %s: unknown integration %r; dropped (is the integrations file current?)",
-                  task.name, record_id, integration_id)
-        return str(Outcome.UNKNOWN_INTEGRATION)
-    if not integration.wants(data_type):
-        log.info("%s: integration %s does not transfer %s; ignored", task.name, integration_id, data_type)
-        rt.stats.incr(integration_id, data_type, Outcome.IGNORED)
-        return str(Outcome.IGNORED)
+    def wait_while_out(self, ctx: SyncContext, attempt: int) -> None:
+        """Probe each open circuit this integration runs into; wait if one is still open."""
+        circuits = ctx.runtime.circuits
+        still_open = [c for c in circuits.open_for(ctx.integration.id) if not circuits.try_probe(ctx.integration, c)]
+        if still_open:
+            wait(self, ctx, attempt, still_open[0])
 
-    ctx = SyncContext(rt, integration, data_type, int(record_id))
-    policy = rt.settings.retry_policy
-    circuits = rt.circuits
-    still_open = [c for c in circuits.open_for(integration_id) if not circuits.try_probe(integration, c)]
-    if still_open:
-        wait(task, ctx, attempt, still_open[0])
-    # from here on, a new change to this record needs (and gets) a sync of its own
-    rt.coalescer.started(integration_id, data_type, ctx.record_id)
-    lock = rt.record_lock(integration_id, data_type, ctx.record_id)
-    if not lock.acquire():
-        # Another worker is writing this record: come back shortly, as a try of this chain
-        busy = TransientError(f"another transfer of this {DATA_TYPE_NAMES[data_type]} held it for "
+    def lock(self, ctx: SyncContext, attempt: int):
+        """The record's lock. Busy (another worker writes it): come back shortly, as a try."""
+        rt = ctx.runtime
+        policy = rt.settings.retry_policy
+        # from here on, a new change to this record needs (and gets) a sync of its own
+        rt.coalescer.started(ctx.integration.id, ctx.data_type, ctx.record_id)
+        lock = rt.record_lock(ctx.integration.id, ctx.data_type, ctx.record_id)
+        if lock.acquire():
+            return lock
+        busy = TransientError(f"another transfer of this {DATA_TYPE_NAMES[ctx.data_type]} held it for "
                               f"{rt.settings.lock_wait:g}s at every try")
         if attempt < policy.max_attempts:
             countdown = max(1 + random.random() * 2, policy.delay(attempt - 1))
-            log.info("%s %s/%s: busy elsewhere; try %d of %d in %.1fs", task.name, integration_id,
-                     record_id, attempt + 1, policy.max_attempts, countdown)
-            rt.coalescer.requeued(integration_id, data_type, ctx.record_id, countdown)
-            raise task.retry(countdown=countdown, kwargs={"attempt": attempt + 1})
-        return settle(ctx, give_up(ctx, busy, kind="busy", error=f"{busy} (gave up after {attempt} tries)"))
+            log.info("%s %s/%s: busy elsewhere; try %d of %d in %.1fs", self.name, ctx.integration.id,
+                     ctx.record_id, attempt + 1, policy.max_attempts, countdown)
+            rt.coalescer.requeued(ctx.integration.id, ctx.data_type, ctx.record_id, countdown)
+            raise self.retry(countdown=countdown, kwargs={"attempt": attempt + 1})
+        settle(ctx, give_up(ctx, busy, kind="busy", error=f"{busy} (gave up after {attempt} tries)"))
 
-    retry_in: float | None = None
-    outage: Circuit | None = None
-    try:
-        outcome = body(ctx)
-    except TransientError as exc:
-        error = exc
-        outage = circuits.failed(integration_id, exc)
-        if policy.should_retry(exc, attempt - 1):
-            # this try is spent; while the service is out the next one waits for it
-            attempt += 1
-            if outage is None:
-                retry_in = policy.delay(attempt - 2, exc.retry_after)
-                log.warning("%s %s: %s; try %d of %d in %.1fs", integration_id, ctx.what, exc,
-                            attempt, policy.max_attempts, retry_in)
-        elif outage is None and (outage := circuits.blame(integration, exc)) is None:
-            exc.params = {**exc.params, "tries": attempt}
-            outcome = give_up(ctx, exc, kind="retries-exhausted",
-                              error=f"{exc} (gave up after {attempt} tries)")
-    except AuthError as exc:
-        # access refused: the service's (every record waits) unless a probe of it works
-        if (outage := circuits.blame(integration, exc)) is None:
-            outcome = give_up(ctx, exc, kind=type(exc).__name__)
-    except IntegrationError as exc:
-        outcome = give_up(ctx, exc, kind=type(exc).__name__)
-    except Exception as exc:  # a bug or an unexpected answer: still never dropped silently
-        log.exception("%s %s: unexpected error", integration_id, ctx.what)
-        outcome = give_up(ctx, exc, kind="unexpected",
-                          error=f"an unexpected error in the integration ({type(exc).__name__})")
-    else:
-        circuits.succeeded(integration_id)
-        if rt.dead_letters.resolve(integration_id, data_type, ctx.record_id):
-            log.info("%s %s: transferred after an earlier failure; dead letter cleared",
-                     integration_id, ctx.what)
-        log.info("%s %s: %s", integration_id, ctx.what, outcome)
-    finally:
+    def attempt(self, ctx: SyncContext, lock, attempt: int) -> Try:
+        """Run the body under the lock and say what the try came to."""
+        done: Try | None = None
         try:
-            if retry_in is None and outage is None and ctx.version is not None and not ctx.dry_run:
-                rt.state.mark_handled(integration_id, data_type, ctx.record_id, ctx.version)
+            done = self.classify(ctx, attempt)
+            return done
+        finally:
+            self.release(ctx, lock, finished=done is not None and done.ends_chain)
+
+    def classify(self, ctx: SyncContext, attempt: int) -> Try:
+        rt, iid = ctx.runtime, ctx.integration.id
+        circuits, policy = rt.circuits, rt.settings.retry_policy
+        try:
+            outcome = type(self).body(ctx)
+        except TransientError as exc:
+            outage = circuits.failed(iid, exc)
+            if policy.should_retry(exc, attempt - 1):
+                # this try is spent; while the service is out the next one waits for it
+                if outage is not None:
+                    return Try(attempt + 1, outage=outage, error=exc)
+                retry_in = policy.delay(attempt - 1, exc.retry_after)
+                log.warning("%s %s: %s; try %d of %d in %.1fs", iid, ctx.what, exc, attempt + 1,
+                            policy.max_attempts, retry_in)
+                return Try(attempt + 1, retry_in=retry_in, error=exc)
+            outage = outage or circuits.blame(ctx.integration, exc)
+            if outage is not None:
+                return Try(attempt, outage=outage, error=exc)
+            exc.params = {**exc.params, "tries": attempt}
+            return Try(attempt, give_up(ctx, exc, kind="retries-exhausted",
+                                        error=f"{exc} (gave up after {attempt} tries)"))
+        except AuthError as exc:
+            # access refused: the service's (every record waits) unless a probe of it works
+            outage = circuits.blame(ctx.integration, exc)
+            if outage is not None:
+                return Try(attempt, outage=outage, error=exc)
+            return Try(attempt, give_up(ctx, exc, kind=type(exc).__name__))
+        except IntegrationError as exc:
+            return Try(attempt, give_up(ctx, exc, kind=type(exc).__name__))
+        except Exception as exc:  # a bug or an unexpected answer: still never dropped silently
+            log.exception("%s %s: unexpected error", iid, ctx.what)
+            return Try(attempt, give_up(ctx, exc, kind="unexpected",
+                                        error=f"an unexpected error in the integration ({type(exc).__name__})"))
+        circuits.succeeded(iid)
+        if rt.dead_letters.resolve(iid, ctx.data_type, ctx.record_id):
+            log.info("%s %s: transferred after an earlier failure; dead letter cleared", iid, ctx.what)
+        log.info("%s %s: %s", iid, ctx.what, outcome)
+        return Try(attempt, outcome)
+
+    @staticmethod
+    def release(ctx: SyncContext, lock, *, finished: bool) -> None:
+        """Remember which version a finished chain handled (the poll's cursor waits for
+        unfinished ones), and let go of the record."""
+        rt = ctx.runtime
+        try:
+            if finished and ctx.version is not None and not ctx.dry_run:
+                rt.state.mark_handled(ctx.integration.id, ctx.data_type, ctx.record_id, ctx.version)
         finally:
             try:
                 lock.release()
             except LockError:
-                log.warning("%s %s: the record lock expired while working", integration_id, ctx.what)
-    if outage is not None:
-        wait(task, ctx, attempt, outage)
-    if retry_in is not None:
-        rt.stats.incr(integration_id, data_type, Outcome.RETRIED)
-        rt.coalescer.requeued(integration_id, data_type, ctx.record_id, retry_in)
-        raise task.retry(countdown=retry_in, exc=error, kwargs={"attempt": attempt})
-    return settle(ctx, outcome)
+                log.warning("%s %s: the record lock expired while working", ctx.integration.id, ctx.what)
+
+    def end(self, ctx: SyncContext, done: Try) -> str:
+        """Wait for an outage, retry a passing failure, or settle the chain's outcome."""
+        rt = ctx.runtime
+        if done.outage is not None:
+            wait(self, ctx, done.attempt, done.outage)
+        if done.retry_in is not None:
+            rt.stats.incr(ctx.integration.id, ctx.data_type, Outcome.RETRIED)
+            rt.coalescer.requeued(ctx.integration.id, ctx.data_type, ctx.record_id, done.retry_in)
+            raise self.retry(countdown=done.retry_in, exc=done.error, kwargs={"attempt": done.attempt})
+        return settle(ctx, done.outcome)
 
 
 def wait(task: Task, ctx: SyncContext, attempt: int, circuit: Circuit) -> NoReturn:
