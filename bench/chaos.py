@@ -32,7 +32,7 @@ import requests
 
 from sandbox.mail import Mailbox
 from sandbox.moment import kid_mod10, sample_customer
-from sandbox.stack import Stack, wait_for
+from sandbox.stack import Stack
 
 COMPANY = "chaos"
 API_KEY = "chaos-moment-key-0123"
@@ -257,7 +257,6 @@ class Run:
                          for name, have, want in pairs if (have or None) != (want or None)]
             if quick and problems:
                 return problems
-        numbers = {a["ID"]: a["AccountNumber"] for a in self.books("accounts")}
         receivables = Counter()
         gross = {}
         for v in self.books("journalentries"):
@@ -273,7 +272,6 @@ class Run:
                 problems.append(f"invoice {n}: receivable {gross[n]}, Moment's gross {self.moment_gross(inv)}")
             if quick and problems:
                 return problems
-        del numbers
         return problems
 
     @staticmethod

@@ -41,31 +41,31 @@ def lookups(ctx: SyncContext, invoice: MomentInvoice) -> tuple[dict[str, int], d
     posted; what is missing is named in one error. The VAT accounts are the platform's
     own: each VAT type books its VAT on its account."""
     sb1, integration = ctx.sb1, ctx.integration
-    missing: list[str] = []
-    accounts: list[tuple[int, str]] = []          # (account number, product type) not in the books
+    no_accounts: list[tuple[int, str]] = []       # (account number, product type) not in the books
     revenue: dict[str, int] = {}
     for product_type in sorted({ln.product_type for ln in invoice.lines}):
         number = integration.revenue_accounts[product_type]
         found = sb1.lookup_id("accounts", "AccountNumber", number)
         if found is None:
-            missing.append(f"account {number} (revenue for {product_type.lower()})")
-            accounts.append((number, product_type))
+            no_accounts.append((number, product_type))
         else:
             revenue[product_type] = found
+    no_codes: list[str] = []
     vat: dict[str, VatRate] = {}
     for code in sorted({ln.vat_code for ln in invoice.lines}):
         row = sb1.lookup("vattypes", "VatCode", code)
         if row is None:
-            missing.append(f"VAT code {label(code)}")
+            no_codes.append(label(code))
         else:
             vat[code] = VatRate(int(row["ID"]), Decimal(str(row.get("VatPercent") or 0)))
-    if missing:
+    if no_accounts or no_codes:
+        missing = [f"account {n} (revenue for {kind.lower()})" for n, kind in no_accounts]
+        missing += [f"VAT code {code}" for code in no_codes]
         raise RecordInvalid(
             f"nothing was posted: SpareBank 1 Regnskap has no {', no '.join(missing)}",
             hint="Set these up in SpareBank 1 Regnskap with the same numbers and codes as in Moment, "
-                 "then ask the operator to replay the invoice (moment-sb1 replay).",
-            code="lookups-missing", params={"accounts": accounts, "vat_codes": [
-                label(code) for code in sorted({ln.vat_code for ln in invoice.lines}) if code not in vat]})
+                 "then ask the operator of the integration to transfer the invoice again.",
+            code="lookups-missing", params={"accounts": no_accounts, "vat_codes": no_codes})
     return revenue, vat
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, NoReturn
 from celery import Task
 from redis.exceptions import LockError
 
-from errors import AuthError, IntegrationError, PermanentError, RecordInvalid, TransientError
+from errors import AuthError, IntegrationError, TransientError
 from clients.moment import MomentClient
 from clients.sb1 import SB1Client
 from .integrations import Integration
