@@ -1,14 +1,13 @@
-"""Serve the sandbox apps on local threaded HTTP/1.1 (keep-alive) servers."""
+"""Serve the sandbox apps on waitress (the WSGI server the webhook receiver uses)."""
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from waitress.server import TcpWSGIServer
 
 from .faults import Faults
 from .moment import MomentStore, WebhookSender, create_moment_app
@@ -19,191 +18,55 @@ from .sb1 import SB1Store, create_sb1_app
 
 log = logging.getLogger(__name__)
 
-IDLE_TIMEOUT = 60.0  # seconds an idle keep-alive connection is kept open
+IDLE_TIMEOUT = 60       # seconds an idle keep-alive connection is kept open
+THREADS = 128           # requests served at once: a benchmark runs 64 worker threads,
+                        # and the simulated latency holds a thread for its whole length
+CONNECTION_LIMIT = 1000
 
 
-class _BoundedInput:
-    """The request body: reads at most Content-Length bytes, so the rest can be drained."""
+class _CountingServer(TcpWSGIServer):
+    """waitress's TCP server, counting the connections it accepts (the keep-alive check)."""
 
-    def __init__(self, stream: Any, length: int):
-        self._stream = stream
-        self.remaining = length
+    accepted = 0
 
-    def read(self, size: int = -1) -> bytes:
-        if self.remaining <= 0:
-            return b""
-        size = self.remaining if size is None or size < 0 else min(size, self.remaining)
-        data = self._stream.read(size)
-        self.remaining -= len(data)
-        if not data:
-            self.remaining = 0
-        return data
-
-    def readline(self, size: int = -1) -> bytes:
-        size = self.remaining if size is None or size < 0 else min(size, self.remaining)
-        data = self._stream.readline(size) if size > 0 else b""
-        self.remaining -= len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(65536):
-            pass
-
-
-class KeepAliveRequestHandler(WSGIRequestHandler):
-    """HTTP/1.1 with keep-alive, no per-request log lines.
-
-    Werkzeug's own handler closes every connection; this one buffers each (small)
-    response, always sends Content-Length and drains the unread request body.
-    """
-
-    protocol_version = "HTTP/1.1"
-    timeout = IDLE_TIMEOUT
-
-    def setup(self) -> None:
-        super().setup()
-        # no Nagle: a response written in two parts must not wait for the client's
-        # delayed ACK (40 ms), which would swamp the latency the sandbox simulates
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        tracker = getattr(self.server, "connections", None)
-        if tracker is not None:
-            tracker.opened(self.connection)
-
-    def finish(self) -> None:
-        tracker = getattr(self.server, "connections", None)
-        if tracker is not None:
-            tracker.closed(self.connection)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def run_wsgi(self) -> None:
-        if self.headers.get("Expect", "").lower().strip() == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self.environ = environ = self.make_environ()
-        body: _BoundedInput | None = None
-        if not environ.get("wsgi.input_terminated"):  # chunked input is dechunked by werkzeug
-            try:
-                length = int(environ.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                length = 0
-            body = _BoundedInput(self.rfile, max(length, 0))
-            environ["wsgi.input"] = body
-        if self.request_version != "HTTP/1.1":
-            self.close_connection = True
-
-        started: dict[str, Any] = {}
-
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None):
-            started["status"], started["headers"] = status, headers
-            return chunks.append
-
-        chunks: list[bytes] = []
-        try:
-            result = self.server.app(environ, start_response)
-            try:
-                chunks.extend(result)
-            finally:
-                if hasattr(result, "close"):
-                    result.close()
-        except Exception:  # noqa: BLE001 - answer 500 and keep serving
-            log.exception("sandbox: error on %s %s", self.command, self.path)
-            started = {"status": "500 INTERNAL SERVER ERROR",
-                       "headers": [("Content-Type", "text/plain")]}
-            chunks = [b"Internal Server Error"]
-            self.close_connection = True
-        try:
-            if body is not None:
-                body.drain()
-            else:
-                environ["wsgi.input"].read()
-        except (OSError, ValueError):
-            self.close_connection = True
-
-        data = b"".join(chunks)
-        code_text, _, reason = started["status"].partition(" ")
-        code = int(code_text)
-        length = str(len(data))
-        self.send_response(code, reason)
-        for key, value in started["headers"]:
-            if key.lower() == "content-length" and self.command == "HEAD":
-                length = value  # the length a GET would have
-            elif key.lower() not in ("content-length", "connection", "transfer-encoding"):
-                self.send_header(key, value)
-        if code >= 200 and code not in (204, 304):
-            self.send_header("Content-Length", length)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD" and data:
-            self.wfile.write(data)
-        self.wfile.flush()
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        if type != "info":
-            log.log(logging.ERROR if type == "error" else logging.WARNING, message, *args)
-
-
-class _Connections:
-    """Open client sockets of one server, so that stop() can cut keep-alive connections."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._open: set[socket.socket] = set()
-        self.accepted = 0
-
-    def opened(self, conn: socket.socket) -> None:
-        with self._lock:
-            self._open.add(conn)
+    def handle_accept(self) -> None:
+        before = len(self._map)
+        super().handle_accept()
+        if len(self._map) > before:
             self.accepted += 1
-
-    def closed(self, conn: socket.socket) -> None:
-        with self._lock:
-            self._open.discard(conn)
-
-    def close_all(self) -> None:
-        with self._lock:
-            conns, self._open = list(self._open), set()
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class ServerThread(threading.Thread):
-    """A werkzeug threaded server running ``app`` in a daemon thread."""
+    """One WSGI app on waitress, its event loop in a daemon thread."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *,
+                 threads: int = THREADS):
         super().__init__(name=f"sandbox-server-{host}:{port}", daemon=True)
-        self.server: BaseWSGIServer = make_server(host, port, app, threaded=True,
-                                                  request_handler=KeepAliveRequestHandler)
-        self.server.connections = _Connections()  # type: ignore[attr-defined]
+        self.server = _CountingServer(
+            app, map={}, host=host, port=port, threads=threads,
+            connection_limit=CONNECTION_LIMIT, channel_timeout=IDLE_TIMEOUT,
+            asyncore_use_poll=True,          # select() stops at 1024 descriptors
+            expose_tracebacks=False, ident="moment-sb1-sandbox")
         self.host = host
-        self.port: int = self.server.server_port
+        self.port: int = int(self.server.effective_port)
         self.url = f"http://{host}:{self.port}"
 
     @property
     def connections_accepted(self) -> int:
         """How many TCP connections the server has accepted (keep-alive check)."""
-        return self.server.connections.accepted  # type: ignore[attr-defined]
+        return self.server.accepted
 
     def run(self) -> None:
-        self.server.serve_forever(poll_interval=0.05)
+        self.server.run()
 
     def stop(self) -> None:
         """Stop accepting, cut open connections, wait for the thread."""
-        self.server.shutdown()
-        self.server.connections.close_all()  # type: ignore[attr-defined]
-        self.server.server_close()
+        def close_everything() -> None:  # runs in the event loop's own thread
+            for dispatcher in list(self.server._map.values()):
+                dispatcher.close()
+        self.server.trigger.pull_trigger(close_everything)
         self.join(timeout=5)
-
-
-RunningServer = ServerThread
+        self.server.task_dispatcher.shutdown(timeout=1)
 
 
 def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> ServerThread:
