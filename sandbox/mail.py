@@ -6,7 +6,7 @@ from email.message import EmailMessage
 
 from aiosmtpd.controller import Controller
 
-from .stack import free_port
+from .local import free_port
 
 
 class Mailbox:

@@ -7,34 +7,26 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
-import redis
 import requests
+
+from .local import RedisServer, TimedOut, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_ID = "moment-sb1-bench"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise SystemExit(f"timed out waiting for {what}")
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> None:
+    """:func:`wait_until` for the command-line runners: a timeout ends the run with a message."""
+    try:
+        wait_until(predicate, timeout, interval, what)
+    except TimedOut as err:
+        raise SystemExit(str(err)) from None
 
 
 class Stack:
@@ -42,20 +34,17 @@ class Stack:
 
     def __init__(self, companies: list[dict], latency: float, smtp_port: int | None = None, *,
                  aof: bool = False, env: dict[str, str] | None = None):
-        if not shutil.which("redis-server"):
-            raise SystemExit("redis-server is needed: install it (Debian/Ubuntu: sudo apt-get install "
-                             "redis-server; macOS: brew install redis), or run scripts/setup as root")
         self.tmp = Path(tempfile.mkdtemp(prefix="msb1-stack-"))
         self.procs: list[subprocess.Popen] = []
-        self.redis_port = free_port()
-        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
         # AOF as in docker-compose, when a run restarts Redis and expects to find its data
-        self._redis_argv = ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-                            "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec",
-                            "--dir", str(self.tmp)]
-        self.redis_proc = self._spawn(self._redis_argv, "redis.log")
-        self.redis = redis.Redis.from_url(self.redis_url, decode_responses=True)
-        wait_for(self._redis_up, 10, "redis-server")
+        self.redis_server = RedisServer(aof=aof, fsync="everysec", directory=self.tmp,
+                                        log=self.tmp / "redis.log")
+        try:
+            self.redis_server.start()
+        except (RuntimeError, TimedOut) as err:
+            raise SystemExit(str(err)) from None
+        self.redis_url = self.redis_server.url
+        self.redis = self.redis_server.client
 
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import rsa
@@ -98,11 +87,7 @@ class Stack:
 
     def restart_redis(self, down: float = 1.0) -> None:
         """Stop Redis as a restart would (it writes its AOF), wait ``down`` seconds, start it."""
-        self.redis_proc.terminate()
-        self.redis_proc.wait(30)
-        time.sleep(down)
-        self.redis_proc = self._spawn(self._redis_argv, "redis.log")
-        wait_for(self._redis_up, 20, "redis-server after the restart")
+        self.redis_server.restart(down)
 
     def _spawn(self, argv, log_name, **kw) -> subprocess.Popen:
         log = open(self.tmp / log_name, "ab")
@@ -110,12 +95,6 @@ class Stack:
                                 start_new_session=True, **kw)
         self.procs.append(proc)
         return proc
-
-    def _redis_up(self) -> bool:
-        try:
-            return self.redis.ping()
-        except redis.ConnectionError:
-            return False
 
     def _sandbox_up(self) -> bool:
         try:
@@ -165,6 +144,7 @@ class Stack:
                     proc.wait(20)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
+        self.redis_server.stop()
         if not keep_files:
             shutil.rmtree(self.tmp, ignore_errors=True)
 

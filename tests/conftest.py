@@ -5,12 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -19,31 +16,13 @@ import pytest
 import redis
 import requests
 
+from sandbox.local import RedisServer, free_port, wait_until  # noqa: F401 - the tests import them from here
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPANY_KEYS = {"acme": "0f8fad5b-d9cb-469f-a165-70867728950e",
                 "fjord": "7c9e6679-7425-40de-944b-e07fc1f90ae7"}
 API_KEYS = {"acme": "acme-moment-key-1234", "fjord": "fjord-moment-key-5678"}
 CLIENT_ID = "moment-sb1-test-client"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float = 30, interval: float = 0.05, message: str = "condition",
-               describe=None):
-    """Poll ``predicate`` until it is true; on timeout, say what was awaited and, through
-    ``describe()``, what the state was."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    details = f"\n{describe()}" if describe else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}{details}")
 
 
 def broker_state(r, worker=None) -> str:
@@ -56,33 +35,40 @@ def broker_state(r, worker=None) -> str:
 
 
 # A private Redis for the whole session: the shared one on 6379 is never touched.
-REDIS_PORT = free_port()
-REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
+SESSION_REDIS = RedisServer()
+REDIS_PORT = SESSION_REDIS.port
+REDIS_URL = SESSION_REDIS.url
 os.environ["MSB1_REDIS_URL"] = REDIS_URL
 os.environ["MSB1_KEY_PREFIX"] = "msb1test"
 
 
+def _start(server: RedisServer) -> RedisServer:
+    try:
+        return server.start()
+    except RuntimeError as err:       # no redis-server on this machine
+        pytest.fail(str(err))
+
+
 @pytest.fixture(scope="session")
 def redis_server():
-    if not shutil.which("redis-server"):
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
-    workdir = tempfile.mkdtemp(prefix="msb1-redis-")
-    proc = subprocess.Popen(["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", workdir],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis.from_url(REDIS_URL)
-    wait_until(lambda: _ping(client), 10, message="redis-server")
+    _start(SESSION_REDIS)
     yield REDIS_URL
-    proc.terminate()
-    proc.wait(10)
-    shutil.rmtree(workdir, ignore_errors=True)
+    SESSION_REDIS.close()
 
 
-def _ping(client) -> bool:
-    try:
-        return client.ping()
-    except redis.ConnectionError:
-        return False
+@pytest.fixture
+def make_redis():
+    """Another private redis-server for one test (``make_redis(aof=True)`` keeps an AOF, so a
+    restart finds the data): for tests that stop, kill and restart Redis."""
+    servers: list[RedisServer] = []
+
+    def make(**options) -> RedisServer:
+        server = _start(RedisServer(**options))
+        servers.append(server)
+        return server
+    yield make
+    for server in servers:
+        server.close()
 
 
 @pytest.fixture

@@ -4,55 +4,20 @@ middle of an ack, exits (a kombu bug: AttributeError in restore_unacked, see kom
 #970) and is restarted by its supervisor, as docker-compose does; nothing is lost."""
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 import time
 
 import pytest
-import redis
 
-from conftest import COMPANY_KEYS, free_port, wait_until
+from conftest import COMPANY_KEYS, wait_until
 from sandbox.moment import seed_customers
 
 pytestmark = pytest.mark.slow
 
 
-class AofRedis:
-    def __init__(self):
-        self.port, self.dir = free_port(), tempfile.mkdtemp(prefix="msb1-aof-")
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.client = redis.Redis.from_url(self.url, decode_responses=True)
-        self.start()
-
-    def start(self):
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "yes", "--appendfsync", "always", "--dir", self.dir],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self._up, 10, message="redis-server")
-
-    def _up(self):
-        try:
-            return self.client.ping()
-        except redis.ConnectionError:
-            return False
-
-    def restart(self):
-        self.proc.terminate()
-        self.proc.wait(10)
-        self.start()
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture
-def aof():
-    server = AofRedis()
-    yield server
-    server.stop()
+def aof(make_redis):
+    return make_redis(aof=True)
 
 
 def publish(url, integration, record_id):
@@ -103,8 +68,7 @@ def test_beat_goes_on_polling_after_a_redis_restart(worker_env, aof, tmp_path):
                             start_new_session=True)
     try:
         wait_until(lambda: log.read_text().count("Sending due task poll-moment") >= 2, 30, message="beat polling")
-        aof.proc.kill()                                     # Redis goes away under beat ...
-        aof.proc.wait(10)
+        aof.stop(kill=True)                                 # Redis goes away under beat ...
         time.sleep(2)
         aof.start()                                         # ... and comes back with its data
         before = log.read_text().count("Sending due task poll-moment")

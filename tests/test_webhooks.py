@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -103,56 +100,10 @@ def receiver(start_receiver) -> Receiver:
     return start_receiver()
 
 
-class RedisServer:
-    """A second private redis-server, to be stopped and started again under a receiver."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.dir = tempfile.mkdtemp(prefix="msb1-redis-down-")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "RedisServer":
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url)
-        try:
-            wait_until(lambda: _pings(client), 10, 0.05, "the second redis-server")
-        finally:
-            client.close()
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        # the port must be closed, not just the process gone
-        wait_until(lambda: not _listening(self.port), 5, 0.05, "redis' port to close")
-
-
-def _pings(client) -> bool:
-    try:
-        return client.ping()
-    except redis.ConnectionError:
-        return False
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture
-def spare_redis():
-    if not shutil.which("redis-server"):
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
-    server = RedisServer().start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.dir, ignore_errors=True)
+def spare_redis(make_redis):
+    """A second private redis-server, to be stopped and started again under a receiver."""
+    return make_redis()
 
 
 # ---------------------------------------------------------------- what is in the queue
