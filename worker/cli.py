@@ -9,9 +9,19 @@ from datetime import datetime, timezone
 import click
 import simplejson
 
+from redis.exceptions import RedisError
+
+from clients.sb1 import SB1Client
+from errors import IntegrationError
 from schemas.text import plain
+from .app import QUEUE, TASKS, app
+from .backfill import run_backfill
 from .integrations import DATA_TYPES, IntegrationsError, load_integrations
+from .producer import UnknownDataType, enqueue as put
+from .runtime import get_runtime
 from .settings import Settings, SettingsError
+from .sync import SyncContext
+from .webhooks import serve
 
 
 def _settings() -> Settings:
@@ -22,7 +32,6 @@ def _settings() -> Settings:
 
 
 def _runtime():
-    from .runtime import get_runtime
     rt = get_runtime()
     try:
         rt.integrations
@@ -64,7 +73,6 @@ def check_config() -> None:
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int | None) -> None:
     """Run a Celery worker (thread pool); extra arguments go to Celery."""
-    from .app import QUEUE, app
     settings = _settings()
     argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency or settings.concurrency),
             "--queues", QUEUE, "--loglevel", "INFO", *ctx.args]
@@ -113,7 +121,6 @@ def beat(ctx: click.Context, no_restart: bool) -> None:
 @click.option("--threads", default=16, type=int, show_default=True)
 def webhooks(host: str, port: int, threads: int) -> None:
     """Run the webhook receiver (POST /webhooks/{integration}/{secret})."""
-    from .webhooks import serve
     _runtime()
     click.echo(f"moment-sb1 webhook receiver on http://{host}:{port}/webhooks/<integration>/<secret>")
     serve(host, port, threads)
@@ -124,7 +131,6 @@ def webhooks(host: str, port: int, threads: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def status(integration_id: str | None, as_json: bool) -> None:
     """Queue length, transfers and dead letters per integration."""
-    from .app import QUEUE
     rt = _runtime()
     last_poll = rt.redis.get(rt.keys.last_poll())
     out = {"queue": QUEUE, "queued": rt.redis.llen(QUEUE),
@@ -170,7 +176,6 @@ def health(what: str, max_age: float | None) -> None:
     """Exit 0 when healthy, 1 (with the reason) when not: for compose healthchecks.
 
     beat: the safety-net poll ran lately (beat writes the time of each poll to Redis)."""
-    from redis.exceptions import RedisError
     rt = _runtime()
     limit = max_age if max_age is not None else 2 * rt.settings.poll_interval + 60
     try:
@@ -207,7 +212,6 @@ def dead_letters(integration_id: str | None) -> None:
 @click.argument("record_ids", nargs=-1, type=int, required=True)
 def enqueue(integration_id: str, data_type: str, record_ids: tuple[int, ...]) -> None:
     """Queue syncs of records by Moment id."""
-    from .producer import enqueue as put
     rt = _runtime()
     [integration] = _pick(rt, integration_id)
     if not integration.wants(data_type):
@@ -223,7 +227,6 @@ def enqueue(integration_id: str, data_type: str, record_ids: tuple[int, ...]) ->
 @click.option("--id", "record_id", type=int, default=None)
 def replay(integration_id: str | None, data_type: str | None, record_id: int | None) -> None:
     """Queue dead-lettered records again (they stay listed until they succeed)."""
-    from .producer import UnknownDataType, enqueue as put
     rt = _runtime()
     n = 0
     for i in _pick(rt, integration_id):
@@ -252,8 +255,6 @@ def backfill(integration_id: str, data_type: str, since: datetime | None, restar
 
     A page that fails is tried again; if it keeps failing, the backfill stops and the same
     command resumes where it stopped."""
-    from redis.exceptions import RedisError
-    from .backfill import run_backfill
     rt = _runtime()
     [integration] = _pick(rt, integration_id)
     if not integration.wants(data_type):
@@ -280,10 +281,6 @@ def backfill(integration_id: str, data_type: str, since: datetime | None, restar
 @click.argument("record_id", type=int)
 def dry_run(integration_id: str, data_type: str, record_id: int) -> None:
     """Fetch, map and check one record and show what would be written; write nothing."""
-    from errors import IntegrationError
-    from clients.sb1 import SB1Client
-    from .app import TASKS, app
-    from .sync import SyncContext
 
     rt = _runtime()
     [integration] = _pick(rt, integration_id)
