@@ -18,6 +18,7 @@ API_PREFIX = "/api/1.0/companies"
 PAGE_PARAM, SIZE_PARAM, MODIFIED_FROM_PARAM = "page", "size", "lastModifiedDateFrom"
 FIRST_PAGE = 1
 PAGE_SIZE = 200
+PROBE_ROUTE = "customers"   # the cheapest read, to see whether Moment takes our key
 
 
 class MomentClient:
@@ -45,7 +46,7 @@ class MomentClient:
 
     def probe(self) -> None:
         """The cheapest read there is: is Moment there, and does it take our key?"""
-        self._get("customers", {PAGE_PARAM: FIRST_PAGE, SIZE_PARAM: 1})
+        self._get(PROBE_ROUTE, {PAGE_PARAM: FIRST_PAGE, SIZE_PARAM: 1})
 
     def list(self, entity: str, *, modified_from: datetime | None = None,
              page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
