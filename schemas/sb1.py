@@ -188,6 +188,13 @@ def fingerprint(wanted: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def field_digests(wanted: dict[str, Any]) -> dict[str, str]:
+    """A short digest per field of what we want in the books: the next write names the
+    fields it changes (the history), without keeping their values."""
+    return {name: hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+            for name, value in wanted.items()}
+
+
 def create_guid(*parts: Any) -> str:
     """A deterministic ``_createguid``: the same logical create always carries the same one."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "moment-sb1:" + "/".join(str(p) for p in parts)))

@@ -35,7 +35,10 @@ def poll_changes() -> int:
     rt = poll_changes.runtime
     rt.redis.set(rt.keys.last_poll(), f"{time.time():.3f}")       # beat's health signal
     n = 0
+    paused = rt.pauses.all()
     for integration in rt.integrations.values():
+        if integration.id in paused:        # its cursor stays: the poll after the resume finds it all
+            continue
         for data_type in TASKS:
             if integration.wants(data_type):
                 poll_integration.delay(integration.id, data_type)
@@ -74,6 +77,9 @@ def poll_integration(self, integration_id: str, data_type: str) -> int:
     settings = rt.settings
     integration = rt.integrations.get(integration_id)
     if integration is None or not integration.wants(data_type):
+        return 0
+    if rt.pauses.is_paused(integration_id):
+        log.info("poll %s %s: the integration is paused; the cursor waits", integration_id, data_type)
         return 0
     # Two beats started by mistake, or a slow poll overlapping the next: one at a time,
     # and not again within half an interval.

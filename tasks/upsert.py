@@ -16,7 +16,7 @@ from redis.exceptions import LockError
 
 from errors import DuplicateCreate, IntegrationError, NotFound, RecordInvalid, TransientError
 from schemas.datatypes import DataType
-from schemas.sb1 import create_guid, fingerprint
+from schemas.sb1 import create_guid, field_digests, fingerprint
 from schemas.text import label, plain
 from worker.templates import record_name
 from worker.notify import DATA_TYPE_NAMES
@@ -80,7 +80,7 @@ def record_body(dt: DataType, references: References) -> Callable[[SyncContext],
         outcome, sb1_id = upsert(
             ctx, dt.sb1_route, previous, lambda existing: dt.build(wanted, existing=existing, guid=guid, **refs),
             key_field=dt.key_field, key=key, expand=dt.expand, what=dt.noun)
-        ctx.transferred(digest, sb1_id, record.last_modified_date)
+        ctx.transferred(digest, sb1_id, record.last_modified_date, previous=previous, fields=field_digests(wanted))
         return outcome
     body.__name__ = body.__qualname__ = f"upsert_{dt.name}"
     return body

@@ -178,6 +178,34 @@ def write_integrations(path: Path, sandbox, data_types=("customers",), **overrid
     return path
 
 
+def as_text(raw: str) -> str:
+    lines = []
+    for line in raw.splitlines():
+        try:
+            entry = json.loads(line) if line.startswith("{") else None
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict) or "message" not in entry:
+            lines.append(line)
+            continue
+        lines.append(f"{entry.get('time')} {entry.get('level')} {entry.get('logger')} {entry['message']}")
+        if entry.get("error"):
+            lines.append(str(entry["error"]))
+    return "\n".join(lines) + "\n"
+
+
+def log_entries(path: Path) -> list[dict]:
+    """The JSON lines of a process's log."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
 class Worker:
     """A real Celery worker in a subprocess (thread pool), logging to a file."""
 
@@ -201,7 +229,9 @@ class Worker:
         return self
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """The worker's log as text: each JSON line as "time level logger message [error]"
+        (what a person reads), any other line (Celery's banner) as it is."""
+        return as_text(self.log_path.read_text(errors="replace"))
 
     def kill(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)

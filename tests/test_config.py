@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from worker.integrations import IntegrationsError, load_integrations, parse_integrations
-from worker.settings import Settings, SettingsError
+from worker.settings import Settings, SettingsError, unknown_variables
 
 GOOD = {
     "id": "acme", "moment_company": "acme", "moment_api_key": {"env": "ACME_KEY"}, "bank": "smn",
@@ -84,11 +84,27 @@ def test_settings_from_env():
 @pytest.mark.parametrize("env,message", [
     ({"MSB1_RETRY_MAX_DELAY": "3600"}, "must stay below MSB1_VISIBILITY_TIMEOUT"),
     ({"MSB1_SMTP_TLS": "maybe"}, "MSB1_SMTP_TLS must be"),
-    ({"MSB1_SMTP_PORT": "twenty-five"}, "MSB1_SMTP_PORT must be a number"),
+    ({"MSB1_SMTP_PORT": "twenty-five"}, "MSB1_SMTP_PORT must be a whole number from 1 to 65535, got 'twenty-five'"),
+    ({"MSB1_TASK_EVENTS": "maybe"}, "MSB1_TASK_EVENTS must be true or false, got 'maybe'"),
+    ({"MSB1_RETRY_MAX_ATTEMPTS": "0"}, "MSB1_RETRY_MAX_ATTEMPTS must be a whole number of at least 1"),
+    ({"MSB1_LOG_FORMAT": "xml"}, "MSB1_LOG_FORMAT must be one of json, text"),
 ])
 def test_bad_settings(env, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_all_problems_at_once():
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"MSB1_SMTP_PORT": "x", "MSB1_CONCURRENCY": "-1"})
+    assert "MSB1_SMTP_PORT" in str(err.value) and "MSB1_CONCURRENCY" in str(err.value)
+
+
+def test_unknown_variables_are_named_with_a_guess():
+    found = unknown_variables({"MSB1_RETRY_MAX_ATTEMPT": "3", "MSB1_REDIS_URL": "redis://x", "MSB1_FOO": "1",
+                               "OTHER": "1"})
+    assert found == ["MSB1_FOO is not a setting",
+                     "MSB1_RETRY_MAX_ATTEMPT is not a setting (did you mean MSB1_RETRY_MAX_ATTEMPTS?)"]
 
 
 def test_secrets_not_in_settings_repr():
@@ -135,4 +151,4 @@ def test_the_celery_app_reads_the_environment_only_when_it_is_used():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "MSB1_RETRY_MAX_ATTEMPTS": "maybe"})
     assert out.stdout == "imported\n"
-    assert out.returncode == 2 and "MSB1_RETRY_MAX_ATTEMPTS must be a number, got 'maybe'" in out.stderr
+    assert out.returncode == 2 and "MSB1_RETRY_MAX_ATTEMPTS must be a whole number of at least 1, got 'maybe'" in out.stderr

@@ -279,7 +279,7 @@ def test_body_over_the_limit_is_refused(start_receiver, r):
     padded = dict(CUSTOMER, note="x" * 2000)
     resp = rc.hook("acme", padded)
     assert resp.status_code == 413, resp.text
-    assert resp.json() == {"error": "the body is larger than 1024 bytes"}
+    assert "exceeds max_body of 1024" in resp.text       # waitress refuses it before it is read
     assert_nothing_queued(r)
     # just under the limit still goes through
     small = dict(CUSTOMER, note="x" * (1000 - len(json.dumps(CUSTOMER))))
@@ -291,7 +291,7 @@ def test_body_over_the_limit_is_refused(start_receiver, r):
 def test_default_body_limit_is_64_kib(receiver, r):
     resp = receiver.hook("acme", dict(CUSTOMER, note="x" * 70000))
     assert resp.status_code == 413, resp.text
-    assert resp.json() == {"error": "the body is larger than 65536 bytes"}
+    assert "exceeds max_body of 65536" in resp.text
     assert_nothing_queued(r)
 
 

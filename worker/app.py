@@ -14,9 +14,11 @@ from celery import Celery, Task, signals
 
 from schemas.datatypes import DATA_TYPES, DataType
 from .integrations import IntegrationsError
+from .logs import configure_logging
+from .metrics import serve_worker_metrics
 from .observability import init_sentry
 from .runtime import get_runtime
-from .settings import Settings, SettingsError
+from .settings import Settings, SettingsError, unknown_variables
 from .sync import Body, RecordSync, SyncTask
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,14 @@ def sync_task(data_type: DataType, body: Body) -> Task:
                     body=staticmethod(body))
 
 
+@signals.setup_logging.connect
+def _logging(**_):
+    """Our log format in the worker and in beat (Celery leaves logging to us)."""
+    configure_logging(_settings_or_exit(), "beat" if "beat" in sys.argv else "worker")
+    for problem in unknown_variables():
+        log.warning("%s; it is ignored", problem)
+
+
 @signals.worker_init.connect
 def _check_before_start(**_):
     """Refuse to start with an invalid integrations file or credentials, saying why."""
@@ -125,3 +135,9 @@ def _check_before_start(**_):
     init_sentry(runtime.settings)
     log.info("moment-sb1 worker ready for %d integration(s): %s", len(integrations),
              ", ".join(sorted(integrations)))
+
+
+@signals.worker_ready.connect
+def _serve_metrics(**_):
+    """The worker's Prometheus endpoint, when ``MSB1_METRICS_PORT`` is set."""
+    serve_worker_metrics(get_runtime().settings.metrics_port, get_runtime)

@@ -118,8 +118,9 @@ def beat(ctx: click.Context, no_restart: bool) -> None:
 @main.command()
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=8000, type=int, show_default=True)
-@click.option("--threads", default=16, type=int, show_default=True)
-def webhooks(host: str, port: int, threads: int) -> None:
+@click.option("--threads", default=None, type=click.IntRange(1), help="requests served at once "
+              "(default MSB1_WEBHOOK_THREADS)")
+def webhooks(host: str, port: int, threads: int | None) -> None:
     """Run the webhook receiver (POST /webhooks/{integration}/{secret})."""
     _runtime()
     click.echo(f"moment-sb1 webhook receiver on http://{host}:{port}/webhooks/<integration>/<secret>")

@@ -5,7 +5,7 @@ asks for a record to be synced.
     enqueue("acme", "customers", 1000123)
 
 Only IDs travel in the message; the task fetches the record as it is when it runs.
-Changes to one record are coalesced (see ``worker.state.Coalescer``): ``enqueue`` returns
+Nothing is queued for a paused integration (``Paused``). Changes to one record are coalesced (see ``worker.state.Coalescer``): ``enqueue`` returns
 the queued task's id, or None when a queued sync of that record already covers the change.
 """
 from __future__ import annotations
@@ -22,6 +22,11 @@ class UnknownDataType(ValueError):
     pass
 
 
+class Paused(RuntimeError):
+    """The integration is paused (``moment-sb1 pause``): nothing is queued for it. The poll
+    finds the change once it is resumed."""
+
+
 def task_name(data_type: str) -> str:
     try:
         return TASKS[data_type]
@@ -36,6 +41,8 @@ def enqueue(integration_id: str, data_type: str, record_id: int, *, runtime: Run
     name = task_name(data_type)
     rt = runtime or get_runtime()
     record_id = int(record_id)
+    if rt.pauses.is_paused(integration_id):
+        raise Paused(f"{integration_id} is paused; its changes are picked up when it is resumed")
     countdown = rt.coalescer.claim(integration_id, data_type, record_id, stale_after)
     if countdown is None:
         return None

@@ -16,7 +16,7 @@ from .circuit import Circuits
 from .notices import Notices
 from .notify import send_email
 from .settings import Settings
-from .state import Coalescer, DeadLetters, Keys, Stats, SyncState
+from .state import Coalescer, DeadLetters, History, Keys, Pauses, Stats, SyncState
 
 
 class UnknownIntegration(KeyError):
@@ -70,6 +70,14 @@ class Runtime:
     @cached_property
     def circuits(self) -> Circuits:
         return Circuits(self)
+
+    @cached_property
+    def pauses(self) -> Pauses:
+        return Pauses(self.redis, self.keys)
+
+    @cached_property
+    def history(self) -> History:
+        return History(self.redis, self.keys, self.settings.history_days)
 
     @cached_property
     def notices(self) -> Notices:

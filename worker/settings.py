@@ -1,21 +1,62 @@
-"""Deployment settings, read once from the environment (documented in `.env.example`)."""
+"""Deployment settings, read once from the environment (documented in `.env.example`).
+
+The names, types and defaults are the fields of :class:`Settings` (``redis_url`` is read
+from ``MSB1_REDIS_URL``); environs (marshmallow) parses and validates them, so ``maybe`` is
+not a boolean and ``twenty-five`` is not a port. :func:`unknown_variables` names the
+``MSB1_*`` variables that are set but mean nothing (usually a typo).
+"""
 from __future__ import annotations
 
+import difflib
 import os
-from dataclasses import dataclass, field
-from typing import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+from environs import Env, EnvError
+from marshmallow.validate import OneOf, Range
 
 from clients.http import Timeouts
 from clients.retry import RetryPolicy
 from clients.sb1 import DEFAULT_IDENTITY_URL, TOKEN_PATH
+
+PREFIX = "MSB1_"
 
 
 class SettingsError(ValueError):
     pass
 
 
-def _bool(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
+class _MappingEnv(Env):
+    """environs' reader over one mapping (the process environment unless a test gives
+    another); an empty value counts as unset, as a blank line in an env file means."""
+
+    def __init__(self, source: Mapping[str, str]):
+        super().__init__(eager=False)
+        self._source = source
+
+    def _get_value(self, env_key: str, default: Any) -> Any:
+        value = self._source.get(env_key)
+        return default if value is None or value == "" else value
+
+
+# validation beyond the type, by field name
+_VALIDATE = {
+    "smtp_tls": OneOf(("none", "starttls", "ssl")),
+    "smtp_port": Range(1, 65535),
+    "metrics_port": Range(0, 65535),
+    "log_level": OneOf(("DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error")),
+    "log_format": OneOf(("json", "text")),
+    "retry_max_attempts": Range(min=1),
+    "circuit_threshold": Range(min=1),
+    "restore_interval": Range(min=1),
+    "restore_lock_timeout": Range(min=1),
+    "concurrency": Range(min=1),
+    "webhook_max_body": Range(min=1024),
+    "webhook_connection_limit": Range(min=10),
+    "webhook_channel_timeout": Range(min=1),
+    "webhook_threads": Range(min=1),
+    "history_days": Range(min=0),
+}
 
 
 @dataclass(frozen=True)
@@ -65,7 +106,15 @@ class Settings:
     poll_interval: float = 300.0      # the safety-net poll of Moment, per integration and type
     poll_overlap: float = 120.0       # each poll looks this far behind its cursor
     poll_max_hold: float = 86400.0    # an unfinished change holds the cursor back at most this long
-    webhook_max_body: int = 65536     # bytes
+    webhook_max_body: int = 65536     # bytes; a bigger body is refused before it is read
+    webhook_threads: int = 16         # receiver requests served at once
+    webhook_connection_limit: int = 500    # open connections the receiver keeps (idle ones included)
+    webhook_channel_timeout: int = 10      # seconds before an idle or stalled connection is closed
+    # operations
+    log_level: str = "INFO"
+    log_format: str = "json"          # json (one object per line) or text
+    metrics_port: int = 0             # a worker's Prometheus endpoint (0: none)
+    history_days: float = 30.0        # how long `moment-sb1 history` keeps each record's syncs
     # notices
     digest_window: float = 900.0      # failures after an integration's first are collected this long
     operator_email: str | None = None  # outages and credential problems go here (and to Sentry)
@@ -89,24 +138,24 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
-        values: dict = {}
-        for name, f in cls.__dataclass_fields__.items():
-            raw = env.get(f"MSB1_{name.upper()}")
-            if raw is None or raw == "":
-                continue
+        reader = _MappingEnv(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
             kind = f.type if isinstance(f.type, str) else f.type.__name__
-            try:
-                if kind.startswith("int"):
-                    values[name] = int(raw)
-                elif kind.startswith("float"):
-                    values[name] = float(raw)
-                elif kind.startswith("bool"):
-                    values[name] = _bool(raw)
-                else:
-                    values[name] = raw
-            except ValueError:
-                raise SettingsError(f"MSB1_{name.upper()} must be a number, got {raw!r}") from None
+            parse = (reader.bool if kind.startswith("bool") else reader.int if kind.startswith("int")
+                     else reader.float if kind.startswith("float") else reader.str)
+            kwargs = {"validate": _VALIDATE[f.name]} if f.name in _VALIDATE else {}
+            values[f.name] = parse(PREFIX + f.name.upper(), f.default, **kwargs)
+        try:
+            reader.seal()
+        except EnvError as err:
+            problems = getattr(err, "error_messages", {}) or {}
+            secret = {PREFIX + f.name.upper() for f in fields(cls) if not f.repr}
+            lines = [f"{name} must be {_expected(name)}"
+                     + ("" if name in secret else f", got {reader._source.get(name)!r}")
+                     for name in problems]
+            raise SettingsError("; ".join(lines) or str(err)) from None
+        values["log_level"] = values["log_level"].upper()
         settings = cls(**values)
         settings.check()
         return settings
@@ -118,22 +167,41 @@ class Settings:
                 f"MSB1_RETRY_MAX_DELAY ({self.retry_max_delay:g}s) plus MSB1_LOCK_WAIT must stay "
                 f"below MSB1_VISIBILITY_TIMEOUT ({self.visibility_timeout}s), or Redis would hand "
                 "a waiting task to a second worker")
-        if self.smtp_tls not in ("none", "starttls", "ssl"):
-            raise SettingsError("MSB1_SMTP_TLS must be none, starttls or ssl")
         if self.poll_max_hold < self.poll_interval:
             raise SettingsError("MSB1_POLL_MAX_HOLD must be at least MSB1_POLL_INTERVAL")
         if self.poll_interval <= 0 or self.poll_overlap < 0 or self.coalesce_window < 0:
             raise SettingsError("MSB1_POLL_INTERVAL must be positive; MSB1_POLL_OVERLAP and "
                                 "MSB1_COALESCE_WINDOW must not be negative")
-        if self.restore_interval < 1 or self.restore_lock_timeout < 1:
-            raise SettingsError("MSB1_RESTORE_INTERVAL and MSB1_RESTORE_LOCK_TIMEOUT must be at "
-                                "least 1 second")
         if self.circuit_probe_interval >= self.visibility_timeout or self.circuit_probe_interval <= 0:
             raise SettingsError("MSB1_CIRCUIT_PROBE_INTERVAL must be positive and below MSB1_VISIBILITY_TIMEOUT")
-        if self.circuit_threshold < 1:
-            raise SettingsError("MSB1_CIRCUIT_THRESHOLD must be at least 1")
         if self.digest_window >= self.visibility_timeout:
             raise SettingsError("MSB1_DIGEST_WINDOW must stay below MSB1_VISIBILITY_TIMEOUT, or Redis would "
                                 "hand the waiting digest to a second worker")
-        if self.retry_max_attempts < 1:
-            raise SettingsError("MSB1_RETRY_MAX_ATTEMPTS must be at least 1")
+
+
+def _expected(name: str) -> str:
+    """What a variable takes, in words, for an error message."""
+    key = name.removeprefix(PREFIX).lower()
+    f = next((f for f in fields(Settings) if f.name == key), None)
+    validator = _VALIDATE.get(key)
+    if isinstance(validator, OneOf):
+        return "one of " + ", ".join(c for c in map(str, validator.choices) if c.upper() == c or key != "log_level")
+    kind = "" if f is None else (f.type if isinstance(f.type, str) else f.type.__name__)
+    base = {"bool": "true or false", "int": "a whole number", "float": "a number"}.get(kind.split(" ")[0], "text")
+    if isinstance(validator, Range):
+        if validator.max is not None:
+            return f"{base} from {validator.min} to {validator.max}"
+        return f"{base} of at least {validator.min}"
+    return base
+
+
+def unknown_variables(env: Mapping[str, str] | None = None) -> list[str]:
+    """``MSB1_*`` variables that are set but are no setting, each with a likely meant name."""
+    env = os.environ if env is None else env
+    known = {PREFIX + f.name.upper() for f in fields(Settings)}
+    out = []
+    for name in sorted(env):
+        if name.startswith(PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+            out.append(f"{name} is not a setting" + (f" (did you mean {close[0]}?)" if close else ""))
+    return out

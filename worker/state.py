@@ -11,6 +11,8 @@
 ``{p}:pending:{integration}:{data_type}:{record id}``  a sync of this record is queued (due time)
 ``{p}:started:{integration}:{data_type}:{record id}``  when its last sync started
 ``{p}:cursor:{integration}:{data_type}``  the safety-net poll's "modified since" cursor
+``{p}:paused``                          hash  integration → when it was paused
+``{p}:history:{integration}:{data_type}:{record id}``  list  the record's last syncs, newest first
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import redis
+
+from .metrics import SYNCS
 
 
 class Keys:
@@ -61,6 +65,12 @@ class Keys:
     def last_poll(self) -> str:
         """When beat's poll last ran (seconds since the epoch): the health signal of beat."""
         return f"{self.prefix}:last-poll"
+
+    def paused(self) -> str:
+        return f"{self.prefix}:paused"
+
+    def history(self, integration_id: str, data_type: str, record_id: int) -> str:
+        return f"{self.prefix}:history:{integration_id}:{data_type}:{record_id}"
 
     def poll_guard(self, integration_id: str, data_type: str) -> str:
         return f"{self.prefix}:poll-guard:{integration_id}:{data_type}"
@@ -238,10 +248,13 @@ class Coalescer:
 
 
 class Stats:
+    """Outcome counters per integration in Redis (``status``), and in Prometheus (``/metrics``)."""
+
     def __init__(self, r: redis.Redis, keys: Keys):
         self.redis, self.keys = r, keys
 
     def incr(self, integration_id: str, data_type: str, outcome: str) -> None:
+        SYNCS.labels(integration_id, data_type, str(outcome)).inc()
         pipe = self.redis.pipeline(transaction=False)
         pipe.hincrby(self.keys.stats(integration_id), f"{data_type}:{outcome}", 1)
         pipe.hset(self.keys.stats(integration_id), f"{data_type}:last_{outcome}_at", f"{time.time():.3f}")
@@ -249,3 +262,56 @@ class Stats:
 
     def get(self, integration_id: str) -> dict[str, str]:
         return self.redis.hgetall(self.keys.stats(integration_id))
+
+
+class Pauses:
+    """Integrations switched off by an operator (``moment-sb1 pause``): nothing is queued
+    for them, their queued syncs wait, and the poll leaves their cursor where it is, so
+    it finds every change of the pause once they are resumed."""
+
+    def __init__(self, r: redis.Redis, keys: Keys):
+        self.redis, self.keys = r, keys
+
+    def pause(self, integration_id: str) -> bool:
+        """True when it was running until now."""
+        return bool(self.redis.hsetnx(self.keys.paused(), integration_id, f"{time.time():.3f}"))
+
+    def resume(self, integration_id: str) -> bool:
+        """True when it was paused until now."""
+        return bool(self.redis.hdel(self.keys.paused(), integration_id))
+
+    def since(self, integration_id: str) -> float | None:
+        raw = self.redis.hget(self.keys.paused(), integration_id)
+        return float(raw) if raw else None
+
+    def is_paused(self, integration_id: str) -> bool:
+        return self.since(integration_id) is not None
+
+    def all(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.redis.hgetall(self.keys.paused()).items()}
+
+
+class History:
+    """Every sync of one record (``moment-sb1 history``): when, outcome, which fields
+    changed, the try, the error. Newest first, at most ``KEEP`` entries, kept
+    ``MSB1_HISTORY_DAYS`` after the record's last sync. No values, only field names."""
+
+    KEEP = 100
+
+    def __init__(self, r: redis.Redis, keys: Keys, days: float):
+        self.redis, self.keys, self.ttl = r, keys, int(days * 86400)
+
+    def add(self, integration_id: str, data_type: str, record_id: int, **entry: Any) -> None:
+        if self.ttl <= 0:
+            return
+        key = self.keys.history(integration_id, data_type, record_id)
+        entry = {"at": round(time.time(), 3), **{k: v for k, v in entry.items() if v not in (None, [], "")}}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(key, json.dumps(entry, ensure_ascii=False))
+        pipe.ltrim(key, 0, self.KEEP - 1)
+        pipe.expire(key, self.ttl)
+        pipe.execute()
+
+    def get(self, integration_id: str, data_type: str, record_id: int) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in self.redis.lrange(self.keys.history(integration_id, data_type, record_id),
+                                                              0, -1)]

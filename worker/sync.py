@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, NoReturn
@@ -31,6 +32,8 @@ from .notify import DATA_TYPE_NAMES
 from .outcomes import Outcome
 from .observability import report_failure
 from .circuit import Circuit
+from .logs import bind, record_context
+from .metrics import SYNC_SECONDS
 from .runtime import Runtime, UnknownIntegration, get_runtime
 from .state import DeadLetter
 
@@ -51,6 +54,8 @@ class SyncContext:
     dry_run: bool = False       # the CLI's dry run: read everything, remember nothing
     # the lastModifiedDate of the record as fetched: the version this sync handles
     version: datetime | None = None
+    changed: list[str] | None = None   # the fields this sync wrote anew (names only), for the history
+    error: str | None = None           # why it was dead-lettered, for the history
     _clients: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -61,6 +66,7 @@ class SyncContext:
         """Name the record once it is fetched: by its number in logs ("customer 100001"),
         and with ``person`` (name, ...) in the company's email."""
         shown_number = label(number) if number not in (None, "") else "(no number)"
+        bind(number=shown_number)
         self.what = f"{DATA_TYPE_NAMES[self.data_type]} {shown_number}"
         self.person = {"number": shown_number, **person}
 
@@ -104,11 +110,17 @@ class SyncContext:
         # "fingerprint": "posted" is how the state said it before it had a field of its own
         return bool(previous and (previous.get("posted") or previous.get("fingerprint") == "posted"))
 
-    def transferred(self, digest: str, sb1_id: int | None, modified: datetime | None, **extra: Any) -> None:
+    def transferred(self, digest: str, sb1_id: int | None, modified: datetime | None, *,
+                    previous: dict[str, Any] | None = None, fields: dict[str, str] | None = None,
+                    **extra: Any) -> None:
         """Remember a successful write: what was written, where, which version (and any
-        ``extra`` worth keeping with it, such as a VAT rounding note)."""
+        ``extra`` worth keeping with it, such as a VAT rounding note). ``fields``: a digest
+        per field, so the next write can name the fields it changes."""
+        if fields is not None:
+            before = (previous or {}).get("fields") or {}
+            self.changed = sorted(name for name, d in fields.items() if before.get(name) != d)
         self.remember(fingerprint=digest, sb1_id=sb1_id, modified=modified.isoformat() if modified else None,
-                      **{k: v for k, v in extra.items() if v is not None})
+                      **{k: v for k, v in {**extra, "fields": fields}.items() if v is not None})
 
     def is_stale(self, previous: dict[str, Any] | None, modified: datetime | None) -> bool:
         """True when Moment answered with an older version than the one already in the books
@@ -180,9 +192,14 @@ class RecordSync(SyncTask):
     body: Body
 
     def sync(self, integration_id: str, record_id: int, attempt: int = 1) -> str:
+        with record_context(integration=integration_id, data_type=self.data_type, moment_id=record_id):
+            return self._sync(integration_id, record_id, attempt)
+
+    def _sync(self, integration_id: str, record_id: int, attempt: int) -> str:
         ctx = self.begin(integration_id, record_id)
         if isinstance(ctx, Outcome):
             return str(ctx)
+        self.wait_while_paused(ctx, attempt)
         self.wait_while_out(ctx, attempt)
         lock = self.lock(ctx, attempt)
         return self.end(ctx, self.attempt(ctx, lock, attempt))
@@ -201,6 +218,17 @@ class RecordSync(SyncTask):
             rt.stats.incr(integration_id, self.data_type, Outcome.IGNORED)
             return Outcome.IGNORED
         return SyncContext(rt, integration, self.data_type, int(record_id))
+
+    def wait_while_paused(self, ctx: SyncContext, attempt: int) -> None:
+        """An operator paused the integration (``moment-sb1 pause``): come back later, no try spent."""
+        rt = ctx.runtime
+        if not rt.pauses.is_paused(ctx.integration.id):
+            return
+        countdown = rt.settings.circuit_probe_interval * (0.8 + random.random() * 0.4)
+        log.info("%s %s: waits, the integration is paused", ctx.integration.id, ctx.what)
+        rt.stats.incr(ctx.integration.id, ctx.data_type, Outcome.WAITING)
+        rt.coalescer.requeued(ctx.integration.id, ctx.data_type, ctx.record_id, countdown)
+        raise self.retry(countdown=countdown, kwargs={"attempt": attempt})
 
     def wait_while_out(self, ctx: SyncContext, attempt: int) -> None:
         """Probe each open circuit this integration runs into; wait if one is still open."""
@@ -226,7 +254,7 @@ class RecordSync(SyncTask):
                      ctx.record_id, attempt + 1, policy.max_attempts, countdown)
             rt.coalescer.requeued(ctx.integration.id, ctx.data_type, ctx.record_id, countdown)
             raise self.retry(countdown=countdown, kwargs={"attempt": attempt + 1})
-        settle(ctx, give_up(ctx, busy, kind="busy", error=f"{busy} (gave up after {attempt} tries)"))
+        settle(ctx, give_up(ctx, busy, kind="busy", error=f"{busy} (gave up after {attempt} tries)"), attempt)
 
     def attempt(self, ctx: SyncContext, lock, attempt: int) -> Try:
         """Run the body under the lock and say what the try came to."""
@@ -240,6 +268,7 @@ class RecordSync(SyncTask):
     def classify(self, ctx: SyncContext, attempt: int) -> Try:
         rt, iid = ctx.runtime, ctx.integration.id
         circuits, policy = rt.circuits, rt.settings.retry_policy
+        started = time.perf_counter()
         try:
             outcome = type(self).body(ctx)
         except TransientError as exc:
@@ -270,6 +299,8 @@ class RecordSync(SyncTask):
             log.exception("%s %s: unexpected error", iid, ctx.what)
             return Try(attempt, give_up(ctx, exc, kind="unexpected",
                                         error=f"an unexpected error in the integration ({type(exc).__name__})"))
+        finally:
+            SYNC_SECONDS.labels(iid, ctx.data_type).observe(time.perf_counter() - started)
         circuits.succeeded(iid)
         if rt.dead_letters.resolve(iid, ctx.data_type, ctx.record_id):
             log.info("%s %s: transferred after an earlier failure; dead letter cleared", iid, ctx.what)
@@ -297,9 +328,11 @@ class RecordSync(SyncTask):
             wait(self, ctx, done.attempt, done.outage)
         if done.retry_in is not None:
             rt.stats.incr(ctx.integration.id, ctx.data_type, Outcome.RETRIED)
+            rt.history.add(ctx.integration.id, ctx.data_type, ctx.record_id, outcome=str(Outcome.RETRIED),
+                           attempt=done.attempt - 1, number=ctx.person.get("number"), error=str(done.error))
             rt.coalescer.requeued(ctx.integration.id, ctx.data_type, ctx.record_id, done.retry_in)
             raise self.retry(countdown=done.retry_in, exc=done.error, kwargs={"attempt": done.attempt})
-        return settle(ctx, done.outcome)
+        return settle(ctx, done.outcome, done.attempt)
 
 
 def wait(task: Task, ctx: SyncContext, attempt: int, circuit: Circuit) -> NoReturn:
@@ -313,10 +346,14 @@ def wait(task: Task, ctx: SyncContext, attempt: int, circuit: Circuit) -> NoRetu
     raise task.retry(countdown=countdown, kwargs={"attempt": attempt})
 
 
-def settle(ctx: SyncContext, outcome: Outcome) -> str:
-    """Count the chain's outcome; a dead letter ends the task as failed (``DeadLettered``).
-    The task's result is the outcome's word ("created")."""
-    ctx.runtime.stats.incr(ctx.integration.id, ctx.data_type, outcome)
+def settle(ctx: SyncContext, outcome: Outcome, attempt: int) -> str:
+    """Count the chain's outcome and add it to the record's history; a dead letter ends the
+    task as failed (``DeadLettered``). The task's result is the outcome's word ("created")."""
+    rt = ctx.runtime
+    rt.stats.incr(ctx.integration.id, ctx.data_type, outcome)
+    if not ctx.dry_run:
+        rt.history.add(ctx.integration.id, ctx.data_type, ctx.record_id, outcome=str(outcome), attempt=attempt,
+                       number=ctx.person.get("number"), changed=ctx.changed, error=ctx.error)
     if outcome == Outcome.FAILED:
         raise DeadLettered(f"{ctx.integration.id} {ctx.what}: not transferred; kept as a dead letter")
     return str(outcome)
@@ -329,6 +366,7 @@ def give_up(ctx: SyncContext, exc: BaseException, *, kind: str, error: str | Non
     email are each built and sent inside a guard."""
     rt, integration = ctx.runtime, ctx.integration
     error = error or str(exc)
+    ctx.error = error
     letter, news = rt.dead_letters.record(DeadLetter(
         integration.id, ctx.data_type, ctx.record_id, what=ctx.what, error=error, kind=kind))
     log.error("%s %s: not transferred (%s): %s", integration.id, ctx.what, kind, error)

@@ -3,6 +3,7 @@
     POST /webhooks/{integration_id}/{secret}          (secret in the path)
     POST /webhooks/{integration_id}                   (secret in the X-Webhook-Secret header)
     GET  /healthz
+    GET  /metrics                                     (Prometheus; keep it off the public proxy)
 
 Answers 202 only once the sync is queued (or the change was folded into one already
 queued, or the integration does not transfer that data type); 503 when Redis cannot take
@@ -20,11 +21,14 @@ import json
 import logging
 import time
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from marshmallow import ValidationError
 
+from schemas.text import plain
 from schemas.webhooks import WEBHOOK
-from .producer import enqueue
+from .logs import configure_logging
+from .metrics import WEBHOOKS, exposition, registry
+from .producer import Paused, enqueue
 from .runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,7 @@ def create_app(runtime: Runtime | None = None) -> Flask:
         return runtime or get_runtime()
 
     app.config["MAX_CONTENT_LENGTH"] = rt().settings.webhook_max_body
+    metrics_registry = registry(rt)
 
     def authenticate(integration_id: str, secret: str | None):
         integration = rt().integrations.get(integration_id)
@@ -58,6 +63,23 @@ def create_app(runtime: Runtime | None = None) -> Flask:
             return None
         return integration
 
+    def answer(status: int, decision: str, reason: str, integration_id: str | None = None,
+               body: dict | None = None, level: int = logging.INFO, **fields):
+        """One log line and one count per webhook, whatever became of it (never the path)."""
+        started = getattr(request, "_msb1_started", None)
+        ms = (time.perf_counter() - started) * 1000 if started else 0.0
+        WEBHOOKS.labels(integration_id or "unknown", decision).inc()
+        log.log(level, "webhook %s (%d): %s", decision, status, reason,
+                extra={"decision": decision, "status": status, "duration_ms": round(ms, 2),
+                       **({"integration": integration_id} if integration_id else {}), **fields})
+        resp = jsonify(body if body is not None else {"error": reason})
+        resp.status_code = status
+        return resp
+
+    @app.before_request
+    def start_clock():
+        request._msb1_started = time.perf_counter()
+
     @app.post("/webhooks/<integration_id>/<secret>")
     def hook_with_path_secret(integration_id: str, secret: str):
         return receive(integration_id, secret)
@@ -67,57 +89,60 @@ def create_app(runtime: Runtime | None = None) -> Flask:
         return receive(integration_id, request.headers.get(SECRET_HEADER))
 
     def receive(integration_id: str, secret: str | None):
-        started = time.perf_counter()
         integration = authenticate(integration_id, secret)
         if integration is None:
-            log.warning("webhook refused: unknown integration or wrong secret")
-            return _error(404, "not found")
+            return answer(404, "refused", "not found", level=logging.WARNING,
+                          claimed=plain(integration_id, 40), why="unknown integration or wrong secret")
+        iid = integration.id
         if request.mimetype != "application/json":
-            return _error(415, f"Content-Type must be application/json, not {request.mimetype or 'missing'}")
+            return answer(415, "refused", f"Content-Type must be application/json, not "
+                          f"{plain(request.mimetype, 60) or 'missing'}", iid)
         if request.content_length is None and not request.headers.get("Transfer-Encoding"):
-            return _error(411, "Content-Length is required")
+            return answer(411, "refused", "Content-Length is required", iid)
         raw = request.get_data(cache=False)         # raises 413 past MAX_CONTENT_LENGTH
         try:
             payload = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deep
-            return _error(400, f"the body is not valid JSON: {err}")
+            return answer(400, "refused", f"the body is not valid JSON: {plain(str(err), 200)}", iid)
         if not isinstance(payload, dict):
-            return _error(400, "the body must be a JSON object")
+            return answer(400, "refused", "the body must be a JSON object", iid)
         try:
             event = WEBHOOK.load(payload)
         except ValidationError as err:
-            return _error(400, "the body is not a Moment webhook", problems=err.normalized_messages())
+            problems = err.normalized_messages()
+            return answer(400, "refused", "the body is not a Moment webhook", iid,
+                          body={"error": "the body is not a Moment webhook", "problems": problems},
+                          fields=sorted(map(str, problems)) if isinstance(problems, dict) else None)
+        what = {"data_type": event.data_type, "moment_id": event.record_id, "event": event.event}
         if not integration.wants(event.data_type):
-            log.info("webhook %s %s %s for %s ignored: the integration does not transfer %s",
-                     event.event, event.data_type, event.record_id, integration.id, event.data_type)
-            return jsonify({"status": "ignored",
-                            "reason": f"this integration does not transfer {event.data_type}"}), 202
+            reason = f"this integration does not transfer {event.data_type}"
+            return answer(202, "ignored", reason, iid, body={"status": "ignored", "reason": reason}, **what)
         try:
-            task_id = enqueue(integration.id, event.data_type, event.record_id, runtime=rt())
+            task_id = enqueue(iid, event.data_type, event.record_id, runtime=rt())
+        except Paused:
+            reason = "the integration is paused; the change is picked up when it is resumed"
+            return answer(202, "paused", reason, iid, body={"status": "paused", "reason": reason}, **what)
         except Exception as err:  # Redis away: say so, so that the sender tries again
-            log.error("webhook for %s %s %s not queued: %s", integration.id, event.data_type,
-                      event.record_id, type(err).__name__)
-            resp = _error(503, "the queue is not available; send the webhook again later")
+            resp = answer(503, "not-queued", f"the queue is not available ({type(err).__name__})", iid,
+                          body={"error": "the queue is not available; send the webhook again later"},
+                          level=logging.ERROR, **what)
             resp.headers["Retry-After"] = "5"
             return resp
-        log.info("webhook %s %s %s for %s %s in %.1f ms", event.event, event.data_type, event.record_id,
-                 integration.id, "queued" if task_id else "folded into a queued sync",
-                 (time.perf_counter() - started) * 1000)
-        body = {"status": "queued" if task_id else "coalesced", "data_type": event.data_type,
-                "id": event.record_id}
-        return jsonify(body), 202
+        status = "queued" if task_id else "coalesced"
+        return answer(202, status, "queued" if task_id else "folded into a queued sync", iid,
+                      body={"status": status, "data_type": event.data_type, "id": event.record_id}, **what)
 
     @app.errorhandler(413)
     def too_large(_):
-        return _error(413, f"the body is larger than {rt().settings.webhook_max_body} bytes")
+        return answer(413, "refused", f"the body is larger than {rt().settings.webhook_max_body} bytes")
 
     @app.errorhandler(404)
     def not_found(_):
-        return _error(404, "not found")
+        return answer(404, "refused", "not found")
 
     @app.errorhandler(405)
     def wrong_method(_):
-        resp = _error(405, "use POST")
+        resp = answer(405, "refused", "use POST")
         resp.headers["Allow"] = "POST"
         return resp
 
@@ -129,12 +154,27 @@ def create_app(runtime: Runtime | None = None) -> Flask:
             return _error(503, "redis unavailable")
         return {"status": "ok"}
 
+    @app.get("/metrics")
+    def metrics():
+        data, content_type = exposition(metrics_registry)
+        return Response(data, content_type=content_type)
+
     return app
 
 
-def serve(host: str, port: int, threads: int = 16) -> None:
-    """Serve the receiver with waitress (no access log: paths carry secrets)."""
+def serve(host: str, port: int, threads: int | None = None) -> None:
+    """Serve the receiver with waitress: no access log (paths carry secrets), a connection
+    limit, a short timeout for idle or stalled connections, and the body limit enforced
+    before a body is read."""
     from waitress import serve as waitress_serve
     runtime = get_runtime()
+    settings = runtime.settings
+    configure_logging(settings, "webhooks")
     runtime.integrations                # refuse to start on an invalid integrations file
-    waitress_serve(create_app(runtime), host=host, port=port, threads=threads, ident="moment-sb1")
+    log.info("webhook receiver on %s:%d (%d threads, at most %d connections)", host, port,
+             threads or settings.webhook_threads, settings.webhook_connection_limit)
+    waitress_serve(create_app(runtime), host=host, port=port, threads=threads or settings.webhook_threads,
+                   ident="moment-sb1", connection_limit=settings.webhook_connection_limit,
+                   channel_timeout=settings.webhook_channel_timeout,
+                   max_request_body_size=settings.webhook_max_body,
+                   asyncore_use_poll=True, expose_tracebacks=False)

@@ -1,0 +1,119 @@
+"""Logs every process writes the same way: one JSON object per line (or plain text with
+``MSB1_LOG_FORMAT=text``), at ``MSB1_LOG_LEVEL``.
+
+Each line carries ``time``, ``level``, ``logger``, ``process`` (worker, beat, webhooks) and
+``message``; a line written while a sync runs also carries ``task_id``, ``integration``,
+``data_type``, ``moment_id`` and, once the record is fetched, ``number``. Nothing else of a
+record is logged: no names, emails or addresses (see ``worker.observability``).
+
+    {"time": "2026-11-27T09:12:01.532Z", "level": "INFO", "logger": "worker.sync",
+     "process": "worker", "message": "acme customer 100001: created", "task_id": "1f0c…",
+     "integration": "acme", "data_type": "customers", "moment_id": 1000123, "number": "100001"}
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+from .settings import Settings
+
+# what the running sync is about; set by the sync mechanism, read by every log line
+_RECORD: ContextVar[dict[str, Any]] = ContextVar("msb1_record", default={})
+RECORD_FIELDS = ("integration", "data_type", "moment_id", "number")
+
+
+@contextmanager
+def record_context(**fields: Any) -> Iterator[None]:
+    """Within the block, log lines name this record (integration, data type, Moment id)."""
+    token = _RECORD.set({k: v for k, v in fields.items() if v is not None})
+    try:
+        yield
+    finally:
+        _RECORD.reset(token)
+
+
+def bind(**fields: Any) -> None:
+    """Add to the running record's context (its number, once it is known)."""
+    _RECORD.set({**_RECORD.get(), **{k: v for k, v in fields.items() if v is not None}})
+
+
+def _current_task_id() -> str | None:
+    try:
+        from celery import current_task
+        task = current_task._get_current_object()
+    except Exception:
+        return None
+    request = getattr(task, "request", None) if task is not None else None
+    return getattr(request, "id", None)
+
+
+class ContextFilter(logging.Filter):
+    """Puts the task id, the record's context and the process name on every record."""
+
+    def __init__(self, process: str):
+        super().__init__()
+        self.process = process
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.process_name = self.process
+        task_id = _current_task_id()
+        if task_id and not hasattr(record, "task_id"):
+            record.task_id = task_id
+        for key, value in _RECORD.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+class _Json(JsonFormatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+
+
+class _Text(logging.Formatter):
+    """``2026-11-27 09:12:01 INFO worker.sync [acme customers 1000123 task 1f0c…] message``"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        context = [str(getattr(record, k)) for k in ("integration", "data_type", "moment_id") if hasattr(record, k)]
+        if getattr(record, "task_id", None):
+            context.append(f"task {record.task_id}")
+        record.context = f" [{' '.join(context)}]" if context else ""
+        return super().format(record)
+
+
+def formatter(fmt: str) -> logging.Formatter:
+    if fmt == "text":
+        return _Text("%(asctime)s %(levelname)s %(name)s%(context)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    return _Json(
+        ["asctime", "levelname", "name", "process_name", "message"],
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger", "process_name": "process",
+                       "exc_info": "error"},
+        json_ensure_ascii=False,            # a name in a log line must be findable as written
+        reserved_attrs=[*_RESERVED, "context"])
+
+
+_RESERVED = ("args", "created", "exc_info", "exc_text", "filename", "funcName", "levelno", "lineno", "module",
+             "msecs", "msg", "pathname", "process", "processName", "relativeCreated", "stack_info",
+             "thread", "threadName", "taskName")
+
+
+def configure_logging(settings: Settings, process: str) -> None:
+    """Every log line of this process to stderr, in the configured format and level."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(settings.log_format))
+    handler.addFilter(ContextFilter(process))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    # our own HTTP calls are logged by the clients, without query strings; urllib3's debug
+    # lines would print the URL
+    logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLevelName(settings.log_level)))
