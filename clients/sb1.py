@@ -132,6 +132,11 @@ class TokenProvider:
                 except LockError:       # it expired meanwhile; nothing to release
                     pass
 
+    def fetch_new(self) -> str:
+        """Ask the identity server for a token now, whatever is cached (an online check)."""
+        with self._mutex:
+            return self._fetch()
+
     def invalidate(self, token: str) -> None:
         """Forget ``token`` (refused with a 401) unless another worker already replaced it."""
         with self._mutex:

@@ -17,6 +17,7 @@ from typing import Callable
 from errors import IntegrationError, TransientError
 from .integrations import Integration
 from .producer import enqueue
+from .runs import Run
 
 KEEP_PROGRESS = 7 * 86400       # seconds a stopped backfill can be resumed
 
@@ -38,7 +39,8 @@ def progress_key(rt, integration_id: str, data_type: str, since: datetime | None
 
 def run_backfill(rt, integration: Integration, data_type: str, since: datetime | None, *,
                  page_size: int, restart: bool = False, say: Callable[[str], None] = print,
-                 sleep: Callable[[float], None] = time.sleep) -> Backfill:
+                 sleep: Callable[[float], None] = time.sleep, run: Run | None = None) -> Backfill:
+    """Queue every record (``run``: follow them to their end, see ``worker.runs``)."""
     result = Backfill()
     key = progress_key(rt, integration.id, data_type, since)
     done = None if restart else rt.redis.get(key)
@@ -53,11 +55,16 @@ def run_backfill(rt, integration: Integration, data_type: str, since: datetime |
         try:
             for page, content in moment.pages(data_type, modified_from=since, page_size=page_size,
                                               start=next_page):
+                ids = []
                 for record in content:
                     record_id = record.get("id") if isinstance(record, dict) else None
                     if not isinstance(record_id, int) or isinstance(record_id, bool) or record_id <= 0:
                         result.skipped += 1
                         continue
+                    ids.append(record_id)
+                if run is not None:
+                    rt.runs.mark(run, ids)
+                for record_id in ids:
                     if enqueue(integration.id, data_type, record_id, runtime=rt):
                         result.queued += 1
                     else:
@@ -66,7 +73,7 @@ def run_backfill(rt, integration: Integration, data_type: str, since: datetime |
                 rt.redis.set(key, page, ex=KEEP_PROGRESS)
                 next_page, attempt = page + 1, 1
             break
-        except TransientError as exc:
+        except TransientError as exc:  # the page is listed again: its marks are written again
             if not policy.should_retry(exc, attempt - 1):
                 result.stopped_at, result.error = next_page, f"{exc} (after {attempt} tries)"
                 return result

@@ -31,6 +31,10 @@ DATA_TYPES = tuple(DECLARED)
 # and SpareBank 1 Regnskap. Overridable per integration. (Output VAT needs no account of
 # ours: the platform books it on the account of each VAT code.)
 DEFAULT_REVENUE_ACCOUNTS = {"HOURS": 3000, "EXPENSES": 3000, "PRODUCTS": 3000}
+# The VAT codes the company's invoices use (Norwegian standard codes for sales: 25, 15 and
+# 12 %, zero-rated, outside the VAT act). `check-config --online` checks they exist in the
+# books; the invoices themselves look up whatever code a line carries.
+DEFAULT_VAT_CODES = ("3", "31", "33", "5", "6")
 
 
 class IntegrationsError(ValueError):
@@ -51,6 +55,7 @@ class Integration:
     webhook_secret: str | None = field(default=None, repr=False)
     revenue_accounts: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_REVENUE_ACCOUNTS))
     language: str = "nb"                # of the company's emails: nb (bokmål) or en
+    vat_codes: tuple[str, ...] = DEFAULT_VAT_CODES
 
     def wants(self, data_type: str) -> bool:
         return data_type in self.data_types
@@ -97,6 +102,9 @@ class IntegrationSchema(Schema):
         keys=fields.String(validate=validate.OneOf([k.lower() for k in DEFAULT_REVENUE_ACCOUNTS],
                                                    error="unknown product type {input!r}; choose from {choices}")),
         values=fields.Integer(strict=True, validate=validate.Range(1000, 99999)), load_default=dict)
+    vat_codes = fields.List(fields.String(validate=validate.Regexp(r"^[0-9A-Za-z]{1,10}$",
+                                                                   error="must be a VAT code such as 3 or 31")),
+                            load_default=lambda: list(DEFAULT_VAT_CODES))
     vat_account = fields.Raw(load_default=None, metadata={"removed": True})
     language = fields.String(load_default="nb", validate=validate.OneOf(
         ("nb", "en"), error="unknown language {input!r}; choose nb (Norwegian bokmål) or en (English)"))
@@ -123,6 +131,7 @@ class IntegrationSchema(Schema):
         base = data.pop("sb1_base_url") or BANKS[bank]
         data["revenue_accounts"] = {**DEFAULT_REVENUE_ACCOUNTS,
                                     **{k.upper(): v for k, v in data["revenue_accounts"].items()}}
+        data["vat_codes"] = tuple(data["vat_codes"])
         return Integration(sb1_base_url=base, bank=bank, company_key=str(data.pop("company_key")),
                            data_types=frozenset(data.pop("data_types")), **data)
 
@@ -163,9 +172,19 @@ def _flatten(messages: Any) -> list[str]:
 def load_integrations(path: str | Path, env: Mapping[str, str] | None = None) -> dict[str, Integration]:
     path = Path(path)
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise IntegrationsError(f"integrations file {path} does not exist (set MSB1_INTEGRATIONS_FILE)") from None
+    except IsADirectoryError:
+        raise IntegrationsError(f"integrations file {path} is a directory, not a file "
+                                "(set MSB1_INTEGRATIONS_FILE to the TOML file)") from None
+    except PermissionError:
+        raise IntegrationsError(f"integrations file {path} cannot be read (permission denied)") from None
+    except UnicodeDecodeError as err:
+        raise IntegrationsError(f"integrations file {path} is not UTF-8 text (byte {err.start}); "
+                                "save it as UTF-8") from None
+    except OSError as err:
+        raise IntegrationsError(f"integrations file {path} cannot be read ({err.strerror})") from None
     except tomllib.TOMLDecodeError as err:
         raise IntegrationsError(f"integrations file {path} is not valid TOML: {err}") from None
     return parse_integrations(doc, env)

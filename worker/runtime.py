@@ -15,6 +15,7 @@ from .integrations import Integration, load_integrations
 from .circuit import Circuits
 from .notices import Notices
 from .notify import send_email
+from .runs import Runs
 from .settings import Settings
 from .state import Coalescer, DeadLetters, History, Keys, Pauses, Stats, SyncState
 
@@ -70,6 +71,10 @@ class Runtime:
     @cached_property
     def circuits(self) -> Circuits:
         return Circuits(self)
+
+    @cached_property
+    def runs(self) -> Runs:
+        return Runs(self.redis, self.keys.prefix)
 
     @cached_property
     def pauses(self) -> Pauses:

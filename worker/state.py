@@ -146,7 +146,7 @@ class DeadLetter:
         return f"{self.data_type}:{self.record_id}"
 
 
-def _same_problem(error: str) -> str:
+def same_problem(error: str) -> str:
     """An error without what differs on every try of the same problem (the request id)."""
     return re.sub(r"\s*\(request id [^)]*\)", "", error)
 
@@ -162,7 +162,7 @@ class DeadLetters:
         news = True
         if raw:
             old = DeadLetter(**json.loads(raw))
-            news = _same_problem(old.error) != _same_problem(letter.error)
+            news = same_problem(old.error) != same_problem(letter.error)
             letter.first_failed_at = old.first_failed_at
             letter.failures = old.failures + 1
             letter.notified = old.notified and not news

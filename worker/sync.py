@@ -351,6 +351,7 @@ def settle(ctx: SyncContext, outcome: Outcome, attempt: int) -> str:
     task as failed (``DeadLettered``). The task's result is the outcome's word ("created")."""
     rt = ctx.runtime
     rt.stats.incr(ctx.integration.id, ctx.data_type, outcome)
+    rt.runs.settle(ctx.integration.id, ctx.data_type, ctx.record_id, str(outcome))
     if not ctx.dry_run:
         rt.history.add(ctx.integration.id, ctx.data_type, ctx.record_id, outcome=str(outcome), attempt=attempt,
                        number=ctx.person.get("number"), changed=ctx.changed, error=ctx.error)

@@ -1,0 +1,89 @@
+"""``moment-sb1 check-config --online``: does every part the worker needs answer, and
+accept what we have? One line per check; none of them writes anything."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from errors import IntegrationError
+from .integrations import Integration
+from .notify import smtp_session
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def redacted(url: str) -> str:
+    """A URL without its password: ``redis://:***@host:6379/0``."""
+    return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)
+
+
+def _run(name: str, check: Callable[[], str]) -> Check:
+    try:
+        return Check(name, True, check())
+    except IntegrationError as err:
+        return Check(name, False, str(err))
+    except Exception as err:            # a socket error, a refused login: said in one line
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        return Check(name, False, f"{type(err).__name__}{': ' + text if text else ''}")
+
+
+def online_checks(rt) -> Iterator[Check]:
+    settings = rt.settings
+
+    def redis_ok() -> str:
+        rt.redis.ping()
+        return f"{redacted(settings.redis_url)} answers"
+    yield _run("Redis", redis_ok)
+
+    def smtp_ok() -> str:
+        with smtp_session(settings, timeout=10) as smtp:
+            smtp.noop()
+        login = f", logged in as {settings.smtp_user}" if settings.smtp_user else ""
+        return f"{settings.smtp_host}:{settings.smtp_port} ({settings.smtp_tls}){login}"
+    yield _run("mail server", smtp_ok)
+
+    def identity_ok() -> str:
+        rt.tokens.fetch_new()
+        return f"{settings.token_url} gave client {settings.sb1_client_id} a token"
+    yield _run("SpareBank 1 identity server", identity_ok)
+
+    for integration in rt.integrations.values():
+        yield from _integration_checks(rt, integration)
+
+
+def _integration_checks(rt, integration: Integration) -> Iterator[Check]:
+    iid = integration.id
+
+    def moment_ok() -> str:
+        rt.moment(integration).probe()
+        return f"Moment company {integration.moment_company} takes the API key"
+    yield _run(f"{iid}: Moment", moment_ok)
+
+    def company_ok() -> str:
+        rt.sb1(integration).query("currencycodes", top=1, select="ID")
+        return f"the company key opens the company at {integration.sb1_base_url}"
+    company = _run(f"{iid}: SpareBank 1 Regnskap", company_ok)
+    yield company
+    if not company.ok or not integration.wants("invoices"):
+        return
+    sb1 = rt.sb1(integration)
+    for number in sorted(set(integration.revenue_accounts.values())):
+        kinds = ", ".join(k.lower() for k, n in sorted(integration.revenue_accounts.items()) if n == number)
+
+        def account_ok(number: int = number, kinds: str = kinds) -> str:
+            if sb1.find_by("accounts", "AccountNumber", number) is None:
+                raise LookupError(f"account {number} ({kinds}) is not in the books")
+            return f"account {number} ({kinds}) exists"
+        yield _run(f"{iid}: revenue account {number}", account_ok)
+    for code in integration.vat_codes:
+        def vat_ok(code: str = code) -> str:
+            if sb1.find_by("vattypes", "VatCode", code) is None:
+                raise LookupError(f"VAT code {code} is not in the books")
+            return f"VAT code {code} exists"
+        yield _run(f"{iid}: VAT code {code}", vat_ok)
