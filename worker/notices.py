@@ -134,8 +134,7 @@ class Notices:
         # sent: forget exactly what was sent (new items may have come meanwhile), open a window
         self.redis.hdel(key, *raw.keys())
         self.redis.set(self._key("notice-window", integration.id), "1", ex=max(1, int(settings.digest_window)))
-        for item in items:
-            self.rt.dead_letters.mark_notified_field(integration.id, item["field"])
+        self.rt.dead_letters.mark_notified_fields(integration.id, [item["field"] for item in items])
         groups = sorted({i["group"] for i in items})
         log.info("%s: one email for %d failed records (%s)", integration.id, len(items), ", ".join(groups))
         if self.pending(integration.id):

@@ -173,11 +173,20 @@ class DeadLetters:
         letter.notified = True
         self.redis.hset(self.keys.dead(letter.integration_id), letter.field, json.dumps(asdict(letter)))
 
-    def mark_notified_field(self, integration_id: str, field_name: str) -> None:
-        """Mark the dead letter notified, if it is still there (a replay may have cleared it)."""
-        raw = self.redis.hget(self.keys.dead(integration_id), field_name)
-        if raw:
-            self.mark_notified(DeadLetter(**json.loads(raw)))
+    def mark_notified_fields(self, integration_id: str, field_names: list[str]) -> None:
+        """Mark many dead letters notified in two round trips (those still there: a replay
+        may have cleared some)."""
+        if not field_names:
+            return
+        key = self.keys.dead(integration_id)
+        updated = {}
+        for name, raw in zip(field_names, self.redis.hmget(key, field_names)):
+            if raw:
+                letter = json.loads(raw)
+                letter["notified"] = True
+                updated[name] = json.dumps(letter)
+        if updated:
+            self.redis.hset(key, mapping=updated)
 
     def resolve(self, integration_id: str, data_type: str, record_id: int) -> bool:
         return bool(self.redis.hdel(self.keys.dead(integration_id), f"{data_type}:{record_id}"))
