@@ -21,11 +21,13 @@ import time
 from datetime import datetime
 from typing import Any, Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram,
+                               disable_created_metrics, generate_latest)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
+disable_created_metrics()       # no *_created series: they double every counter for nothing
 
 SYNCS = Counter("msb1_syncs", "Syncs by how they ended (or a try that is repeated)",
                 ["integration", "data_type", "outcome"])
