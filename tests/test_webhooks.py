@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -384,3 +385,110 @@ def test_answers_in_milliseconds(receiver, r):
     assert p99 < 100, f"p99 {p99:.1f} ms (p50 {p50:.1f} ms, max {times[-1] * 1000:.1f} ms) over 200 webhooks"
     assert r.llen(QUEUE) == 200
     print(f"webhook latency over 200: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {times[-1] * 1000:.1f} ms")
+
+
+# ---------------------------------------------------------------- slow and greedy clients
+
+def _slow_client(port: int, stop, opened: list) -> None:
+    """Slowloris: a request whose headers never end, one byte every second."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    opened.append(sock)
+    try:
+        sock.sendall(b"POST /webhooks/acme/" + SECRETS["acme"].encode() + b" HTTP/1.1\r\nHost: x\r\n")
+        while not stop.wait(1.0):
+            sock.sendall(b"X")
+    except OSError:
+        pass
+
+
+def test_200_slow_clients_do_not_hold_up_valid_webhooks(receiver, r):
+    """200 sockets trickle headers for 30 s; webhooks sent meanwhile are answered as fast as
+    ever (waitress reads headers without a thread; a request takes a thread only once whole)."""
+    import threading
+    stop, opened = threading.Event(), []
+    slow = [threading.Thread(target=_slow_client, args=(receiver.port, stop, opened), daemon=True) for _ in range(200)]
+    for t in slow:
+        t.start()
+    wait_until(lambda: len(opened) == 200, 20, message="200 slow connections")
+    time.sleep(2)
+    times, codes = [], []
+    started = time.monotonic()
+    try:
+        i = 0
+        while time.monotonic() - started < 28:         # for the 30 s the slow clients hold on
+            t0 = time.perf_counter()
+            codes.append(receiver.hook("acme", customer(i + 1)).status_code)
+            times.append(time.perf_counter() - t0)
+            i += 1
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for sock in opened:
+            sock.close()
+    assert set(codes) == {202} and len(codes) >= 200, codes[:10]
+    times.sort()
+    p99 = times[int(len(times) * 0.99) - 1] * 1000
+    assert p99 < 100, f"p99 {p99:.1f} ms over {len(times)} webhooks with 200 slow clients"
+    print(f"with 200 slow clients: {len(times)} webhooks, p50 {times[len(times) // 2] * 1000:.1f} ms, p99 {p99:.1f} ms")
+
+
+def test_a_silent_connection_is_closed_after_the_channel_timeout(start_receiver, r):
+    rc = start_receiver(MSB1_WEBHOOK_CHANNEL_TIMEOUT=2)
+    sock = socket.create_connection(("127.0.0.1", rc.port), timeout=10)
+    t0 = time.monotonic()
+    try:
+        assert sock.recv(1) == b""                      # the server closed it
+    finally:
+        sock.close()
+    assert time.monotonic() - t0 < 8
+
+
+def test_a_200_mb_body_is_refused_without_being_read(receiver, r):
+    sock = socket.create_connection(("127.0.0.1", receiver.port), timeout=10)
+    sent = 0
+    try:
+        sock.sendall(b"POST /webhooks/acme/" + SECRETS["acme"].encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 200000000\r\n\r\n")
+        chunk = b"x" * 65536
+        sock.settimeout(0.05)
+        answer = b""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 10 and b"\r\n\r\n" not in answer:
+            try:
+                answer += sock.recv(65536)
+            except TimeoutError:
+                pass
+            if b"\r\n\r\n" in answer:
+                break
+            try:
+                sock.sendall(chunk)
+                sent += len(chunk)
+            except TimeoutError:
+                pass
+            except OSError:
+                break                                   # closed by the server
+        sock.settimeout(5)
+        while b"\r\n\r\n" not in answer:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert sent < 20_000_000, f"{sent} bytes sent before the answer"
+    assert_nothing_queued(r)
+
+
+def test_a_chunked_body_past_the_limit_is_refused(receiver, r):
+    def chunks():
+        for _ in range(100):                            # 6.4 MB, far past 64 KiB
+            yield b"x" * 65536
+    try:
+        resp = requests.post(f"{receiver.url}/webhooks/acme/{SECRETS['acme']}", data=chunks(), timeout=10,
+                             headers={"Content-Type": "application/json"})
+        assert resp.status_code == 413, resp.text
+    except requests.ConnectionError:
+        pass                                            # closed on us mid-send: refused too
+    assert_nothing_queued(r)
+    assert receiver.hook("acme", CUSTOMER).status_code == 202      # and it goes on

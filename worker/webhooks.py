@@ -177,4 +177,5 @@ def serve(host: str, port: int, threads: int | None = None) -> None:
                    ident="moment-sb1", connection_limit=settings.webhook_connection_limit,
                    channel_timeout=settings.webhook_channel_timeout,
                    max_request_body_size=settings.webhook_max_body,
+                   cleanup_interval=max(1, settings.webhook_channel_timeout // 2),
                    asyncore_use_poll=True, expose_tracebacks=False)
