@@ -1,0 +1,153 @@
+"""docker-compose.yml as a real compose implementation reads it (Debian's docker-compose:
+`docker-compose config` needs no Docker engine), and the invariants an operator relies on:
+a password and a memory policy on Redis, healthchecks and log rotation everywhere, nothing
+published beyond this machine but the proxy, Flower with a login and no other secret, and
+a sandbox profile that runs on its own. Also: the example files it mounts work."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tomllib
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+SECRET_NAMES = re.compile(r"MSB1_SB1_|SMTP_PASSWORD|SMTP_USER|SENTRY_DSN|MOMENT|WEBHOOK_SECRET")
+
+
+def compose_config(tmp_path, env_text: str, *profiles: str) -> subprocess.CompletedProcess:
+    if not shutil.which("docker-compose"):
+        pytest.fail("docker-compose is not installed (scripts/setup installs it as root: apt-get install docker-compose)")
+    for name in ("docker-compose.yml", "Dockerfile", "deploy"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / ".env").write_text(env_text)
+    (tmp_path / "integrations.toml").write_text("")
+    args = ["docker-compose", "--project-directory", str(tmp_path), "-f", str(tmp_path / "docker-compose.yml")]
+    for profile in profiles:
+        args += ["--profile", profile]
+    return subprocess.run([*args, "config"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+
+
+def example_env(**changes: str | None) -> str:
+    lines = []
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        name = line.split("=", 1)[0] if "=" in line and not line.startswith("#") else None
+        if name in changes:
+            if changes[name] is not None:
+                lines.append(f"{name}={changes[name]}")
+            continue
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    out = compose_config(tmp_path_factory.mktemp("compose"), example_env(), "proxy", "sandbox")
+    assert out.returncode == 0, out.stderr
+    return yaml.safe_load(out.stdout)
+
+
+def test_every_service_has_a_healthcheck_and_rotated_logs(config):
+    services = config["services"]
+    assert set(services) == {"redis", "worker", "beat", "webhooks", "proxy", "flower", "sandbox", "mailpit",
+                             "sandbox-worker"}
+    for name, service in services.items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        logging = service.get("logging", {})
+        assert logging.get("driver") == "json-file" and logging["options"]["max-size"], f"{name} logs unrotated"
+        assert service.get("restart") == "unless-stopped", name
+    assert services["worker"]["healthcheck"]["test"] == ["CMD", "moment-sb1", "health", "worker"]
+    assert services["beat"]["healthcheck"]["test"] == ["CMD", "moment-sb1", "health", "beat"]
+
+
+def test_redis_has_a_password_a_cap_and_never_evicts(config):
+    redis = config["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--requirepass") + 1] == "change-me-to-a-long-random-string"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert command[command.index("--maxmemory") + 1] == "1gb"
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert "ports" not in redis
+    for name in ("worker", "beat", "webhooks", "flower"):
+        url = config["services"][name]["environment"]["MSB1_REDIS_URL"]
+        assert url == "redis://:change-me-to-a-long-random-string@redis:6379/0", name
+
+
+def test_nothing_but_the_proxy_is_published_beyond_this_machine(config):
+    for name, service in config["services"].items():
+        for port in service.get("ports", []):
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+            if name == "proxy":
+                continue
+            assert host_ip == "127.0.0.1", f"{name} publishes {port}"
+    assert {p["published"] for p in config["services"]["proxy"]["ports"]} in ({"80", "443"}, {80, 443})
+
+
+def test_flower_has_a_login_and_no_other_secret(config):
+    flower = config["services"]["flower"]
+    env = flower["environment"]
+    assert env["FLOWER_BASIC_AUTH"] == "operator:change-me"
+    assert set(env) == {"MSB1_REDIS_URL", "FLOWER_BASIC_AUTH"}
+    assert not [k for k in env if SECRET_NAMES.search(k)]
+    assert "volumes" not in flower and flower["build"]["target"] == "flower"
+
+
+def test_the_sandbox_profile_runs_on_its_own(config):
+    services = config["services"]
+    worker = services["sandbox-worker"]["environment"]
+    assert worker["MSB1_SMTP_HOST"] == "mailpit" and worker["MSB1_SB1_TOKEN_URL"] == "http://sandbox:8082/connect/token"
+    assert worker["MSB1_REDIS_URL"].endswith("@redis:6379/1") and worker["MSB1_KEY_PREFIX"] == "sandbox"
+    for name in ("sandbox", "mailpit", "sandbox-worker"):
+        assert services[name]["profiles"] == ["sandbox"]
+    assert services["proxy"]["profiles"] == ["proxy"]
+    assert services["worker"]["build"]["target"] == "app" and services["sandbox"]["build"]["target"] == "sandbox"
+
+
+def test_a_missing_password_or_login_stops_compose_with_a_reason(tmp_path):
+    (tmp_path / "a").mkdir()
+    out = compose_config(tmp_path / "a", example_env(REDIS_PASSWORD=None))
+    assert out.returncode != 0 and "set REDIS_PASSWORD in .env" in out.stderr
+    (tmp_path / "b").mkdir()
+    out = compose_config(tmp_path / "b", example_env(FLOWER_BASIC_AUTH=None))
+    assert out.returncode != 0 and "set FLOWER_BASIC_AUTH" in out.stderr
+
+
+def test_env_example_lists_every_setting_and_every_secret_the_examples_use():
+    from dataclasses import fields
+    from worker.settings import Settings
+    listed = {line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines()
+              if "=" in line and not line.startswith("#")}
+    missing = {f"MSB1_{f.name.upper()}" for f in fields(Settings)} - listed
+    assert not missing, f".env.example lacks {sorted(missing)}"
+    example = [line for line in (ROOT / "integrations.example.toml").read_text().splitlines()
+               if not line.lstrip().startswith("#")]
+    refs = set(re.findall(r'env = "([A-Z0-9_]+)"', "\n".join(example)))
+    assert refs and refs <= listed, f".env.example lacks {sorted(refs - listed)}"
+    from worker.settings import unknown_variables
+    assert unknown_variables({k: "x" for k in listed}) == []
+
+
+def test_the_sandbox_profiles_example_files_work(tmp_path):
+    from worker.integrations import load_integrations
+    [integration] = load_integrations(ROOT / "deploy" / "integrations.sandbox.toml",
+                                      env={"SANDBOX_MOMENT_KEY": "sandbox-moment-key"}).values()
+    config = json.loads((ROOT / "deploy" / "sandbox.example.json").read_text())
+    [company] = config["companies"]
+    assert company["company_key"] == integration.company_key
+    assert company["moment_api_key"] == "sandbox-moment-key" and company["moment_company"] == integration.moment_company
+    [client] = config["clients"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env = compose["services"]["sandbox-worker"]["environment"]
+    assert env["MSB1_SB1_CLIENT_ID"] == client["client_id"] and env["MSB1_SB1_CLIENT_SECRET"] == client["client_secret"]
+    tomllib.loads((ROOT / "deploy" / "integrations.sandbox.toml").read_text())
+
+
+def test_the_caddyfile_forwards_only_webhooks_with_timeouts():
+    text = (ROOT / "deploy" / "Caddyfile").read_text()
+    assert "handle /webhooks/*" in text and "reverse_proxy webhooks:8000" in text
+    assert re.search(r"read_header\s+\d+s", text) and re.search(r"max_size\s+64KB", text)
+    assert "/metrics" not in text.replace("(never /metrics or /healthz)", "")
