@@ -196,6 +196,13 @@ def test_worker_metrics_and_json_logs(sandbox, start_worker, worker_env, r, tmp_
     assert metric(text, "msb1_queue_messages", state="waiting") == 0
     assert abs(metric(text, "msb1_last_write_timestamp_seconds", integration="acme") - time.time()) < 60
     assert metric(text, "msb1_integration_paused", integration="acme") == 0
+    # every metric the Grafana dashboard in the repo asks for is served
+    import re
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "moment-sb1.json").read_text())
+    asked = {re.sub(r"_(bucket|count|sum)$", "", name) for panel in dashboard["panels"] for target in panel["targets"]
+             for name in re.findall(r"msb1_[a-z_]+", target["expr"])}
+    served = set(re.findall(r"^# TYPE (msb1_[a-z_]+)", text, re.M))
+    assert asked and asked <= served, asked - served
 
     # every line of the worker's log is JSON; a sync's lines name the task and the record
     entries = log_entries(w.log_path)
