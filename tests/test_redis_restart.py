@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import COMPANY_KEYS, wait_until
+from conftest import COMPANY_KEYS, log_entries, wait_until
 from sandbox.moment import seed_customers
 
 pytestmark = pytest.mark.slow
@@ -75,6 +75,8 @@ def test_beat_goes_on_polling_after_a_redis_restart(worker_env, aof, tmp_path):
         wait_until(lambda: log.read_text().count("Sending due task poll-moment") >= before + 2, 60,
                    message="beat polling again after the restart", describe=lambda: log.read_text()[-3000:])
         assert beat.poll() is None
+        sent = [e for e in log_entries(log) if "Sending due task poll-moment" in e.get("message", "")]
+        assert sent and all(e["process"] == "beat" and e["level"] == "INFO" for e in sent)   # JSON lines
     finally:
         os.killpg(beat.pid, signal.SIGTERM)
         beat.wait(20)
