@@ -7,6 +7,7 @@ child-record and ``_createguid`` rules as described in the domain brief.
 from __future__ import annotations
 
 import copy
+import re
 import hmac
 import json
 import secrets
@@ -149,12 +150,69 @@ def _find(items: Any, id_: Any) -> Doc | None:
     return None
 
 
+# The fields a look-up filters on (`Field eq value`): found through an index, not a scan, so a
+# company with 10,000 customers answers as fast as one with ten.
+INDEXED = {"customers": ("CustomerNumber",), "projects": ("ProjectNumber",), "accounts": ("AccountNumber",),
+           "vattypes": ("VatCode",), "currencycodes": ("Code",), "journalentrylines": ("InvoiceNumber",)}
+_SIMPLE_EQ = re.compile(r"^\s*(\w+)\s+eq\s+(?:'((?:[^']|'')*)'|(-?\d+(?:\.\d+)?))\s*$", re.I)
+
+
+class Table(dict):
+    """One route's records by ID, with an index per looked-up field (kept on every write)."""
+
+    def __init__(self, fields: tuple[str, ...] = ()):
+        super().__init__()
+        self.indexes: dict[str, dict[str, set[int]]] = {f: {} for f in fields}
+
+    def _unindex(self, doc: Doc | None) -> None:
+        if doc is None:
+            return
+        for name, index in self.indexes.items():
+            ids = index.get(_key(doc.get(name)))
+            if ids is not None:
+                ids.discard(doc.get("ID"))
+
+    def __setitem__(self, id_: int, doc: Doc) -> None:
+        self._unindex(self.get(id_))
+        super().__setitem__(id_, doc)
+        for name, index in self.indexes.items():
+            index.setdefault(_key(doc.get(name)), set()).add(id_)
+
+    def pop(self, id_: int, *default: Any) -> Any:
+        self._unindex(self.get(id_))
+        return super().pop(id_, *default)
+
+    def __delitem__(self, id_: int) -> None:
+        self.pop(id_)
+
+    def candidates(self, filter_text: str | None) -> list[Doc] | None:
+        """The records a simple ``Field eq value`` filter can match, from the index; None
+        when the filter is not of that form or the field has no index (scan them all)."""
+        match = _SIMPLE_EQ.match(filter_text or "")
+        if not match:
+            return None
+        name = next((f for f in self.indexes if f.lower() == match.group(1).lower()), None)
+        if name is None:
+            return None
+        value = match.group(2).replace("''", "'") if match.group(2) is not None else match.group(3)
+        found = set(self.indexes[name].get(_key(value), ()))
+        if match.group(3) is not None:          # a number also matches its float spelling
+            found |= self.indexes[name].get(_key(float(value)), set())
+        return [self[i] for i in sorted(found) if i in self]
+
+
+def _key(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
 @dataclass
 class Company:
     key: str
     name: str
-    tables: dict[str, dict[int, Doc]] = field(
-        default_factory=lambda: {route: {} for route in ROUTES})
+    tables: dict[str, Table] = field(
+        default_factory=lambda: {route: Table(INDEXED.get(route, ())) for route in ROUTES})
     createguids: set[str] = field(default_factory=set)
     journal_entries: int = 0  # last JournalEntryNumberNumeric
 
@@ -372,7 +430,9 @@ class SB1Store:
         params = {k.lower(): v for k, v in params.items()}
         type_name = ROUTES[route]
         with self.lock:
-            docs = list(self._company(company_key).tables[route].values())
+            table = self._company(company_key).tables[route]
+            indexed = None if self.ignore_filters else table.candidates(params.get("filter"))
+            docs = indexed if indexed is not None else list(table.values())
             if params.get("filter") and not self.ignore_filters:
                 try:
                     predicate = parse_filter(params["filter"], self.schema, type_name)
