@@ -112,7 +112,7 @@ class Stack:
     def start_worker(self, concurrency: int, log_name: str = "worker.log") -> subprocess.Popen:
         log_path = self.tmp / log_name
         proc = self._spawn([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "threads",
-                            "--concurrency", str(concurrency), "--queues", "moment-sb1", "--without-mingle",
+                            "--concurrency", str(concurrency), "--queues", "moment-sb1,moment-sb1-bulk", "--without-mingle",
                             "--without-gossip", "--loglevel", "INFO"], log_name, env=self.env)
         wait_for(lambda: b" ready." in log_path.read_bytes(), 60, "the worker")
         return proc

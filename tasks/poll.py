@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 
 from errors import IntegrationError
 from worker.app import TASKS, app
-from worker.producer import enqueue
+from worker.producer import enqueue, refill_bulk
 from worker.observability import report_failure
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ def poll_changes() -> int:
     letter whose notice was never collected (a worker died between the two)."""
     rt = poll_changes.runtime
     rt.redis.set(rt.keys.last_poll(), f"{time.time():.3f}")       # beat's health signal
+    refill_bulk(rt)             # bulk work whose chain of refills broke (a worker killed)
     n = 0
     paused = rt.pauses.all()
     for integration in rt.integrations.values():

@@ -218,7 +218,7 @@ class Worker:
         self._offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "threads",
-             "--concurrency", str(self.concurrency), "--queues", "moment-sb1", "--without-mingle",
+             "--concurrency", str(self.concurrency), "--queues", "moment-sb1,moment-sb1-bulk", "--without-mingle",
              "--without-gossip", "--loglevel", "INFO", "--hostname", f"test{time.time_ns()}@%h"],
             cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         if wait:

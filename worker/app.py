@@ -11,9 +11,11 @@ import sys
 from collections.abc import Mapping
 
 from celery import Celery, Task, signals
+from kombu import Queue
 
 from schemas.datatypes import DATA_TYPES, DataType
 from .integrations import IntegrationsError
+from .lanes import BULK_QUEUE, LIVE_QUEUE
 from .logs import configure_logging
 from .metrics import serve_worker_metrics
 from .observability import init_sentry
@@ -23,7 +25,7 @@ from .sync import Body, RecordSync, SyncTask
 
 log = logging.getLogger(__name__)
 
-QUEUE = "moment-sb1"
+QUEUE = LIVE_QUEUE          # live changes; bulk work (backfills, replays of many) on BULK_QUEUE
 TASK_MODULES = ["tasks.customers", "tasks.projects", "tasks.invoices", "tasks.poll", "tasks.notices"]
 # data type → task name; the producer API and the CLI enqueue through this table
 TASKS = {name: t.task for name, t in DATA_TYPES.items()}
@@ -40,8 +42,11 @@ def celery_config(settings: Settings) -> dict:
             "unacked_restore_interval": settings.restore_interval,
             "unacked_restore_throttle": 1,
             "unacked_mutex_expire": settings.restore_lock_timeout,
+            # a worker takes from the live queue whenever it has something (worker.lanes)
+            "queue_order_strategy": "priority",
         },
         "task_default_queue": QUEUE,
+        "task_queues": [Queue(LIVE_QUEUE), Queue(BULK_QUEUE)],
         "task_serializer": "json",
         "accept_content": ["json"],
         "result_serializer": "json",

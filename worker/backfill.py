@@ -16,7 +16,8 @@ from typing import Callable
 
 from errors import IntegrationError, TransientError
 from .integrations import Integration
-from .producer import enqueue
+from .lanes import BULK
+from .producer import enqueue, enqueue_bulk
 from .runs import Run
 
 KEEP_PROGRESS = 7 * 86400       # seconds a stopped backfill can be resumed
@@ -39,8 +40,11 @@ def progress_key(rt, integration_id: str, data_type: str, since: datetime | None
 
 def run_backfill(rt, integration: Integration, data_type: str, since: datetime | None, *,
                  page_size: int, restart: bool = False, say: Callable[[str], None] = print,
-                 sleep: Callable[[float], None] = time.sleep, run: Run | None = None) -> Backfill:
-    """Queue every record (``run``: follow them to their end, see ``worker.runs``)."""
+                 sleep: Callable[[float], None] = time.sleep, run: Run | None = None,
+                 lane: str = BULK) -> Backfill:
+    """Queue every record in the bulk lane (``run``: follow them to their end, see
+    ``worker.runs``). ``lane="live"`` queues them like changes, as before there were lanes
+    (the fairness benchmark's baseline)."""
     result = Backfill()
     key = progress_key(rt, integration.id, data_type, since)
     done = None if restart else rt.redis.get(key)
@@ -64,11 +68,14 @@ def run_backfill(rt, integration: Integration, data_type: str, since: datetime |
                     ids.append(record_id)
                 if run is not None:
                     rt.runs.mark(run, ids)
-                for record_id in ids:
-                    if enqueue(integration.id, data_type, record_id, runtime=rt):
-                        result.queued += 1
-                    else:
-                        result.already += 1
+                if lane == BULK:
+                    result.queued += enqueue_bulk(integration.id, data_type, ids, runtime=rt)
+                else:
+                    for record_id in ids:
+                        if enqueue(integration.id, data_type, record_id, runtime=rt):
+                            result.queued += 1
+                        else:
+                            result.already += 1
                 result.pages += 1
                 rt.redis.set(key, page, ex=KEEP_PROGRESS)
                 next_page, attempt = page + 1, 1

@@ -20,9 +20,10 @@ from schemas.text import plain
 from .app import QUEUE, TASKS, app
 from .backfill import run_backfill
 from .checks import online_checks, redacted
+from .lanes import BULK_QUEUE
 from .integrations import DATA_TYPES, IntegrationsError, load_integrations
 from .metrics import WRITTEN
-from .producer import Paused, enqueue as put
+from .producer import Paused, enqueue as put, enqueue_bulk
 from .runtime import get_runtime
 from .settings import Settings, SettingsError, unknown_variables
 from .state import same_problem
@@ -140,7 +141,7 @@ def worker(ctx: click.Context, concurrency: int | None) -> None:
     """Run a Celery worker (thread pool) named moment-sb1@<host>; extra arguments go to Celery."""
     settings = _settings()
     argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency or settings.concurrency),
-            "--queues", QUEUE, "--loglevel", settings.log_level, "--hostname", f"{NODE_PREFIX}@%h", *ctx.args]
+            "--loglevel", settings.log_level, "--hostname", f"{NODE_PREFIX}@%h", *ctx.args]
     app.worker_main(argv)
 
 
@@ -205,7 +206,8 @@ def status(integration_id: str | None, as_json: bool) -> None:
     rt = _runtime()
     last_poll = rt.redis.get(rt.keys.last_poll())
     paused = rt.pauses.all()
-    out = {"queue": QUEUE, "queued": rt.redis.llen(QUEUE), "held_by_workers": rt.redis.hlen("unacked"),
+    out = {"queue": QUEUE, "queued": rt.redis.llen(QUEUE), "bulk_queued": rt.redis.llen(BULK_QUEUE),
+           "held_by_workers": rt.redis.hlen("unacked"),
            "last_poll_seconds_ago": round(time.time() - float(last_poll)) if last_poll else None,
            "integrations": {}}
     for i in _pick(rt, integration_id):
@@ -219,6 +221,10 @@ def status(integration_id: str | None, as_json: bool) -> None:
             "poll_cursor": {t: rt.redis.get(rt.keys.cursor(i.id, t)) for t in sorted(i.data_types)},
             "open_circuits": [f"{c.service} ({c.reason} since {c.since_text})" for c in rt.circuits.open_for(i.id)],
             "digest_pending": rt.notices.pending(i.id),
+            "lanes": {ls.lane: {"waiting": ls.waiting, "running": ls.running, "per_second": ls.per_second,
+                                "oldest_waiting_seconds": None if ls.oldest_waiting_s is None
+                                else round(ls.oldest_waiting_s), "eta_seconds": ls.eta_s}
+                      for ls in rt.lanes.status(i.id)},
             "runs": [{"id": run.id, "kind": run.kind, "data_type": run.data_type, "total": run.total,
                       "done": run.done, "per_second": round(run.rate, 1), "eta_seconds": run.eta,
                       "outcomes": run.outcomes} for run in rt.runs.unfinished(i.id)],
@@ -226,8 +232,8 @@ def status(integration_id: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
-    click.echo(f"queue {out['queue']}: {out['queued']} waiting, {out['held_by_workers']} held by workers "
-               "(running, or a retry waiting for its time)")
+    click.echo(f"queues: {out['queued']} live and {out['bulk_queued']} bulk waiting, {out['held_by_workers']} held "
+               "by workers (running, or a retry waiting for its time)")
     ago = out["last_poll_seconds_ago"]
     click.echo(f"last safety-net poll: {'never' if ago is None else f'{ago}s ago'}")
     for iid, info in out["integrations"].items():
@@ -242,6 +248,12 @@ def status(integration_id: str | None, as_json: bool) -> None:
             click.echo(f"  failures waiting for the next digest email: {info['digest_pending']}")
         for circuit in info["open_circuits"]:
             click.echo(f"  waiting: {circuit}")
+        for lane, ls in info["lanes"].items():
+            if ls["waiting"] or ls["running"] or ls["per_second"]:
+                oldest = "" if ls["oldest_waiting_seconds"] is None else \
+                    f", oldest waiting {_duration(ls['oldest_waiting_seconds'])}"
+                click.echo(f"  {lane}: {ls['waiting']} waiting, {ls['running']} running, {ls['per_second']}/s"
+                           f"{oldest}, ETA {_duration(ls['eta_seconds'])}")
         for run in info["runs"]:
             click.echo(f"  {run['kind']} {run['data_type']} ({run['id']}): {run['done']} of {run['total']} done, "
                        f"{run['per_second']}/s, ETA {_duration(run['eta_seconds'])}")
@@ -481,8 +493,10 @@ def replay(integration_id: str | None, data_type: str | None, record_id: int | N
             continue
         run = rt.runs.start(iid, dt, "replay")
         rt.runs.mark(run, [d.record_id for d in letters])
-        for d in letters:
-            put(iid, dt, d.record_id)
+        if len(letters) > 1:                # many: the bulk lane, in turn with other companies
+            n += enqueue_bulk(iid, dt, [d.record_id for d in letters], runtime=rt)
+        else:
+            put(iid, dt, letters[0].record_id)
             n += 1
         rt.runs.all_queued(run)
         runs.append(run)
@@ -519,10 +533,13 @@ def purge(integration_id: str | None, data_type: str | None, record_id: int | No
 @click.option("--restart", is_flag=True, help="start from the first page, not where a stopped run ended")
 @click.option("--page-size", type=click.IntRange(1, 1000), default=200, show_default=True,
               help="records per page asked of Moment")
+@click.option("--lane", type=click.Choice(["bulk", "live"]), default="bulk", show_default=True,
+              help="bulk: behind live changes, in turn with other companies' bulk work; live: "
+              "queued like changes (only to compare, as the fairness benchmark does)")
 @WAIT_OPTION
 @TIMEOUT_OPTION
 def backfill(integration_id: str, data_type: str, since: datetime | None, restart: bool, page_size: int,
-             wait: bool, timeout: float | None) -> None:
+             lane: str, wait: bool, timeout: float | None) -> None:
     """Queue a sync of every Moment record of one type (or those modified since a date).
 
     A page that fails is tried again; if it keeps failing, the backfill stops and the same
@@ -537,7 +554,7 @@ def backfill(integration_id: str, data_type: str, since: datetime | None, restar
     run = rt.runs.start(integration.id, data_type, "backfill")
     try:
         result = run_backfill(rt, integration, data_type, since_utc, page_size=page_size, restart=restart,
-                              say=lambda line: click.echo(line, err=True), run=run)
+                              say=lambda line: click.echo(line, err=True), run=run, lane=lane)
     except RedisError as err:
         raise click.ClickException(f"Redis is not reachable ({type(err).__name__}); nothing more was queued. "
                                    "Run the same command again when it is back: it resumes.") from None

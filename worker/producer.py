@@ -10,7 +10,10 @@ the queued task's id, or None when a queued sync of that record already covers t
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 from .app import TASKS, app
+from .lanes import BULK_QUEUE, LIVE
 from .runtime import Runtime, get_runtime
 
 # Publishing gives up quickly when Redis is away, so a webhook can answer 503 at once
@@ -55,4 +58,27 @@ def enqueue(integration_id: str, data_type: str, record_id: int, *, runtime: Run
         except Exception:
             pass          # Redis is gone too; the mark expires by itself
         raise
+    rt.lanes.queued(integration_id, LIVE)
     return result.id
+
+
+def enqueue_bulk(integration_id: str, data_type: str, record_ids: Iterable[int], *,
+                 runtime: Runtime | None = None) -> int:
+    """Queue syncs in the bulk lane (backfills, replays of many): they wait in the company's
+    own list and reach the queue in turn with other companies' bulk work, always after live
+    changes (``worker.lanes``). Returns how many were added."""
+    task_name(data_type)
+    rt = runtime or get_runtime()
+    if rt.pauses.is_paused(integration_id):
+        raise Paused(f"{integration_id} is paused; its changes are picked up when it is resumed")
+    added = rt.lanes.add_bulk(integration_id, data_type, record_ids)
+    refill_bulk(rt)
+    return added
+
+
+def refill_bulk(rt: Runtime) -> int:
+    """Top the bulk queue up from the companies' lists, in turn."""
+    def send(integration_id: str, data_type: str, record_id: int) -> None:
+        app.send_task(TASKS[data_type], args=[integration_id, record_id], queue=BULK_QUEUE,
+                      retry_policy=PUBLISH_RETRY)
+    return rt.lanes.refill(send, paused=rt.pauses.all())

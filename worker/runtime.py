@@ -15,6 +15,7 @@ from .integrations import Integration, load_integrations
 from .circuit import Circuits
 from .notices import Notices
 from .notify import send_email
+from .lanes import Lanes
 from .runs import Runs
 from .settings import Settings
 from .state import Coalescer, DeadLetters, History, Keys, Pauses, Stats, SyncState
@@ -71,6 +72,10 @@ class Runtime:
     @cached_property
     def circuits(self) -> Circuits:
         return Circuits(self)
+
+    @cached_property
+    def lanes(self) -> Lanes:
+        return Lanes(self.redis, self.keys.prefix, self.settings.bulk_queue_target)
 
     @cached_property
     def runs(self) -> Runs:

@@ -56,6 +56,7 @@ _VALIDATE = {
     "webhook_channel_timeout": Range(min=1),
     "webhook_threads": Range(min=1),
     "history_days": Range(min=0),
+    "bulk_queue_target": Range(min=2),
 }
 
 
@@ -101,6 +102,7 @@ class Settings:
     # itself while it runs, so they stay off by default
     task_events: bool = False
     # change feed
+    bulk_queue_target: int = 200      # bulk syncs on the queue at a time, refilled by company in turn
     coalesce_window: float = 1.0      # at most one sync per record per this many seconds
     pending_ttl: int = 600            # a "sync already queued" mark expires after this
     poll_interval: float = 300.0      # the safety-net poll of Moment, per integration and type

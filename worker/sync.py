@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Callable, NoReturn
 
 from celery import Task
+from celery.exceptions import Retry
 from redis.exceptions import LockError
 
 from errors import AuthError, IntegrationError, TransientError
@@ -32,6 +33,7 @@ from .notify import DATA_TYPE_NAMES
 from .outcomes import Outcome
 from .observability import report_failure
 from .circuit import Circuit
+from .lanes import BULK, BULK_QUEUE, LIVE
 from .logs import bind, record_context
 from .metrics import SYNC_SECONDS
 from .runtime import Runtime, UnknownIntegration, get_runtime
@@ -192,8 +194,29 @@ class RecordSync(SyncTask):
     body: Body
 
     def sync(self, integration_id: str, record_id: int, attempt: int = 1) -> str:
-        with record_context(integration=integration_id, data_type=self.data_type, moment_id=record_id):
-            return self._sync(integration_id, record_id, attempt)
+        lane = BULK if (self.request.delivery_info or {}).get("routing_key") == BULK_QUEUE else LIVE
+        rt = self.runtime
+        rt.lanes.started(integration_id, lane)
+        settled = requeued = False
+        try:
+            with record_context(integration=integration_id, data_type=self.data_type, moment_id=record_id):
+                outcome = self._sync(integration_id, record_id, attempt)
+            settled = True
+            return outcome
+        except Retry:
+            requeued = True
+            raise
+        except DeadLettered:
+            settled = True
+            raise
+        finally:
+            try:
+                rt.lanes.ended(integration_id, lane, settled=settled, requeued=requeued)
+                if lane == BULK:
+                    from .producer import refill_bulk   # the producer publishes through the app
+                    refill_bulk(rt)
+            except Exception as exc:        # counting must never cost a sync; the poll refills too
+                log.warning("lane bookkeeping failed (%s)", type(exc).__name__)
 
     def _sync(self, integration_id: str, record_id: int, attempt: int) -> str:
         ctx = self.begin(integration_id, record_id)

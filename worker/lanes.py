@@ -1,0 +1,178 @@
+"""Two lanes: live changes never wait behind bulk work, and companies take turns in bulk.
+
+**live** (``moment-sb1``): webhooks, the producer API, the poll, single replays.
+**bulk** (``moment-sb1-bulk``): backfills and replays of many.
+
+Workers read the live queue first (kombu's ``priority`` queue order): a bulk sync is taken
+only when no live one waits. Bulk work does not go to Celery all at once: each company's
+records wait in a list of its own in Redis (``{p}:bulk:{integration}``), and the bulk queue
+is kept short (``MSB1_BULK_QUEUE_TARGET``), refilled a chunk at a time from the companies in
+turn. So a company's 10,000-record backfill holds another company's backfill up by one
+chunk, not by 10,000 records. Refills happen when bulk work is added, after each bulk sync
+that leaves the queue below half its target, and on every poll (a safety net).
+
+Per company and lane, Redis counts what was queued, started and finished, and the
+finishes per ten seconds; ``status`` shows waiting, running, rate, oldest waiting and ETA.
+The counts are approximate after a worker is killed mid-task.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import redis
+
+log = logging.getLogger(__name__)
+
+LIVE_QUEUE = "moment-sb1"
+BULK_QUEUE = "moment-sb1-bulk"
+LIVE, BULK = "live", "bulk"
+CHUNK = 16                  # records taken from one company at a time
+RATE_BUCKET = 10            # seconds per bucket of finished syncs
+RATE_BUCKETS = 6            # the rate is taken over the last minute
+
+# Take up to ARGV[1] items from the next company in turn: rotate the companies' list, pop
+# from that company's list, drop the company from the rotation when it has no more.
+_TAKE = """
+local skip = {}
+for i = 3, #ARGV do skip[ARGV[i]] = true end
+local company = nil
+for i = 1, redis.call('LLEN', KEYS[1]) do
+  local c = redis.call('LMOVE', KEYS[1], KEYS[1], 'LEFT', 'RIGHT')
+  if not skip[c] then company = c break end
+end
+if not company then return nil end
+local list = ARGV[2] .. company
+local items = redis.call('LPOP', list, tonumber(ARGV[1]))
+if redis.call('LLEN', list) == 0 then redis.call('LREM', KEYS[1], 0, company) end
+if not items then return {company} end
+table.insert(items, 1, company)
+return items
+"""
+
+# Add a company to the rotation once.
+_JOIN = """
+if redis.call('LPOS', KEYS[1], ARGV[1]) == false then redis.call('RPUSH', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
+@dataclass
+class LaneStatus:
+    integration_id: str
+    lane: str
+    waiting: int
+    running: int
+    per_second: float
+    oldest_waiting_s: float | None
+
+    @property
+    def eta_s(self) -> float | None:
+        if not self.waiting:
+            return 0.0
+        return self.waiting / self.per_second if self.per_second > 0 else None
+
+
+class Lanes:
+    def __init__(self, r: redis.Redis, prefix: str, target: int):
+        self.redis, self.prefix, self.target = r, prefix, target
+        self._take = r.register_script(_TAKE)
+        self._join = r.register_script(_JOIN)
+
+    # --- keys
+    @property
+    def rotation(self) -> str:
+        return f"{self.prefix}:bulk-turns"
+
+    def _list(self, integration_id: str) -> str:
+        return f"{self.prefix}:bulk:{integration_id}"
+
+    def _counts(self, integration_id: str, lane: str) -> str:
+        return f"{self.prefix}:lane:{integration_id}:{lane}"
+
+    def _done(self, integration_id: str, lane: str, bucket: int) -> str:
+        return f"{self.prefix}:lane-done:{integration_id}:{lane}:{bucket}"
+
+    # --- bulk work in
+    def add_bulk(self, integration_id: str, data_type: str, record_ids: Iterable[int]) -> int:
+        """Put records in the company's bulk list (the queue gets them in turn)."""
+        now = f"{time.time():.0f}"
+        items = [f"{data_type}:{int(i)}:{now}" for i in record_ids]
+        if not items:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(self._list(integration_id), *items)
+        pipe.hincrby(self._counts(integration_id, BULK), "queued", len(items))
+        pipe.execute()
+        self._join(keys=[self.rotation], args=[integration_id])
+        return len(items)
+
+    def refill(self, send, paused: Iterable[str] = ()) -> int:
+        """Top the bulk queue up to its target, a chunk per company in turn (a paused company
+        keeps its turn for later). ``send(iid, data_type, record_id)`` publishes one bulk
+        task. One refiller at a time."""
+        paused = list(paused)
+        if self.redis.llen(BULK_QUEUE) >= self.target // 2:
+            return 0
+        if not self.redis.set(f"{self.prefix}:bulk-refill", "1", nx=True, px=5000):
+            return 0
+        sent = 0
+        try:
+            room = self.target - self.redis.llen(BULK_QUEUE)
+            while room > 0:
+                got = self._take(keys=[self.rotation], args=[min(CHUNK, room), f"{self.prefix}:bulk:", *paused])
+                if not got:
+                    break
+                company, items = got[0], got[1:]
+                for item in items:
+                    data_type, record_id, _added = item.rsplit(":", 2)
+                    send(company, data_type, int(record_id))
+                    sent += 1
+                room -= len(items)
+        finally:
+            self.redis.delete(f"{self.prefix}:bulk-refill")
+        return sent
+
+    # --- counting: queued (every publish, retries too), started and ended (every run of a
+    # task), settled (a chain's end, for the rate)
+    def queued(self, integration_id: str, lane: str, n: int = 1) -> None:
+        self.redis.hincrby(self._counts(integration_id, lane), "queued", n)
+
+    def started(self, integration_id: str, lane: str) -> None:
+        self.redis.hincrby(self._counts(integration_id, lane), "started", 1)
+
+    def ended(self, integration_id: str, lane: str, *, settled: bool, requeued: bool) -> None:
+        key = self._counts(integration_id, lane)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(key, "done", 1)
+        if requeued:
+            pipe.hincrby(key, "queued", 1)
+        if settled:
+            bucket = int(time.time() // RATE_BUCKET)
+            pipe.incr(self._done(integration_id, lane, bucket))
+            pipe.expire(self._done(integration_id, lane, bucket), RATE_BUCKET * (RATE_BUCKETS + 2))
+        pipe.execute()
+
+    def status(self, integration_id: str) -> list[LaneStatus]:
+        now = time.time()
+        bucket = int(now // RATE_BUCKET)
+        out = []
+        for lane in (LIVE, BULK):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hgetall(self._counts(integration_id, lane))
+            for b in range(bucket - RATE_BUCKETS, bucket):
+                pipe.get(self._done(integration_id, lane, b))
+            pipe.lindex(self._list(integration_id), 0)
+            pipe.llen(self._list(integration_id))
+            counts, *rest = pipe.execute()
+            done_buckets, head, listed = rest[:-2], rest[-2], rest[-1]
+            queued, started, done = (int(counts.get(k, 0)) for k in ("queued", "started", "done"))
+            rate = sum(int(v or 0) for v in done_buckets) / (RATE_BUCKET * RATE_BUCKETS)
+            oldest = now - float(head.rsplit(":", 1)[1]) if lane == BULK and head else None
+            waiting = max(0, queued - started)
+            if lane == BULK:
+                waiting = max(waiting, listed)
+            out.append(LaneStatus(integration_id, lane, waiting, max(0, started - done), round(rate, 1), oldest))
+        return out
