@@ -11,6 +11,7 @@ import requests
 
 from errors import TransientError
 from .http import Timeouts, send
+from .ratelimit import Limited
 
 DEFAULT_BASE_URL = "https://app.moment.team"
 API_PREFIX = "/api/1.0/companies"
@@ -25,15 +26,23 @@ class MomentClient:
     service = "Moment"
 
     def __init__(self, company_code: str, api_key: str, *, base_url: str = DEFAULT_BASE_URL,
-                 session: requests.Session | None = None, timeouts: Timeouts = Timeouts()):
+                 session: requests.Session | None = None, timeouts: Timeouts = Timeouts(),
+                 limits: Limited | None = None):
+        self.limits = limits or Limited(None, (), self.service)
         self.base = f"{base_url.rstrip('/')}{API_PREFIX}/{company_code}"
         self.session = session or requests.Session()
         self.auth = ("apikey", api_key)
         self.timeouts = timeouts
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        resp = send(self.session, "GET", f"{self.base}/{path}", service=self.service,
-                    timeouts=self.timeouts, auth=self.auth, params=params)
+        self.limits.before()
+        try:
+            resp = send(self.session, "GET", f"{self.base}/{path}", service=self.service,
+                        timeouts=self.timeouts, auth=self.auth, params=params)
+        except TransientError as exc:
+            if exc.status == 429:
+                self.limits.rate_limited()
+            raise
         try:
             return resp.json()
         except ValueError:

@@ -29,6 +29,7 @@ from redis.exceptions import LockError
 
 from errors import AuthError, PermanentError, TransientError
 from .http import Timeouts, send
+from .ratelimit import Limited
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +210,9 @@ class SB1Client:
 
     def __init__(self, base_url: str, company_key: str, tokens: TokenProvider, *,
                  session: requests.Session | None = None, timeouts: Timeouts = Timeouts(),
-                 lookup_cache: dict | None = None, lookup_ttl: float = 3600):
+                 lookup_cache: dict | None = None, lookup_ttl: float = 3600, limits: Limited | None = None):
         self.base = f"{base_url.rstrip('/')}{API_PREFIX}"
+        self.limits = limits or Limited(None, (), self.service)
         self.company_key = company_key
         self.tokens = tokens
         self.session = session or requests.Session()
@@ -230,9 +232,14 @@ class SB1Client:
             token = self.tokens.token()
             headers = {"Authorization": f"Bearer {token}", "CompanyKey": self.company_key,
                        "Accept": "application/json", **extra_headers}
+            self.limits.before()
             try:
                 return send(self.session, method, url, service=self.service,
                             timeouts=self.timeouts, headers=headers, **kwargs)
+            except TransientError as exc:
+                if exc.status == 429:
+                    self.limits.rate_limited()
+                raise
             except AuthError as exc:
                 if exc.status != 401 or attempt == 2:
                     raise AuthError(

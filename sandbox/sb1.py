@@ -13,7 +13,7 @@ import json
 import secrets
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -266,6 +266,8 @@ class SB1Store:
         self.token_requests: int = 0
         self.writes: Counter[tuple[str, str, str]] = Counter()  # (company key, method, route)
         self.requests: Counter[tuple[str, str]] = Counter()  # (method, route)
+        # when each company's API calls arrived (rate-limit tests); the token endpoint apart
+        self.request_times: dict[str, list[float]] = defaultdict(list)
         self._next_id = FIRST_ID
 
     # --- setup -----------------------------------------------------------------------
@@ -354,6 +356,7 @@ class SB1Store:
             self.token_requests = 0
             self.writes.clear()
             self.requests.clear()
+            self.request_times.clear()
 
     def count_request(self, method: str, route: str) -> None:
         with self.lock:
@@ -987,6 +990,8 @@ def create_sb1_app(store: SB1Store, faults: Faults, issuer_url: str | None = Non
         company_key = request.headers.get("CompanyKey", "").strip()
         if store.company(company_key) is None:
             return unauthorized("Missing or unknown CompanyKey")
+        with store.lock:
+            store.request_times[company_key].append(time.time())
         if route not in ROUTES:
             return jsonify({"Message": f"No route named '{route}'"}), 404
         try:
@@ -1041,17 +1046,23 @@ def create_sb1_app(store: SB1Store, faults: Faults, issuer_url: str | None = Non
         return jsonify(store.documents(company_key, route))
 
     write_log: list[dict] = []
+    log_only: dict[str, str | None] = {"company_key": None}
 
     def log_write(company_key: str, method: str, route: str, doc: dict) -> None:
+        if log_only["company_key"] not in (None, company_key):
+            return
         write_log.append({"t": time.time(), "company_key": company_key, "method": method,
                           "route": route, "ID": doc.get("ID"), "doc": copy.deepcopy(doc)})
 
     @app.route("/_sandbox/write-log", methods=["GET", "POST"])
     def write_log_route():
         """POST {"enabled": true|false} starts or stops recording every write with its
-        time (for benchmarks); GET returns what was recorded."""
+        time (for benchmarks; "company_key" records only that company's); GET returns what
+        was recorded."""
         if request.method == "POST":
-            enabled = bool((request.get_json(silent=True) or {}).get("enabled"))
+            options = request.get_json(silent=True) or {}
+            enabled = bool(options.get("enabled"))
+            log_only["company_key"] = options.get("company_key")
             with store.lock:
                 if log_write in store.write_listeners:
                     store.write_listeners.remove(log_write)

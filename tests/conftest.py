@@ -40,6 +40,9 @@ REDIS_PORT = SESSION_REDIS.port
 REDIS_URL = SESSION_REDIS.url
 os.environ["MSB1_REDIS_URL"] = REDIS_URL
 os.environ["MSB1_KEY_PREFIX"] = "msb1test"
+# no shared rate limit unless a test sets one (test_ratelimit_e2e does)
+NO_RATE_LIMITS = {"MSB1_SB1_RATE_LIMIT": "0", "MSB1_SB1_HOST_RATE_LIMIT": "0", "MSB1_MOMENT_RATE_LIMIT": "0"}
+os.environ.update(NO_RATE_LIMITS)
 
 
 def _start(server: RedisServer) -> RedisServer:
@@ -277,6 +280,7 @@ def worker_env(sandbox, smtp, rsa_key, r, tmp_path):
         "MSB1_LOCK_WAIT": "2",
         "MSB1_HTTP_READ_TIMEOUT": "5",
         "MSB1_DIGEST_WINDOW": "3",
+        **NO_RATE_LIMITS,
         "MSB1_CIRCUIT_PROBE_INTERVAL": "2",
     })
     return env

@@ -56,6 +56,8 @@ class Integration:
     revenue_accounts: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_REVENUE_ACCOUNTS))
     language: str = "nb"                # of the company's emails: nb (bokmål) or en
     vat_codes: tuple[str, ...] = DEFAULT_VAT_CODES
+    sb1_rate_limit: float | None = None       # calls/s to this company's books (default: the setting)
+    moment_rate_limit: float | None = None    # calls/s to this Moment company (default: the setting)
 
     def wants(self, data_type: str) -> bool:
         return data_type in self.data_types
@@ -105,6 +107,8 @@ class IntegrationSchema(Schema):
     vat_codes = fields.List(fields.String(validate=validate.Regexp(r"^[0-9A-Za-z]{1,10}$",
                                                                    error="must be a VAT code such as 3 or 31")),
                             load_default=lambda: list(DEFAULT_VAT_CODES))
+    sb1_rate_limit = fields.Float(load_default=None, validate=validate.Range(min=0))
+    moment_rate_limit = fields.Float(load_default=None, validate=validate.Range(min=0))
     vat_account = fields.Raw(load_default=None, metadata={"removed": True})
     language = fields.String(load_default="nb", validate=validate.OneOf(
         ("nb", "en"), error="unknown language {input!r}; choose nb (Norwegian bokmål) or en (English)"))

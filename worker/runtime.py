@@ -2,6 +2,7 @@
 Redis, and the API clients for each integration (HTTP sessions are per thread)."""
 from __future__ import annotations
 
+import hashlib
 import threading
 from email.message import EmailMessage
 from functools import cached_property
@@ -9,7 +10,10 @@ from functools import cached_property
 import redis
 import requests
 
+from urllib.parse import urlsplit
+
 from clients.moment import MomentClient
+from clients.ratelimit import Bucket, Limited, RateLimiter
 from clients.sb1 import Credentials, SB1Client, TokenProvider
 from .integrations import Integration, load_integrations
 from .circuit import Circuits
@@ -67,7 +71,9 @@ class Runtime:
 
     @cached_property
     def coalescer(self) -> Coalescer:
-        return Coalescer(self.redis, self.keys, self.settings.coalesce_window, self.settings.pending_ttl)
+        return Coalescer(self.redis, self.keys, self.settings.coalesce_window, self.settings.pending_ttl,
+                         max_per_window=self.settings.coalesce_max_per_window,
+                         running_ttl=max(1, int(self.settings.lock_timeout)))
 
     @cached_property
     def circuits(self) -> Circuits:
@@ -137,15 +143,28 @@ class Runtime:
                                              refresh_margin=s.token_refresh_margin)
             return self._tokens
 
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        return RateLimiter(self.redis, self.keys.prefix)
+
     def moment(self, integration: Integration) -> MomentClient:
+        rate = integration.moment_rate_limit if integration.moment_rate_limit is not None \
+            else self.settings.moment_rate_limit
+        limits = Limited(self.limiter, (Bucket(f"moment:{integration.moment_company}", rate),), "Moment")
         return MomentClient(integration.moment_company, integration.moment_api_key,
                             base_url=integration.moment_base_url, session=self.session(),
-                            timeouts=self.settings.timeouts)
+                            timeouts=self.settings.timeouts, limits=limits)
 
     def sb1(self, integration: Integration) -> SB1Client:
+        rate = integration.sb1_rate_limit if integration.sb1_rate_limit is not None else self.settings.sb1_rate_limit
+        company = hashlib.sha256(integration.company_key.encode()).hexdigest()[:16]
+        host = urlsplit(integration.sb1_base_url).netloc
+        limits = Limited(self.limiter, (Bucket(f"sb1:company:{company}", rate),
+                                        Bucket(f"sb1:host:{host}", self.settings.sb1_host_rate_limit)),
+                         SB1Client.service)
         return SB1Client(integration.sb1_base_url, integration.company_key, self.tokens,
                          session=self.session(), timeouts=self.settings.timeouts,
-                         lookup_cache=self._lookups)
+                         lookup_cache=self._lookups, limits=limits)
 
 
 _runtime: Runtime | None = None

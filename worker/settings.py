@@ -57,6 +57,10 @@ _VALIDATE = {
     "webhook_threads": Range(min=1),
     "history_days": Range(min=0),
     "bulk_queue_target": Range(min=2),
+    "coalesce_max_per_window": Range(min=1),
+    "sb1_rate_limit": Range(min=0),
+    "sb1_host_rate_limit": Range(min=0),
+    "moment_rate_limit": Range(min=0),
 }
 
 
@@ -95,6 +99,11 @@ class Settings:
     restore_lock_timeout: int = 30
     lock_timeout: float = 120.0       # a dead worker's record lock frees itself after this
     lock_wait: float = 10.0           # how long a task waits for another's lock before retrying
+    # calls per second, shared by every worker (clients/ratelimit.py); 0: no limit. Neither
+    # service documents a limit: these are assumptions, kept low enough to be polite
+    sb1_rate_limit: float = 50.0       # per SpareBank 1 company (an integration may set its own)
+    sb1_host_rate_limit: float = 200.0  # per SpareBank 1 API host (per bank), all companies together
+    moment_rate_limit: float = 25.0    # per Moment company (an integration may set its own)
     http_connect_timeout: float = 5.0
     http_read_timeout: float = 30.0
     concurrency: int = 32
@@ -103,7 +112,8 @@ class Settings:
     task_events: bool = False
     # change feed
     bulk_queue_target: int = 200      # bulk syncs on the queue at a time, refilled by company in turn
-    coalesce_window: float = 1.0      # at most one sync per record per this many seconds
+    coalesce_window: float = 1.0      # at most coalesce_max_per_window syncs of a record start in this many seconds
+    coalesce_max_per_window: int = 2
     pending_ttl: int = 600            # a "sync already queued" mark expires after this
     poll_interval: float = 300.0      # the safety-net poll of Moment, per integration and type
     poll_overlap: float = 120.0       # each poll looks this far behind its cursor

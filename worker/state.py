@@ -198,42 +198,89 @@ class DeadLetters:
 
 
 
+# Decide, atomically, what a new change to one record needs. KEYS: pending, running, dirty,
+# starts. ARGV: now, stale_after ('' = trust the mark), window, max starts per window,
+# pending ttl, dirty ttl. Returns "folded" (a sync is running and will be followed), "queued"
+# (a queued sync covers it), or the countdown for a new sync.
+_CLAIM = """
+local now = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('SET', KEYS[3], '1', 'EX', tonumber(ARGV[6]))
+  return 'folded'
+end
+local mark = redis.call('GET', KEYS[1])
+if mark and (ARGV[2] == '' or now - tonumber(mark) < tonumber(ARGV[2])) then return 'queued' end
+local starts = redis.call('LRANGE', KEYS[4], 0, -1)
+local countdown = 0
+local most = tonumber(ARGV[4])
+if #starts >= most then
+  countdown = math.max(0, tonumber(starts[most]) + tonumber(ARGV[3]) - now)
+end
+redis.call('SET', KEYS[1], string.format('%.6f', now + countdown), 'EX', tonumber(ARGV[5]))
+return string.format('%.6f', countdown)
+"""
+
+# A sync ended. KEYS: pending, running, dirty, starts. ARGV: as _CLAIM, plus ARGV[7] = 1
+# when the chain ended (written, unchanged, dead-lettered): then a change that came while it
+# ran gets its follow-up now (the same rules as a new change). Returns the follow-up's
+# countdown, or nil.
+_FINISHED = """
+redis.call('DEL', KEYS[2])
+local dirty = redis.call('GET', KEYS[3])
+redis.call('DEL', KEYS[3])
+if ARGV[7] ~= '1' or not dirty then return nil end
+local now = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
+local starts = redis.call('LRANGE', KEYS[4], 0, -1)
+local countdown = 0
+local most = tonumber(ARGV[4])
+if #starts >= most then
+  countdown = math.max(0, tonumber(starts[most]) + tonumber(ARGV[3]) - now)
+end
+redis.call('SET', KEYS[1], string.format('%.6f', now + countdown), 'EX', tonumber(ARGV[5]))
+return string.format('%.6f', countdown)
+"""
+
+
 class Coalescer:
     """Folds a burst of changes to one record into few syncs, never losing the last one.
 
-    The first change queues a sync at once. While that sync is still queued, further
-    changes are dropped: it will fetch the record as it is when it runs. A change that
-    arrives after a sync has started is queued to run ``window`` seconds after that start,
-    and fetches the latest state then. So a record is written at most about once per
-    window, and what ends in the books is Moment's latest state.
+    A change to a record with no sync queued or running queues one at once. While a sync is
+    queued, further changes are folded into it (it fetches the record when it runs). While a
+    sync runs, further changes mark the record "dirty", and the sync queues its follow-up the
+    moment it ends, which fetches the latest state. So a change waits at most for the sync
+    already under way. Bursts stay folded: at most ``max_per_window`` syncs of one record
+    start within ``window`` seconds; a further one waits for the window. A worker that dies
+    mid-sync loses nothing: its message is delivered again and fetches the latest state.
     """
 
-    def __init__(self, r: redis.Redis, keys: Keys, window: float, pending_ttl: int):
+    def __init__(self, r: redis.Redis, keys: Keys, window: float, pending_ttl: int,
+                 max_per_window: int = 2, running_ttl: int = 120):
         self.redis, self.keys, self.window, self.pending_ttl = r, keys, window, pending_ttl
+        self.max_per_window, self.running_ttl = max_per_window, running_ttl
+        self._claim = r.register_script(_CLAIM)
+        self._finished = r.register_script(_FINISHED)
+
+    def _keys(self, integration_id: str, data_type: str, record_id: int) -> list[str]:
+        base = self.keys.started(integration_id, data_type, record_id)
+        return [self.keys.pending(integration_id, data_type, record_id), f"{base}:running", f"{base}:dirty",
+                f"{base}:starts"]
+
+    def _args(self, stale_after: float | None) -> list:
+        return [f"{time.time():.6f}", "" if stale_after is None else stale_after, self.window,
+                self.max_per_window, self.pending_ttl, self.running_ttl]
 
     def claim(self, integration_id: str, data_type: str, record_id: int,
               stale_after: float | None = None) -> float | None:
-        """Seconds until the sync should run, or None when one is already queued.
+        """Seconds until a new sync should run, or None when a queued or running sync
+        covers the change.
 
         ``stale_after``: a "queued" mark older than this many seconds is not trusted (the
         poll passes its interval): its message may never have reached the queue, if Redis
         failed between the mark and the publish. A second message is harmless.
         """
-        now = time.time()
-        pending_key = self.keys.pending(integration_id, data_type, record_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(pending_key, f"{now:.6f}", nx=True, ex=self.pending_ttl)
-        pipe.get(pending_key)
-        pipe.get(self.keys.started(integration_id, data_type, record_id))
-        claimed, marked_at, started = pipe.execute()
-        if not claimed:
-            # the mark holds when the queued sync is due (now, or a retry's time)
-            if stale_after is None or now - float(marked_at or now) < stale_after:
-                return None
-            self.redis.set(pending_key, f"{now:.6f}", ex=self.pending_ttl)
-        if not started:
-            return 0.0
-        return max(0.0, float(started) + self.window - now)
+        answer = self._claim(keys=self._keys(integration_id, data_type, record_id), args=self._args(stale_after))
+        return None if answer in ("folded", "queued") else float(answer)
 
     def requeued(self, integration_id: str, data_type: str, record_id: int, countdown: float) -> None:
         """A sync put itself back on the queue (a retry in ``countdown`` seconds): changes
@@ -248,12 +295,24 @@ class Coalescer:
         self.redis.delete(self.keys.pending(integration_id, data_type, record_id))
 
     def started(self, integration_id: str, data_type: str, record_id: int) -> None:
-        """A sync is about to fetch the record: later changes need a sync of their own."""
+        """A sync is about to fetch the record: it covers every change so far; later ones
+        mark it dirty and get a follow-up when it ends."""
+        pending, running, dirty, starts = self._keys(integration_id, data_type, record_id)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.delete(self.keys.pending(integration_id, data_type, record_id))
-        pipe.set(self.keys.started(integration_id, data_type, record_id), f"{time.time():.6f}",
-                 ex=max(1, int(self.window * 2) + 1))
+        pipe.delete(pending, dirty)
+        pipe.set(running, "1", ex=self.running_ttl)
+        pipe.lpush(starts, f"{time.time():.6f}")
+        pipe.ltrim(starts, 0, self.max_per_window - 1)
+        pipe.expire(starts, max(1, int(self.window * 2) + 1))
         pipe.execute()
+
+    def finished(self, integration_id: str, data_type: str, record_id: int, *, ended: bool) -> float | None:
+        """The sync let go of the record. When its chain ended and a change came meanwhile,
+        the follow-up's countdown (the caller queues it); else None. A retry (``ended``
+        False) covers the change itself."""
+        answer = self._finished(keys=self._keys(integration_id, data_type, record_id),
+                                args=[*self._args(None), "1" if ended else "0"])
+        return None if answer is None else float(answer)
 
 
 class Stats:

@@ -33,7 +33,7 @@ from .notify import DATA_TYPE_NAMES
 from .outcomes import Outcome
 from .observability import report_failure
 from .circuit import Circuit
-from .lanes import BULK, BULK_QUEUE, LIVE
+from .lanes import BULK, BULK_QUEUE, LIVE, LIVE_QUEUE
 from .logs import bind, record_context
 from .metrics import SYNC_SECONDS
 from .runtime import Runtime, UnknownIntegration, get_runtime
@@ -224,8 +224,31 @@ class RecordSync(SyncTask):
             return str(ctx)
         self.wait_while_paused(ctx, attempt)
         self.wait_while_out(ctx, attempt)
-        lock = self.lock(ctx, attempt)
-        return self.end(ctx, self.attempt(ctx, lock, attempt))
+        ended = False
+        try:
+            lock = self.lock(ctx, attempt)
+            outcome = self.end(ctx, self.attempt(ctx, lock, attempt))
+            ended = True
+            return outcome
+        except DeadLettered:
+            ended = True
+            raise
+        finally:
+            self.follow_up(ctx, ended)
+
+    def follow_up(self, ctx: SyncContext, ended: bool) -> None:
+        """The record is let go: a change that came while this sync ran is queued now (a
+        retry covers it itself)."""
+        rt = ctx.runtime
+        try:
+            countdown = rt.coalescer.finished(ctx.integration.id, ctx.data_type, ctx.record_id, ended=ended)
+            if countdown is not None and not ctx.dry_run:
+                self.app.send_task(self.name, args=[ctx.integration.id, ctx.record_id], queue=LIVE_QUEUE,
+                                   countdown=countdown or None)
+                rt.lanes.queued(ctx.integration.id, LIVE)
+        except Exception as exc:     # Redis away: the poll finds the change (its version is unfinished)
+            log.warning("%s %s: the follow-up of a change made during the sync was not queued (%s)",
+                        ctx.integration.id, ctx.what, type(exc).__name__)
 
     def begin(self, integration_id: str, record_id: int) -> SyncContext | Outcome:
         """The record's context, or why there is nothing to do (unknown, not selected)."""
