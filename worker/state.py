@@ -198,11 +198,26 @@ class DeadLetters:
 
 
 
+# How long until a sync of one record may start: each record has a bucket of
+# ``max_per_window`` starts that refills one start per ``window`` seconds. KEYS[4] is the
+# bucket (tokens, at); ARGV[1] now, ARGV[3] window, ARGV[4] the bucket's size.
+_DUE = """
+local function due(now)
+  local st = redis.call('HMGET', KEYS[4], 'tokens', 'at')
+  local size = tonumber(ARGV[4])
+  local tokens = tonumber(st[1] or size)
+  local at = tonumber(st[2] or now)
+  tokens = math.min(size, tokens + math.max(0, now - at) / tonumber(ARGV[3]))
+  if tokens >= 1 then return 0 end
+  return (1 - tokens) * tonumber(ARGV[3])
+end
+"""
+
 # Decide, atomically, what a new change to one record needs. KEYS: pending, running, dirty,
-# starts. ARGV: now, stale_after ('' = trust the mark), window, max starts per window,
-# pending ttl, dirty ttl. Returns "folded" (a sync is running and will be followed), "queued"
-# (a queued sync covers it), or the countdown for a new sync.
-_CLAIM = """
+# bucket. ARGV: now, stale_after ('' = trust the mark), window, bucket size, pending ttl,
+# dirty ttl. Returns "folded" (a sync is running and will be followed), "queued" (a queued
+# sync covers it), or the countdown for a new sync.
+_CLAIM = _DUE + """
 local now = tonumber(ARGV[1])
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('SET', KEYS[3], '1', 'EX', tonumber(ARGV[6]))
@@ -210,35 +225,40 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
 end
 local mark = redis.call('GET', KEYS[1])
 if mark and (ARGV[2] == '' or now - tonumber(mark) < tonumber(ARGV[2])) then return 'queued' end
-local starts = redis.call('LRANGE', KEYS[4], 0, -1)
-local countdown = 0
-local most = tonumber(ARGV[4])
-if #starts >= most then
-  countdown = math.max(0, tonumber(starts[most]) + tonumber(ARGV[3]) - now)
-end
+local countdown = due(now)
 redis.call('SET', KEYS[1], string.format('%.6f', now + countdown), 'EX', tonumber(ARGV[5]))
 return string.format('%.6f', countdown)
 """
 
-# A sync ended. KEYS: pending, running, dirty, starts. ARGV: as _CLAIM, plus ARGV[7] = 1
-# when the chain ended (written, unchanged, dead-lettered): then a change that came while it
-# ran gets its follow-up now (the same rules as a new change). Returns the follow-up's
-# countdown, or nil.
-_FINISHED = """
+# A sync ended. KEYS and ARGV as _CLAIM, plus ARGV[7] = 1 when the chain ended (written,
+# unchanged, dead-lettered): then a change that came while it ran gets its follow-up now
+# (by the same bucket). Returns the follow-up's countdown, or nil.
+_FINISHED = _DUE + """
 redis.call('DEL', KEYS[2])
 local dirty = redis.call('GET', KEYS[3])
 redis.call('DEL', KEYS[3])
 if ARGV[7] ~= '1' or not dirty then return nil end
 local now = tonumber(ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
-local starts = redis.call('LRANGE', KEYS[4], 0, -1)
-local countdown = 0
-local most = tonumber(ARGV[4])
-if #starts >= most then
-  countdown = math.max(0, tonumber(starts[most]) + tonumber(ARGV[3]) - now)
-end
+local countdown = due(now)
 redis.call('SET', KEYS[1], string.format('%.6f', now + countdown), 'EX', tonumber(ARGV[5]))
 return string.format('%.6f', countdown)
+"""
+
+# A sync starts: it takes a start from the record's bucket. KEYS[4] bucket; ARGV[1] now,
+# ARGV[3] window, ARGV[4] size.
+_START = """
+local now = tonumber(ARGV[1])
+local size = tonumber(ARGV[4])
+local st = redis.call('HMGET', KEYS[4], 'tokens', 'at')
+local tokens = tonumber(st[1] or size)
+local at = tonumber(st[2] or now)
+tokens = math.min(size, tokens + math.max(0, now - at) / tonumber(ARGV[3])) - 1
+redis.call('HSET', KEYS[4], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[4], math.ceil(tonumber(ARGV[3]) * (size + 1)) + 1)
+redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[6]))
+return 1
 """
 
 
@@ -249,9 +269,11 @@ class Coalescer:
     queued, further changes are folded into it (it fetches the record when it runs). While a
     sync runs, further changes mark the record "dirty", and the sync queues its follow-up the
     moment it ends, which fetches the latest state. So a change waits at most for the sync
-    already under way. Bursts stay folded: at most ``max_per_window`` syncs of one record
-    start within ``window`` seconds; a further one waits for the window. A worker that dies
-    mid-sync loses nothing: its message is delivered again and fetches the latest state.
+    already under way. Bursts stay folded: each record may start ``max_per_window`` syncs at
+    once, then one per ``window`` seconds (a token bucket), so 20 changes in a second give at
+    most three writes, and a record changed twice in a row is still written at once. A
+    worker that dies mid-sync loses nothing: its message is delivered again and fetches the
+    latest state.
     """
 
     def __init__(self, r: redis.Redis, keys: Keys, window: float, pending_ttl: int,
@@ -260,11 +282,12 @@ class Coalescer:
         self.max_per_window, self.running_ttl = max_per_window, running_ttl
         self._claim = r.register_script(_CLAIM)
         self._finished = r.register_script(_FINISHED)
+        self._start = r.register_script(_START)
 
     def _keys(self, integration_id: str, data_type: str, record_id: int) -> list[str]:
         base = self.keys.started(integration_id, data_type, record_id)
         return [self.keys.pending(integration_id, data_type, record_id), f"{base}:running", f"{base}:dirty",
-                f"{base}:starts"]
+                f"{base}:bucket"]
 
     def _args(self, stale_after: float | None) -> list:
         return [f"{time.time():.6f}", "" if stale_after is None else stale_after, self.window,
@@ -297,14 +320,7 @@ class Coalescer:
     def started(self, integration_id: str, data_type: str, record_id: int) -> None:
         """A sync is about to fetch the record: it covers every change so far; later ones
         mark it dirty and get a follow-up when it ends."""
-        pending, running, dirty, starts = self._keys(integration_id, data_type, record_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.delete(pending, dirty)
-        pipe.set(running, "1", ex=self.running_ttl)
-        pipe.lpush(starts, f"{time.time():.6f}")
-        pipe.ltrim(starts, 0, self.max_per_window - 1)
-        pipe.expire(starts, max(1, int(self.window * 2) + 1))
-        pipe.execute()
+        self._start(keys=self._keys(integration_id, data_type, record_id), args=self._args(None))
 
     def finished(self, integration_id: str, data_type: str, record_id: int, *, ended: bool) -> float | None:
         """The sync let go of the record. When its chain ended and a change came meanwhile,
