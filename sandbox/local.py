@@ -56,13 +56,14 @@ class RedisServer:
     """
 
     def __init__(self, *, port: int | None = None, aof: bool = False, fsync: str = "always",
-                 directory: Path | None = None, log: Path | None = None):
+                 directory: Path | None = None, log: Path | None = None, extra: tuple[str, ...] = ()):
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="msb1-redis-"))
         self.argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "yes" if aof else "no", "--appendfsync", fsync, "--dir", str(self.dir)]
+                     "--appendonly", "yes" if aof else "no", "--appendfsync", fsync, "--dir", str(self.dir),
+                     *extra]
         self.log = log
         self.proc: subprocess.Popen | None = None
         self.client = redis.Redis.from_url(self.url, decode_responses=True)
@@ -108,3 +109,70 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SentinelGroup:
+    """A master, a replica and three sentinels watching them (quorum 2), all local: the
+    ``MSB1_REDIS_URL`` of it is :attr:`url`. :meth:`kill_master` makes the sentinels promote
+    the replica within a few seconds."""
+
+    def __init__(self, master_name: str = "msb1", down_after_ms: int = 1000):
+        self.name = master_name
+        self.master = RedisServer().start()
+        self.replica = RedisServer(extra=("--replicaof", "127.0.0.1", str(self.master.port))).start()
+        self.dir = Path(tempfile.mkdtemp(prefix="msb1-sentinel-"))
+        self.sentinels: list[subprocess.Popen] = []
+        self.ports = [free_port() for _ in range(3)]
+        for port in self.ports:
+            conf = self.dir / f"sentinel-{port}.conf"
+            conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                            f"sentinel monitor {master_name} 127.0.0.1 {self.master.port} 2\n"
+                            f"sentinel down-after-milliseconds {master_name} {down_after_ms}\n"
+                            f"sentinel failover-timeout {master_name} 5000\n"
+                            f"sentinel parallel-syncs {master_name} 1\n")
+            self.sentinels.append(subprocess.Popen(["redis-server", str(conf), "--sentinel"],
+                                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                                   start_new_session=True))
+        self.url = "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.ports) + f"/{master_name}/0"
+        wait_until(lambda: all(self._knows_replica(p) for p in self.ports), 30,
+                   message="three sentinels that know the master and its replica")
+
+    def _ask(self, port: int, *command: str):
+        client = redis.Redis(port=port, decode_responses=True, socket_timeout=2)
+        try:
+            return client.execute_command(*command)
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+
+    def _knows_replica(self, port: int) -> bool:
+        replicas = self._ask(port, "SENTINEL", "REPLICAS", self.name) or []
+        return any(r.get("port") == str(self.replica.port) if isinstance(r, dict) else
+                   str(self.replica.port) in r for r in replicas)
+
+    def master_port(self) -> int | None:
+        for port in self.ports:
+            answer = self._ask(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
+            if answer:
+                return int(answer[1])
+        return None
+
+    def kill_master(self) -> None:
+        """SIGKILL the master (no goodbye) and wait until the sentinels promoted the replica."""
+        self.master.proc.kill()
+        self.master.proc.wait(10)
+        wait_until(lambda: self.master_port() == self.replica.port and self.replica.client.role()[0] == "master",
+                   30, 0.2, message="the sentinels to promote the replica")
+
+    def close(self) -> None:
+        for proc in self.sentinels:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+        for server in (self.master, self.replica):
+            if server.proc and server.proc.poll() is None:
+                server.close()
+            else:
+                shutil.rmtree(server.dir, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)

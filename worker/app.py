@@ -17,6 +17,7 @@ from schemas.datatypes import DATA_TYPES, DataType
 from .integrations import IntegrationsError
 from .lanes import BULK_QUEUE, LIVE_QUEUE
 from .logs import configure_logging
+from .redis_url import RedisTarget
 from .metrics import serve_worker_metrics
 from .observability import init_sentry
 from .runtime import get_runtime
@@ -32,8 +33,10 @@ TASKS = {name: t.task for name, t in DATA_TYPES.items()}
 
 
 def celery_config(settings: Settings) -> dict:
+    redis_target = RedisTarget.parse(settings.redis_url)
+    redbeat_url, redbeat_options = redis_target.redbeat()
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": redis_target.broker_url(),
         "broker_connection_retry_on_startup": True,
         # A message that is not acked within this many seconds is handed out again, so it
         # must be longer than any countdown we set (Settings.check enforces that).
@@ -44,6 +47,7 @@ def celery_config(settings: Settings) -> dict:
             "unacked_mutex_expire": settings.restore_lock_timeout,
             # a worker takes from the live queue whenever it has something (worker.lanes)
             "queue_order_strategy": "priority",
+            **redis_target.broker_transport_options(),
         },
         "task_default_queue": QUEUE,
         "task_queues": [Queue(LIVE_QUEUE), Queue(BULK_QUEUE)],
@@ -63,7 +67,8 @@ def celery_config(settings: Settings) -> dict:
         # celery beat: RedBeat keeps the schedule in Redis and holds a lock, so a second
         # beat started by mistake waits instead of doubling the work
         "beat_scheduler": "redbeat.RedBeatScheduler",
-        "redbeat_redis_url": settings.redis_url,
+        "redbeat_redis_url": redbeat_url,
+        **({"redbeat_redis_options": redbeat_options} if redbeat_options else {}),
         "redbeat_key_prefix": f"{settings.key_prefix}:redbeat",
         "redbeat_lock_timeout": max(30, int(settings.poll_interval * 5)),
         "beat_max_loop_interval": max(1, min(30, int(settings.poll_interval))),

@@ -7,7 +7,7 @@ import threading
 from email.message import EmailMessage
 from functools import cached_property
 
-import redis
+from redis import Redis
 import requests
 
 from urllib.parse import urlsplit
@@ -19,6 +19,7 @@ from .integrations import Integration, load_integrations
 from .circuit import Circuits
 from .notices import Notices
 from .notify import send_email
+from .redis_url import RedisTarget
 from .lanes import Lanes
 from .runs import Runs
 from .settings import Settings
@@ -31,7 +32,7 @@ class UnknownIntegration(KeyError):
 
 class Runtime:
     def __init__(self, settings: Settings, integrations: dict[str, Integration] | None = None,
-                 redis_client: redis.Redis | None = None):
+                 redis_client: Redis | None = None):
         self.settings = settings
         self._integrations = integrations
         self._redis = redis_client
@@ -53,9 +54,9 @@ class Runtime:
             raise UnknownIntegration(integration_id) from None
 
     @cached_property
-    def redis(self) -> redis.Redis:
-        return self._redis or redis.Redis.from_url(self.settings.redis_url, decode_responses=True,
-                                                   health_check_interval=30)
+    def redis(self) -> Redis:
+        return self._redis or RedisTarget.parse(self.settings.redis_url).client(decode_responses=True,
+                                                                                health_check_interval=30)
 
     @cached_property
     def keys(self) -> Keys:

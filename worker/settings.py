@@ -173,6 +173,11 @@ class Settings:
         return settings
 
     def check(self) -> None:
+        from .redis_url import RedisTarget, RedisUrlError
+        try:
+            RedisTarget.parse(self.redis_url)
+        except RedisUrlError as err:
+            raise SettingsError(str(err)) from None
         longest_wait = self.retry_max_delay + self.lock_wait
         if longest_wait >= self.visibility_timeout:
             raise SettingsError(

@@ -21,7 +21,7 @@ from typing import Any, Callable, NoReturn
 
 from celery import Task
 from celery.exceptions import Retry
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
 
 from errors import AuthError, IntegrationError, TransientError
 from clients.moment import MomentClient
@@ -341,6 +341,12 @@ class RecordSync(SyncTask):
             return Try(attempt, give_up(ctx, exc, kind=type(exc).__name__))
         except IntegrationError as exc:
             return Try(attempt, give_up(ctx, exc, kind=type(exc).__name__))
+        except RedisError as exc:
+            # Redis itself went away (a restart, a failover): nothing can be recorded now; the
+            # message is handed out again or, if it is lost, the poll finds the change again
+            log.warning("%s %s: Redis is not reachable mid-sync (%s); it is tried again later", iid, ctx.what,
+                        type(exc).__name__)
+            raise
         except Exception as exc:  # a bug or an unexpected answer: still never dropped silently
             log.exception("%s %s: unexpected error", iid, ctx.what)
             return Try(attempt, give_up(ctx, exc, kind="unexpected",
