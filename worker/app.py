@@ -109,6 +109,29 @@ class _Config(Mapping):
         return len(self._load())
 
 
+def _reuse_kombu_redis_clients() -> None:
+    """kombu's Redis transport builds a new ``redis.Redis`` for every ack (and every look at
+    the unacked index): each build fills a dict of ~250 response callbacks, a large part of
+    a worker's CPU per task. A client is thread-safe and shares the channel's connection
+    pool, so one per channel does the same work. (A channel that loses its connection is
+    replaced by a new channel, with a client of its own.)"""
+    from kombu.transport import redis as kombu_redis
+    build = kombu_redis.Channel._create_client
+    if getattr(build, "reused", False):
+        return
+
+    def create_client(self, asynchronous: bool = False):
+        if asynchronous:
+            return build(self, asynchronous)
+        client = self.__dict__.get("_msb1_client")
+        if client is None or client.connection_pool is not self.pool:
+            client = self.__dict__["_msb1_client"] = build(self)
+        return client
+    create_client.reused = True
+    kombu_redis.Channel._create_client = create_client
+
+
+_reuse_kombu_redis_clients()
 app = Celery("moment_sb1", task_cls=SyncTask)
 app.config_from_object(_Config())
 

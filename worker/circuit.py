@@ -31,7 +31,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import sentry_sdk
 
@@ -79,14 +79,24 @@ class Circuits:
     def _key(self, kind: str, scope: str, service: str) -> str:
         return f"{self.prefix}:{kind}:{scope}:{service}"
 
-    def open_for(self, integration_id: str) -> list[Circuit]:
-        """The open circuits a sync of this integration would run into."""
+    def open_for(self, integration_id: str, pipe=None) -> list[Circuit] | Callable[[list], list[Circuit]]:
+        """The open circuits a sync of this integration would run into. Given a pipeline,
+        queue the reads on it and return how to read the answers (one round trip with
+        whatever else the caller asks)."""
         keys = [(integration_id, "moment"), (integration_id, "sb1"), (SHARED, "identity")]
-        pipe = self.redis.pipeline(transaction=False)
+        own = pipe is None
+        pipe = self.redis.pipeline(transaction=False) if own else pipe
         for scope, service in keys:
             pipe.hgetall(self._key("circuit", scope, service))
+
+        def read(answers: list) -> list[Circuit]:
+            return self._found(keys, answers)
+        return read(pipe.execute()) if own else read
+
+    @staticmethod
+    def _found(keys, answers) -> list[Circuit]:
         found = []
-        for (scope, service), data in zip(keys, pipe.execute()):
+        for (scope, service), data in zip(keys, answers):
             if data:
                 found.append(Circuit(scope, service, data.get("reason", "outage"), float(data.get("since", 0)),
                                      data.get("error", "")))
@@ -104,10 +114,10 @@ class Circuits:
 
     # --- opening ----------------------------------------------------------------------------
 
-    def succeeded(self, integration_id: str) -> None:
+    def succeeded(self, integration_id: str, pipe=None) -> None:
         """A sync went through: the failures in a row start over."""
-        self.redis.delete(*(self._key("circuit-fails", self.scope(integration_id, s), s)
-                            for s in ("moment", "sb1", "identity")))
+        (pipe or self.redis).delete(*(self._key("circuit-fails", self.scope(integration_id, s), s)
+                                      for s in ("moment", "sb1", "identity")))
 
     def failed(self, integration_id: str, exc: BaseException) -> Circuit | None:
         """Count a transient failure; the circuit, when it is (now) open."""

@@ -114,6 +114,10 @@ def configure_logging(settings: Settings, process: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
+    # Celery's "received" and "succeeded" lines say per task what our own line says (with the
+    # record's number and outcome): kept for DEBUG, a cost of every task otherwise
+    logging.getLogger("celery.worker.strategy").setLevel(
+        logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING)
     # our own HTTP calls are logged by the clients, without query strings; urllib3's debug
     # lines would print the URL
     logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLevelName(settings.log_level)))

@@ -99,11 +99,18 @@ class Runs:
     def all_queued(self, run: Run) -> None:
         self.redis.hset(self._run_key(run.id), "queued_all", 1)
 
-    def settle(self, integration_id: str, data_type: str, record_id: int, outcome: str) -> None:
-        """A sync ended: count it for its record's run, if it is in one (one round trip when
-        it is not, the common case)."""
+    def settle(self, integration_id: str, data_type: str, record_id: int, outcome: str, pipe=None):
+        """A sync ended: count it for its record's run, if it is in one. Given a pipeline,
+        the look-up rides on it and this returns the function to call with the pipeline's
+        answers (a second round trip only for a record in a run, the rare case)."""
         key = self._map_key(integration_id, data_type)
-        run_id = self.redis.hget(key, str(record_id))
+        if pipe is None:
+            self._count(key, record_id, outcome, self.redis.hget(key, str(record_id)))
+            return None
+        pipe.hget(key, str(record_id))
+        return lambda answers: self._count(key, record_id, outcome, answers[-1])
+
+    def _count(self, key: str, record_id: int, outcome: str, run_id: str | None) -> None:
         if not run_id:
             return
         if not self.redis.hdel(key, str(record_id)):

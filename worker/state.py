@@ -188,8 +188,10 @@ class DeadLetters:
         if updated:
             self.redis.hset(key, mapping=updated)
 
-    def resolve(self, integration_id: str, data_type: str, record_id: int) -> bool:
-        return bool(self.redis.hdel(self.keys.dead(integration_id), f"{data_type}:{record_id}"))
+    def resolve(self, integration_id: str, data_type: str, record_id: int, pipe=None) -> bool | None:
+        """Forget the dead letter; True if there was one (on a pipeline: its answer says)."""
+        answer = (pipe or self.redis).hdel(self.keys.dead(integration_id), f"{data_type}:{record_id}")
+        return None if pipe is not None else bool(answer)
 
     def list(self, integration_id: str) -> list[DeadLetter]:
         rows = self.redis.hgetall(self.keys.dead(integration_id))
@@ -337,12 +339,14 @@ class Stats:
     def __init__(self, r: redis.Redis, keys: Keys):
         self.redis, self.keys = r, keys
 
-    def incr(self, integration_id: str, data_type: str, outcome: str) -> None:
+    def incr(self, integration_id: str, data_type: str, outcome: str, pipe=None) -> None:
         SYNCS.labels(integration_id, data_type, str(outcome)).inc()
-        pipe = self.redis.pipeline(transaction=False)
+        own = pipe is None
+        pipe = self.redis.pipeline(transaction=False) if own else pipe
         pipe.hincrby(self.keys.stats(integration_id), f"{data_type}:{outcome}", 1)
         pipe.hset(self.keys.stats(integration_id), f"{data_type}:last_{outcome}_at", f"{time.time():.3f}")
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def get(self, integration_id: str) -> dict[str, str]:
         return self.redis.hgetall(self.keys.stats(integration_id))
@@ -385,16 +389,18 @@ class History:
     def __init__(self, r: redis.Redis, keys: Keys, days: float):
         self.redis, self.keys, self.ttl = r, keys, int(days * 86400)
 
-    def add(self, integration_id: str, data_type: str, record_id: int, **entry: Any) -> None:
+    def add(self, integration_id: str, data_type: str, record_id: int, pipe=None, **entry: Any) -> None:
         if self.ttl <= 0:
             return
         key = self.keys.history(integration_id, data_type, record_id)
         entry = {"at": round(time.time(), 3), **{k: v for k, v in entry.items() if v not in (None, [], "")}}
-        pipe = self.redis.pipeline(transaction=False)
+        own = pipe is None
+        pipe = self.redis.pipeline(transaction=False) if own else pipe
         pipe.lpush(key, json.dumps(entry, ensure_ascii=False))
         pipe.ltrim(key, 0, self.KEEP - 1)
         pipe.expire(key, self.ttl)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def get(self, integration_id: str, data_type: str, record_id: int) -> list[dict[str, Any]]:
         return [json.loads(raw) for raw in self.redis.lrange(self.keys.history(integration_id, data_type, record_id),

@@ -186,7 +186,7 @@ class RecordSync(SyncTask):
     record spends one, and at ``MSB1_RETRY_MAX_ATTEMPTS`` the chain ends in a dead letter.
     While a service it needs is out (an open circuit, ``worker.circuit``) it waits instead,
     spending no tries. Every chain ends written, unchanged or dead-lettered. The steps:
-    ``begin`` → ``wait_while_out`` → ``lock`` → ``attempt`` → ``end``."""
+    ``begin`` → ``wait_while_held`` → ``lock`` → ``attempt`` → ``end``."""
 
     abstract = True
     throws = (DeadLettered,)
@@ -222,8 +222,7 @@ class RecordSync(SyncTask):
         ctx = self.begin(integration_id, record_id)
         if isinstance(ctx, Outcome):
             return str(ctx)
-        self.wait_while_paused(ctx, attempt)
-        self.wait_while_out(ctx, attempt)
+        self.wait_while_held(ctx, attempt)
         ended = False
         try:
             lock = self.lock(ctx, attempt)
@@ -265,21 +264,22 @@ class RecordSync(SyncTask):
             return Outcome.IGNORED
         return SyncContext(rt, integration, self.data_type, int(record_id))
 
-    def wait_while_paused(self, ctx: SyncContext, attempt: int) -> None:
-        """An operator paused the integration (``moment-sb1 pause``): come back later, no try spent."""
-        rt = ctx.runtime
-        if not rt.pauses.is_paused(ctx.integration.id):
-            return
-        countdown = rt.settings.circuit_probe_interval * (0.8 + random.random() * 0.4)
-        log.info("%s %s: waits, the integration is paused", ctx.integration.id, ctx.what)
-        rt.stats.incr(ctx.integration.id, ctx.data_type, Outcome.WAITING)
-        rt.coalescer.requeued(ctx.integration.id, ctx.data_type, ctx.record_id, countdown)
-        raise self.retry(countdown=countdown, kwargs={"attempt": attempt})
-
-    def wait_while_out(self, ctx: SyncContext, attempt: int) -> None:
-        """Probe each open circuit this integration runs into; wait if one is still open."""
-        circuits = ctx.runtime.circuits
-        still_open = [c for c in circuits.open_for(ctx.integration.id) if not circuits.try_probe(ctx.integration, c)]
+    def wait_while_held(self, ctx: SyncContext, attempt: int) -> None:
+        """Wait (no try spent) while an operator paused the integration (``moment-sb1
+        pause``) or a service it needs is out (probing each open circuit). One round trip."""
+        rt, iid = ctx.runtime, ctx.integration.id
+        pipe = rt.redis.pipeline(transaction=False)
+        pipe.hget(rt.keys.paused(), iid)
+        read_circuits = rt.circuits.open_for(iid, pipe)
+        paused, *circuit_answers = pipe.execute()
+        if paused:
+            countdown = rt.settings.circuit_probe_interval * (0.8 + random.random() * 0.4)
+            log.info("%s %s: waits, the integration is paused", iid, ctx.what)
+            rt.stats.incr(iid, ctx.data_type, Outcome.WAITING)
+            rt.coalescer.requeued(iid, ctx.data_type, ctx.record_id, countdown)
+            raise self.retry(countdown=countdown, kwargs={"attempt": attempt})
+        circuits = rt.circuits
+        still_open = [c for c in read_circuits(circuit_answers) if not circuits.try_probe(ctx.integration, c)]
         if still_open:
             wait(self, ctx, attempt, still_open[0])
 
@@ -353,8 +353,10 @@ class RecordSync(SyncTask):
                                         error=f"an unexpected error in the integration ({type(exc).__name__})"))
         finally:
             SYNC_SECONDS.labels(iid, ctx.data_type).observe(time.perf_counter() - started)
-        circuits.succeeded(iid)
-        if rt.dead_letters.resolve(iid, ctx.data_type, ctx.record_id):
+        pipe = rt.redis.pipeline(transaction=False)
+        circuits.succeeded(iid, pipe)
+        rt.dead_letters.resolve(iid, ctx.data_type, ctx.record_id, pipe)
+        if pipe.execute()[-1]:
             log.info("%s %s: transferred after an earlier failure; dead letter cleared", iid, ctx.what)
         log.info("%s %s: %s", iid, ctx.what, outcome)
         return Try(attempt, outcome)
@@ -401,12 +403,14 @@ def wait(task: Task, ctx: SyncContext, attempt: int, circuit: Circuit) -> NoRetu
 def settle(ctx: SyncContext, outcome: Outcome, attempt: int) -> str:
     """Count the chain's outcome and add it to the record's history; a dead letter ends the
     task as failed (``DeadLettered``). The task's result is the outcome's word ("created")."""
-    rt = ctx.runtime
-    rt.stats.incr(ctx.integration.id, ctx.data_type, outcome)
-    rt.runs.settle(ctx.integration.id, ctx.data_type, ctx.record_id, str(outcome))
+    rt, iid = ctx.runtime, ctx.integration.id
+    pipe = rt.redis.pipeline(transaction=False)          # counters, history, run: one round trip
+    rt.stats.incr(iid, ctx.data_type, outcome, pipe)
     if not ctx.dry_run:
-        rt.history.add(ctx.integration.id, ctx.data_type, ctx.record_id, outcome=str(outcome), attempt=attempt,
+        rt.history.add(iid, ctx.data_type, ctx.record_id, pipe, outcome=str(outcome), attempt=attempt,
                        number=ctx.person.get("number"), changed=ctx.changed, error=ctx.error)
+    finish_run = rt.runs.settle(iid, ctx.data_type, ctx.record_id, str(outcome), pipe)
+    finish_run(pipe.execute())
     if outcome == Outcome.FAILED:
         raise DeadLettered(f"{ctx.integration.id} {ctx.what}: not transferred; kept as a dead letter")
     return str(outcome)
