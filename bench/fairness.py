@@ -6,7 +6,9 @@
 Company B's customers change at 5/s (a real change in the sandbox Moment, then its
 webhook through the receiver), 100 changes; time to books runs from the receiver's 202 to
 the first write in SpareBank 1 that carries the change. Measured in one run, on one stack
-(2 worker processes × 32 threads, 20 ms added to every API call):
+(2 worker processes × 32 threads taking live work first, then bulk, and one process × 8
+threads taking live work only, `moment-sb1 worker --lanes live`; 20 ms added to every API
+call):
 
 1. B's changes alone;
 2. company A1's backfill alone (bulk lane): records per second;
@@ -40,6 +42,10 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--live-workers", type=int, default=1,
+                        help="worker processes beside the others that take live work only (moment-sb1 worker "
+                             "--lanes live)")
+    parser.add_argument("--live-concurrency", type=int, default=8)
     parser.add_argument("--skip-baseline", action="store_true", help="leave out phase 4 (it takes longest)")
     args = parser.parse_args()
     companies = [{"moment_company": name, "moment_api_key": f"{name}-key", "seed_customers": args.records}
@@ -69,6 +75,8 @@ def run(stack: Stack, args) -> dict:
     from worker.settings import Settings
     rt = Runtime(Settings.from_env())
     workers = [stack.start_worker(args.concurrency, f"worker{n}.log") for n in range(args.processes)]
+    workers += [stack.start_worker(args.live_concurrency, f"live{n}.log", queues="moment-sb1")
+                for n in range(args.live_workers)]
     receiver = stack.start_receiver()
     b_key = next(c["company_key"] for c in stack.companies if c["moment_company"] == "b")
     b_ids = [c["id"] for c in rt.moment(rt.integration("b")).list("customers")]
@@ -133,7 +141,9 @@ def run(stack: Stack, args) -> dict:
         fill = {"records": args.records, "seconds": round(elapsed, 1), "per_second": round(args.records / elapsed, 1)}
         return fill, (b_result(accepted, 300) if accepted is not None else None)
 
-    result: dict = {"latency_ms": args.latency * 1000, "workers": f"{args.processes} x {args.concurrency} threads"}
+    result: dict = {"latency_ms": args.latency * 1000,
+                    "workers": f"{args.processes} x {args.concurrency} threads (all lanes) + "
+                               f"{args.live_workers} x {args.live_concurrency} threads (live only)"}
     print("phase 1: B alone", file=sys.stderr, flush=True)
     result["b_alone"] = b_result(b_changes(), 60)
     print("phase 2: A1's backfill alone", file=sys.stderr, flush=True)

@@ -64,6 +64,9 @@ class Stack:
                      "--sb1-port", str(self.sb1_port), "--latency", str(latency),
                      "--config", str(self.tmp / "sandbox.json")], "sandbox.log")
         wait_for(self._sandbox_up, 60, "the sandbox")
+        # the servers answer before every company is seeded: wait for the last one
+        wait_for(lambda: b"Press Ctrl-C to stop." in (self.tmp / "sandbox.log").read_bytes(), 600,
+                 "the sandbox to seed its companies", interval=0.2)
         self.integrations_file = self.tmp / "integrations.toml"
         self.integrations_file.write_text("\n".join(
             f'[[integration]]\nid = "{c["moment_company"]}"\nmoment_company = "{c["moment_company"]}"\n'
@@ -111,10 +114,11 @@ class Stack:
         for url in (self.moment_url, self.sb1_url):
             requests.post(f"{url}/_sandbox/faults", json={"latency": seconds}, timeout=10).raise_for_status()
 
-    def start_worker(self, concurrency: int, log_name: str = "worker.log") -> subprocess.Popen:
+    def start_worker(self, concurrency: int, log_name: str = "worker.log",
+                     queues: str = "moment-sb1,moment-sb1-bulk") -> subprocess.Popen:
         log_path = self.tmp / log_name
         proc = self._spawn([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "threads",
-                            "--concurrency", str(concurrency), "--queues", "moment-sb1,moment-sb1-bulk", "--without-mingle",
+                            "--concurrency", str(concurrency), "--queues", queues, "--without-mingle",
                             "--without-gossip", "--loglevel", "INFO"], log_name, env=self.env)
         wait_for(lambda: b" ready." in log_path.read_bytes(), 60, "the worker")
         return proc

@@ -20,7 +20,7 @@ from schemas.text import plain
 from .app import QUEUE, TASKS, app
 from .backfill import run_backfill
 from .checks import online_checks, redacted
-from .lanes import BULK_QUEUE
+from .lanes import BULK_QUEUE, LIVE_QUEUE
 from .integrations import DATA_TYPES, IntegrationsError, load_integrations
 from .metrics import WRITTEN
 from .producer import Paused, enqueue as put, enqueue_bulk
@@ -136,12 +136,16 @@ def check_config(online: bool) -> None:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--concurrency", "-c", type=click.IntRange(1), default=None,
               help="threads (default MSB1_CONCURRENCY)")
+@click.option("--lanes", type=click.Choice(["all", "live"]), default="all", show_default=True,
+              help="all: live work first, then bulk; live: live work only (a small process beside the "
+                   "others keeps live changes fast while a backfill takes every core)")
 @click.pass_context
-def worker(ctx: click.Context, concurrency: int | None) -> None:
+def worker(ctx: click.Context, concurrency: int | None, lanes: str) -> None:
     """Run a Celery worker (thread pool) named moment-sb1@<host>; extra arguments go to Celery."""
     settings = _settings()
+    queues = LIVE_QUEUE if lanes == "live" else f"{LIVE_QUEUE},{BULK_QUEUE}"
     argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency or settings.concurrency),
-            "--loglevel", settings.log_level, "--hostname", f"{NODE_PREFIX}@%h", *ctx.args]
+            "--queues", queues, "--loglevel", settings.log_level, "--hostname", f"{NODE_PREFIX}@%h", *ctx.args]
     app.worker_main(argv)
 
 
