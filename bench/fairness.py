@@ -55,7 +55,9 @@ def main() -> None:
     try:
         result = run(stack, args)
     finally:
-        stack.stop()
+        stack.stop(keep_files=bool(__import__("os").environ.get("BENCH_KEEP")))
+        if __import__("os").environ.get("BENCH_KEEP"):
+            print(f"logs kept in {stack.tmp}", file=sys.stderr)
     print(json.dumps(result, indent=2))
     rows = [("B alone", None, result["b_alone"]), ("A1 backfill alone", result["a1_alone"], None),
             ("A2 backfill (bulk lane) + B", result["a2_with_b"], result["b_during_bulk"])]

@@ -152,7 +152,7 @@ def _find(items: Any, id_: Any) -> Doc | None:
 
 # The fields a look-up filters on (`Field eq value`): found through an index, not a scan, so a
 # company with 10,000 customers answers as fast as one with ten.
-INDEXED = {"customers": ("CustomerNumber",), "projects": ("ProjectNumber",), "accounts": ("AccountNumber",),
+INDEXED = {"customers": ("CustomerNumber",), "projects": ("ProjectNumber",), "accounts": ("AccountNumber", "CustomerID"),
            "vattypes": ("VatCode",), "currencycodes": ("Code",), "journalentrylines": ("InvoiceNumber",)}
 _SIMPLE_EQ = re.compile(r"^\s*(\w+)\s+eq\s+(?:'((?:[^']|'')*)'|(-?\d+(?:\.\d+)?))\s*$", re.I)
 
@@ -184,6 +184,11 @@ class Table(dict):
 
     def __delitem__(self, id_: int) -> None:
         self.pop(id_)
+
+    def find(self, name: str, value: Any) -> Doc | None:
+        """The first record (by ID) whose indexed field ``name`` equals ``value``."""
+        ids = self.indexes[name].get(_key(value))
+        return self[min(ids)] if ids else None
 
     def candidates(self, filter_text: str | None) -> list[Doc] | None:
         """The records a simple ``Field eq value`` filter can match, from the index; None
@@ -599,14 +604,12 @@ class SB1Store:
     def _sync_customer_account(self, company: Company, customer: Doc) -> None:
         """Keep the customer's own ledger account (under 1500) in step, as the platform does."""
         accounts = company.tables["accounts"]
-        main = next((a for a in accounts.values()
-                     if a.get("AccountNumber") == RECEIVABLES_ACCOUNT), None)
+        main = accounts.find("AccountNumber", RECEIVABLES_ACCOUNT)
         fields = {"AccountNumber": customer.get("CustomerNumber"),
                   "AccountName": (customer.get("Info") or {}).get("Name"),
                   "CustomerID": customer["ID"], "AccountID": main and main["ID"],
                   "Visible": True}
-        current = next((a for a in accounts.values() if a.get("CustomerID") == customer["ID"]),
-                       None)
+        current = accounts.find("CustomerID", customer["ID"])
         if current is None:
             self._insert(company, "accounts", fields)
         else:
