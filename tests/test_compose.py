@@ -53,8 +53,8 @@ def config(tmp_path_factory):
 
 def test_every_service_has_a_healthcheck_and_rotated_logs(config):
     services = config["services"]
-    assert set(services) == {"redis", "worker", "beat", "webhooks", "proxy", "flower", "sandbox", "mailpit",
-                             "sandbox-worker"}
+    assert set(services) == {"redis", "worker", "worker-live", "beat", "webhooks", "proxy", "flower", "sandbox",
+                             "mailpit", "sandbox-worker"}
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         logging = service.get("logging", {})
@@ -72,7 +72,8 @@ def test_redis_has_a_password_a_cap_and_never_evicts(config):
     assert command[command.index("--maxmemory") + 1] == "1gb"
     assert command[command.index("--appendonly") + 1] == "yes"
     assert "ports" not in redis
-    for name in ("worker", "beat", "webhooks", "flower"):
+    assert config["services"]["worker-live"]["command"][2:4] == ["--lanes", "live"]
+    for name in ("worker", "worker-live", "beat", "webhooks", "flower"):
         url = config["services"][name]["environment"]["MSB1_REDIS_URL"]
         assert url == "redis://:change-me-to-a-long-random-string@redis:6379/0", name
 
