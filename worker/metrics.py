@@ -61,15 +61,19 @@ class StateCollector(Collector):
     @staticmethod
     def _families(rt) -> Iterator[Metric]:
         from .app import QUEUE       # the app module imports this one's counters
+        from .lanes import BULK_QUEUE
         r, keys, now = rt.redis, rt.keys, time.time()
-        queue = GaugeMetricFamily("msb1_queue_messages", "Messages on the queue: waiting to be taken, or "
-                                  "held by a worker (running, or a retry waiting for its time)", labels=["state"])
+        queue = GaugeMetricFamily("msb1_queue_messages", "Messages on the queues: live ones waiting to be taken "
+                                  "(waiting), bulk ones (bulk), or held by a worker (running, or a retry waiting "
+                                  "for its time)", labels=["state"])
         pipe = r.pipeline(transaction=False)
         pipe.llen(QUEUE)
+        pipe.llen(BULK_QUEUE)
         pipe.hlen("unacked")
         pipe.get(keys.last_poll())
-        waiting, held, last_poll = pipe.execute()
+        waiting, bulk, held, last_poll = pipe.execute()
         queue.add_metric(["waiting"], waiting)
+        queue.add_metric(["bulk"], bulk)
         queue.add_metric(["held"], held)
         yield queue
         poll = GaugeMetricFamily("msb1_last_poll_timestamp_seconds", "When beat's safety-net poll last ran")
