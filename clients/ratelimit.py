@@ -23,26 +23,33 @@ from errors import TransientError
 PENALTY_SECONDS = 60
 # Calls are spaced for this share of the configured rate: a call that leaves late (a busy
 # machine) can then still not push a one-second window over the limit.
-HEADROOM = 0.95
+HEADROOM = 0.9
 
-# KEYS: bucket state hashes (tokens, at), then their penalty keys. ARGV: now, then per
-# bucket: rate, burst. Reserves one token in each; returns the longest wait (seconds, text).
+# KEYS: bucket state hashes (tokens, at), then their penalty keys. ARGV: now, the longest
+# wait a caller takes, then per bucket: rate, burst. Reserves one token in each bucket and
+# returns the longest wait (seconds, as text); a wait past the longest reserves nothing (the
+# caller does not call), so turned-away callers do not push the others' turns further out.
 _RESERVE = """
 local now = tonumber(ARGV[1])
 local n = #KEYS / 2
 local wait = 0
+local left = {}
 for i = 1, n do
-  local rate = tonumber(ARGV[2 * i])
-  local burst = tonumber(ARGV[2 * i + 1])
-  local factor = tonumber(redis.call('GET', KEYS[n + i]) or '1')
-  rate = rate * factor
+  local rate = tonumber(ARGV[2 * i + 1])
+  local burst = tonumber(ARGV[2 * i + 2])
+  rate = rate * tonumber(redis.call('GET', KEYS[n + i]) or '1')
   local state = redis.call('HMGET', KEYS[i], 'tokens', 'at')
   local tokens = tonumber(state[1] or burst)
   local at = tonumber(state[2] or now)
   tokens = math.min(burst, tokens + math.max(0, now - at) * rate) - 1
-  redis.call('HSET', KEYS[i], 'tokens', tostring(tokens), 'at', tostring(now))
-  redis.call('EXPIRE', KEYS[i], 3600)
+  left[i] = tokens
   if tokens < 0 then wait = math.max(wait, -tokens / rate) end
+end
+if wait <= tonumber(ARGV[2]) then
+  for i = 1, n do
+    redis.call('HSET', KEYS[i], 'tokens', tostring(left[i]), 'at', tostring(now))
+    redis.call('EXPIRE', KEYS[i], 3600)
+  end
 end
 return tostring(wait)
 """
@@ -81,7 +88,7 @@ class RateLimiter:
         buckets = tuple(b for b in buckets if b.rate > 0)
         if not buckets:
             return 0.0
-        args: list = [f"{time.time():.6f}"]
+        args: list = [f"{time.time():.6f}", self.max_wait]
         for b in buckets:
             args += [b.rate * HEADROOM, b.burst]
         wait = float(self._reserve(keys=self._keys(buckets), args=args))

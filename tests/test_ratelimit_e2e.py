@@ -64,5 +64,22 @@ def test_a_429_halves_the_rate_for_a_while(r):
     before = calls_in(1.0)
     assert limiter.penalize(bucket) == 0.5
     after = calls_in(1.0)
-    assert 16 <= before <= 21 and 7 <= after <= 11, (before, after)     # 95 % of 20, then of 10
+    assert 16 <= before <= 21 and 7 <= after <= 11, (before, after)     # 90 % of 20, then of 10
     assert r.ttl("msb1test:rate:test:company:penalty") > 50        # it comes back by itself
+
+
+def test_a_wait_past_the_longest_is_a_passing_error_not_a_held_thread(r):
+    from clients.ratelimit import Bucket, RateLimiter
+    from errors import TransientError
+    import redis as redis_lib
+    from conftest import REDIS_URL
+    limiter = RateLimiter(redis_lib.Redis.from_url(REDIS_URL), "msb1test", max_wait=0.3)
+    bucket = (Bucket("test:slow", 2.0),)          # 1.9 calls/s with the headroom: 0.53 s apart
+    assert limiter.acquire(bucket, "SpareBank 1 Regnskap") == 0
+    turned_away = []
+    for _ in range(3):                            # the next call would wait past the longest
+        with pytest.raises(TransientError, match="our own rate limit has 1s of calls waiting") as err:
+            limiter.acquire(bucket, "SpareBank 1 Regnskap")
+        turned_away.append(err.value.retry_after)
+    # a caller turned away takes no turn: the next one's wait does not grow
+    assert all(0.4 < w < 0.6 for w in turned_away), turned_away

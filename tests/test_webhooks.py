@@ -492,3 +492,21 @@ def test_a_chunked_body_past_the_limit_is_refused(receiver, r):
         pass                                            # closed on us mid-send: refused too
     assert_nothing_queued(r)
     assert receiver.hook("acme", CUSTOMER).status_code == 202      # and it goes on
+
+
+def test_past_the_connection_limit_a_webhook_waits_for_an_idle_slot_to_be_cut(start_receiver, r):
+    """One connection more than the limit: the receiver stops accepting until the channel
+    timeout cuts an idle one; the webhook then goes through (it is delayed, not refused)."""
+    rc = start_receiver(MSB1_WEBHOOK_CONNECTION_LIMIT=10, MSB1_WEBHOOK_CHANNEL_TIMEOUT=2)
+    idle = [socket.create_connection(("127.0.0.1", rc.port), timeout=10) for _ in range(10)]
+    try:
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        resp = requests.post(f"{rc.url}/webhooks/acme/{SECRETS['acme']}", json=CUSTOMER, timeout=20)
+        waited = time.monotonic() - t0
+        assert resp.status_code == 202, resp.text
+        assert 1.0 < waited < 10, f"answered after {waited:.1f}s"     # held back, then let in
+    finally:
+        for sock in idle:
+            sock.close()
+    assert queued(r) == [("sync.customer", ["acme", 62788973])]

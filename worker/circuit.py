@@ -55,6 +55,11 @@ class Circuit:
     error: str = ""
 
     @property
+    def waiting_for(self) -> str:
+        """What a waiting sync waits for, for its log line."""
+        return f"{self.service} ({self.reason} since {self.since_text})"
+
+    @property
     def since_text(self) -> str:
         return datetime.fromtimestamp(self.since, timezone.utc).strftime("%d.%m.%Y %H:%M UTC")
 

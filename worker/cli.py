@@ -221,9 +221,9 @@ def status(integration_id: str | None, as_json: bool) -> None:
             "data_types": sorted(i.data_types),
             "records_in_step": {t: rt.state.count(i.id, t) for t in sorted(i.data_types)},
             "counters": {k: int(v) for k, v in stats.items() if ":last_" not in k},
-            "dead_letters": len(rt.dead_letters.list(i.id)),
+            "dead_letters": rt.dead_letters.count(i.id),
             "poll_cursor": {t: rt.redis.get(rt.keys.cursor(i.id, t)) for t in sorted(i.data_types)},
-            "open_circuits": [f"{c.service} ({c.reason} since {c.since_text})" for c in rt.circuits.open_for(i.id)],
+            "open_circuits": [c.waiting_for for c in rt.circuits.open_for(i.id)],
             "digest_pending": rt.notices.pending(i.id),
             "lanes": {ls.lane: {"waiting": ls.waiting, "running": ls.running, "per_second": ls.per_second,
                                 "oldest_waiting_seconds": None if ls.oldest_waiting_s is None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import redis
 
@@ -109,17 +109,18 @@ class Lanes:
         self._join(keys=[self.rotation], args=[integration_id])
         return len(items)
 
-    def refill(self, send, paused: Iterable[str] = ()) -> int:
-        """Top the bulk queue up to its target, a chunk per company in turn (a paused company
-        keeps its turn for later). ``send(iid, data_type, record_id)`` publishes one bulk
-        task. One refiller at a time."""
-        paused = list(paused)
+    def refill(self, send, paused: Callable[[], Iterable[str]] = tuple) -> int:
+        """Top the bulk queue up to its target, a chunk per company in turn (``paused()``:
+        companies that keep their turn for later). ``send(iid, data_type, record_id)``
+        publishes one bulk task. One refiller at a time. Called after every bulk sync, so
+        when the queue is full enough it costs one round trip."""
         if self.redis.llen(BULK_QUEUE) >= self.target // 2:
             return 0
         if not self.redis.set(f"{self.prefix}:bulk-refill", "1", nx=True, px=5000):
             return 0
         sent = 0
         try:
+            paused = list(paused())
             room = self.target - self.redis.llen(BULK_QUEUE)
             while room > 0:
                 got = self._take(keys=[self.rotation], args=[min(CHUNK, room), f"{self.prefix}:bulk:", *paused])

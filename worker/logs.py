@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from celery import current_task
 from pythonjsonlogger.json import JsonFormatter
 
 from .settings import Settings
@@ -46,7 +47,6 @@ def bind(**fields: Any) -> None:
 
 def _current_task_id() -> str | None:
     try:
-        from celery import current_task
         task = current_task._get_current_object()
     except Exception:
         return None

@@ -26,6 +26,8 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .lanes import BULK_QUEUE, LIVE_QUEUE
+
 log = logging.getLogger(__name__)
 disable_created_metrics()       # no *_created series: they double every counter for nothing
 
@@ -60,14 +62,12 @@ class StateCollector(Collector):
 
     @staticmethod
     def _families(rt) -> Iterator[Metric]:
-        from .app import QUEUE       # the app module imports this one's counters
-        from .lanes import BULK_QUEUE
         r, keys, now = rt.redis, rt.keys, time.time()
         queue = GaugeMetricFamily("msb1_queue_messages", "Messages on the queues: live ones waiting to be taken "
                                   "(waiting), bulk ones (bulk), or held by a worker (running, or a retry waiting "
                                   "for its time)", labels=["state"])
         pipe = r.pipeline(transaction=False)
-        pipe.llen(QUEUE)
+        pipe.llen(LIVE_QUEUE)
         pipe.llen(BULK_QUEUE)
         pipe.hlen("unacked")
         pipe.get(keys.last_poll())

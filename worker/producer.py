@@ -15,6 +15,7 @@ from typing import Iterable
 from .app import TASKS, app
 from .lanes import BULK_QUEUE, LIVE
 from .runtime import Runtime, get_runtime
+from .state import Paused
 
 # Publishing gives up quickly when Redis is away, so a webhook can answer 503 at once
 # and the sender retries, instead of hanging.
@@ -23,11 +24,6 @@ PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "i
 
 class UnknownDataType(ValueError):
     pass
-
-
-class Paused(RuntimeError):
-    """The integration is paused (``moment-sb1 pause``): nothing is queued for it. The poll
-    finds the change once it is resumed."""
 
 
 def task_name(data_type: str) -> str:
@@ -44,8 +40,6 @@ def enqueue(integration_id: str, data_type: str, record_id: int, *, runtime: Run
     name = task_name(data_type)
     rt = runtime or get_runtime()
     record_id = int(record_id)
-    if rt.pauses.is_paused(integration_id):
-        raise Paused(f"{integration_id} is paused; its changes are picked up when it is resumed")
     countdown = rt.coalescer.claim(integration_id, data_type, record_id, stale_after)
     if countdown is None:
         return None
@@ -70,7 +64,7 @@ def enqueue_bulk(integration_id: str, data_type: str, record_ids: Iterable[int],
     task_name(data_type)
     rt = runtime or get_runtime()
     if rt.pauses.is_paused(integration_id):
-        raise Paused(f"{integration_id} is paused; its changes are picked up when it is resumed")
+        raise Paused(integration_id)
     added = rt.lanes.add_bulk(integration_id, data_type, record_ids)
     refill_bulk(rt)
     return added
@@ -81,4 +75,4 @@ def refill_bulk(rt: Runtime) -> int:
     def send(integration_id: str, data_type: str, record_id: int) -> None:
         app.send_task(TASKS[data_type], args=[integration_id, record_id], queue=BULK_QUEUE,
                       retry_policy=PUBLISH_RETRY)
-    return rt.lanes.refill(send, paused=rt.pauses.all())
+    return rt.lanes.refill(send, paused=rt.pauses.all)

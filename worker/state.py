@@ -9,7 +9,8 @@
 ``{p}:owner:{integration}:{data_type}``  hash  platform ID → the Moment record id that wrote it
 ``{p}:sb1-token:{digest}``              the shared SpareBank 1 access token
 ``{p}:pending:{integration}:{data_type}:{record id}``  a sync of this record is queued (due time)
-``{p}:started:{integration}:{data_type}:{record id}``  when its last sync started
+``{p}:started:{integration}:{data_type}:{record id}:running|dirty|bucket``  a sync runs;
+                                        a change came meanwhile; the record's start bucket
 ``{p}:cursor:{integration}:{data_type}``  the safety-net poll's "modified since" cursor
 ``{p}:paused``                          hash  integration → when it was paused
 ``{p}:history:{integration}:{data_type}:{record id}``  list  the record's last syncs, newest first
@@ -193,6 +194,9 @@ class DeadLetters:
         answer = (pipe or self.redis).hdel(self.keys.dead(integration_id), f"{data_type}:{record_id}")
         return None if pipe is not None else bool(answer)
 
+    def count(self, integration_id: str) -> int:
+        return self.redis.hlen(self.keys.dead(integration_id))
+
     def list(self, integration_id: str) -> list[DeadLetter]:
         rows = self.redis.hgetall(self.keys.dead(integration_id))
         letters = [DeadLetter(**json.loads(v)) for v in rows.values()]
@@ -216,11 +220,13 @@ end
 """
 
 # Decide, atomically, what a new change to one record needs. KEYS: pending, running, dirty,
-# bucket. ARGV: now, stale_after ('' = trust the mark), window, bucket size, pending ttl,
-# dirty ttl. Returns "folded" (a sync is running and will be followed), "queued" (a queued
-# sync covers it), or the countdown for a new sync.
+# bucket, the paused integrations. ARGV: now, stale_after ('' = trust the mark), window,
+# bucket size, pending ttl, dirty ttl, the integration. Returns "paused" (nothing is
+# queued), "folded" (a sync is running and will be followed), "queued" (a queued sync
+# covers it), or the countdown for a new sync.
 _CLAIM = _DUE + """
 local now = tonumber(ARGV[1])
+if redis.call('HEXISTS', KEYS[5], ARGV[7]) == 1 then return 'paused' end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('SET', KEYS[3], '1', 'EX', tonumber(ARGV[6]))
   return 'folded'
@@ -264,6 +270,14 @@ return 1
 """
 
 
+class Paused(RuntimeError):
+    """The integration is paused (``moment-sb1 pause``): nothing is queued for it. The poll
+    finds the change once it is resumed."""
+
+    def __init__(self, integration_id: str):
+        super().__init__(f"{integration_id} is paused; its changes are picked up when it is resumed")
+
+
 class Coalescer:
     """Folds a burst of changes to one record into few syncs, never losing the last one.
 
@@ -298,13 +312,16 @@ class Coalescer:
     def claim(self, integration_id: str, data_type: str, record_id: int,
               stale_after: float | None = None) -> float | None:
         """Seconds until a new sync should run, or None when a queued or running sync
-        covers the change.
+        covers the change. Raises ``Paused`` for a paused integration (one round trip).
 
         ``stale_after``: a "queued" mark older than this many seconds is not trusted (the
         poll passes its interval): its message may never have reached the queue, if Redis
         failed between the mark and the publish. A second message is harmless.
         """
-        answer = self._claim(keys=self._keys(integration_id, data_type, record_id), args=self._args(stale_after))
+        answer = self._claim(keys=[*self._keys(integration_id, data_type, record_id), self.keys.paused()],
+                             args=[*self._args(stale_after), integration_id])
+        if answer == "paused":
+            raise Paused(integration_id)
         return None if answer in ("folded", "queued") else float(answer)
 
     def requeued(self, integration_id: str, data_type: str, record_id: int, countdown: float) -> None:

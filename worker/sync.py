@@ -273,15 +273,11 @@ class RecordSync(SyncTask):
         read_circuits = rt.circuits.open_for(iid, pipe)
         paused, *circuit_answers = pipe.execute()
         if paused:
-            countdown = rt.settings.circuit_probe_interval * (0.8 + random.random() * 0.4)
-            log.info("%s %s: waits, the integration is paused", iid, ctx.what)
-            rt.stats.incr(iid, ctx.data_type, Outcome.WAITING)
-            rt.coalescer.requeued(iid, ctx.data_type, ctx.record_id, countdown)
-            raise self.retry(countdown=countdown, kwargs={"attempt": attempt})
+            wait(self, ctx, attempt, "the integration is paused")
         circuits = rt.circuits
         still_open = [c for c in read_circuits(circuit_answers) if not circuits.try_probe(ctx.integration, c)]
         if still_open:
-            wait(self, ctx, attempt, still_open[0])
+            wait(self, ctx, attempt, still_open[0].waiting_for)
 
     def lock(self, ctx: SyncContext, attempt: int):
         """The record's lock. Busy (another worker writes it): come back shortly, as a try."""
@@ -344,8 +340,8 @@ class RecordSync(SyncTask):
         except RedisError as exc:
             # Redis itself went away (a restart, a failover): nothing can be recorded now; the
             # message is handed out again or, if it is lost, the poll finds the change again
-            log.warning("%s %s: Redis is not reachable mid-sync (%s); it is tried again later", iid, ctx.what,
-                        type(exc).__name__)
+            log.warning("%s %s: Redis is not reachable mid-sync (%s); the change is synced when the message "
+                        "is handed out again or the poll finds it", iid, ctx.what, type(exc).__name__)
             raise
         except Exception as exc:  # a bug or an unexpected answer: still never dropped silently
             log.exception("%s %s: unexpected error", iid, ctx.what)
@@ -379,7 +375,7 @@ class RecordSync(SyncTask):
         """Wait for an outage, retry a passing failure, or settle the chain's outcome."""
         rt = ctx.runtime
         if done.outage is not None:
-            wait(self, ctx, done.attempt, done.outage)
+            wait(self, ctx, done.attempt, done.outage.waiting_for)
         if done.retry_in is not None:
             rt.stats.incr(ctx.integration.id, ctx.data_type, Outcome.RETRIED)
             rt.history.add(ctx.integration.id, ctx.data_type, ctx.record_id, outcome=str(Outcome.RETRIED),
@@ -389,12 +385,12 @@ class RecordSync(SyncTask):
         return settle(ctx, done.outcome, done.attempt)
 
 
-def wait(task: Task, ctx: SyncContext, attempt: int, circuit: Circuit) -> NoReturn:
-    """Put the sync back for a while: a service it needs is out. Spends no try."""
+def wait(task: Task, ctx: SyncContext, attempt: int, why: str) -> NoReturn:
+    """Put the sync back for a while: a service it needs is out, or an operator paused the
+    integration. Spends no try."""
     rt = ctx.runtime
     countdown = rt.settings.circuit_probe_interval * (0.8 + random.random() * 0.4)
-    log.info("%s %s: waits for %s (%s since %s)", ctx.integration.id, ctx.what, circuit.service,
-             circuit.reason, circuit.since_text)
+    log.info("%s %s: waits: %s", ctx.integration.id, ctx.what, why)
     rt.stats.incr(ctx.integration.id, ctx.data_type, Outcome.WAITING)
     rt.coalescer.requeued(ctx.integration.id, ctx.data_type, ctx.record_id, countdown)
     raise task.retry(countdown=countdown, kwargs={"attempt": attempt})
