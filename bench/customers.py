@@ -55,8 +55,9 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
     cpu_before = {"worker": sum(cpu_seconds(p.pid) for p in procs), "sandbox": cpu_seconds(sandbox_pid)}
     if os.environ.get("BENCH_PROFILE"):
         subprocess.Popen(["py-spy", "record", "-p", str(procs[0].pid), "-o", os.environ["BENCH_PROFILE"],
-                          "-f", "raw", "-d", "8", "-r", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          "-f", "raw", "-d", os.environ.get("BENCH_PROFILE_SECONDS", "8"), "-r", "200", "--gil", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
+    stack.redis.config_resetstat()
     started = time.time()
     for rid in ids:
         enqueue("bench", "customers", rid)
@@ -64,6 +65,8 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
     wait_for(lambda: rt.state.count("bench", "customers") >= len(ids), 600, "every record", interval=0.2)
     synced = [json.loads(v)["synced_at"] for v in rt.redis.hgetall(rt.keys.state("bench", "customers")).values()]
     elapsed = max(synced) - started
+    commands = {name.removeprefix("cmdstat_"): row["calls"]
+                for name, row in stack.redis.info("commandstats").items()}
     peak = sum(peak_rss_mib(p.pid) for p in procs)
     cpu = {"worker": sum(cpu_seconds(p.pid) for p in procs) - cpu_before["worker"],
            "sandbox": cpu_seconds(sandbox_pid) - cpu_before["sandbox"]}
@@ -76,7 +79,10 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
             "enqueue_to_books_p50_s": percentile(latencies, 50),
             "enqueue_to_books_p99_s": percentile(latencies, 99),
             "peak_rss_mib_all_workers": peak, "tasks_logged": len(times),
-            "cpu_seconds": cpu, "worker_cpu_ms_per_record": cpu["worker"] / len(ids) * 1000}
+            "cpu_seconds": cpu, "worker_cpu_ms_per_record": cpu["worker"] / len(ids) * 1000,
+            # every Redis command of the run, the producer's included, per record
+            "redis_commands_per_record": round(sum(commands.values()) / len(ids), 1),
+            "redis_commands": dict(sorted(commands.items(), key=lambda kv: -kv[1]))}
 
 
 def main() -> None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterator
 
-import requests
+from urllib3.util import make_headers
 
 from errors import TransientError
-from .http import Timeouts, send
+from .http import Http, Timeouts, send
 from .ratelimit import Limited
 
 DEFAULT_BASE_URL = "https://app.moment.team"
@@ -26,19 +26,21 @@ class MomentClient:
     service = "Moment"
 
     def __init__(self, company_code: str, api_key: str, *, base_url: str = DEFAULT_BASE_URL,
-                 session: requests.Session | None = None, timeouts: Timeouts = Timeouts(),
+                 http: Http | None = None, timeouts: Timeouts = Timeouts(),
                  limits: Limited | None = None):
         self.limits = limits or Limited(None, (), self.service)
         self.base = f"{base_url.rstrip('/')}{API_PREFIX}/{company_code}"
-        self.session = session or requests.Session()
-        self.auth = ("apikey", api_key)
+        self.http = http or Http()
+        # HTTP Basic with the user "apikey" (assumed, see the domain brief)
+        self._headers = {"Authorization": make_headers(basic_auth=f"apikey:{api_key}")["authorization"],
+                         "Accept": "application/json"}
         self.timeouts = timeouts
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         self.limits.before()
         try:
-            resp = send(self.session, "GET", f"{self.base}/{path}", service=self.service,
-                        timeouts=self.timeouts, auth=self.auth, params=params)
+            resp = send(self.http, "GET", f"{self.base}/{path}", service=self.service,
+                        timeouts=self.timeouts, headers=self._headers, params=params)
         except TransientError as exc:
             if exc.status == 429:
                 self.limits.rate_limited()

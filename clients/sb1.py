@@ -21,14 +21,13 @@ from typing import Any
 
 import jwt
 import redis
-import requests
 import simplejson
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from redis.exceptions import LockError
 
 from errors import AuthError, PermanentError, TransientError
-from .http import Timeouts, send
+from .http import Http, Response, Timeouts, send
 from .ratelimit import Limited
 
 log = logging.getLogger(__name__)
@@ -93,14 +92,14 @@ class TokenProvider:
     service = "SpareBank 1 identity server"
 
     def __init__(self, token_url: str, credentials: Credentials, *, redis_client: redis.Redis,
-                 key_prefix: str = "msb1", session: requests.Session | None = None,
+                 key_prefix: str = "msb1", http: Http | None = None,
                  timeouts: Timeouts = Timeouts(), refresh_margin: float = 300):
         self.token_url = token_url
         self.credentials = credentials
         self.redis = redis_client
         digest = hashlib.sha256(f"{token_url}|{credentials.client_id}".encode()).hexdigest()[:16]
         self.key = f"{key_prefix}:sb1-token:{digest}"
-        self.session = session or requests.Session()
+        self.http = http or Http()
         self.timeouts = timeouts
         self.refresh_margin = refresh_margin
         self._local: tuple[str, float] | None = None
@@ -160,8 +159,8 @@ class TokenProvider:
 
     def _fetch(self) -> str:
         try:
-            resp = send(self.session, "POST", self.token_url, service=self.service,
-                        timeouts=self.timeouts, data=self.credentials.token_form(self.token_url))
+            resp = send(self.http, "POST", self.token_url, service=self.service, timeouts=self.timeouts,
+                        headers={"Accept": "application/json"}, form=self.credentials.token_form(self.token_url))
         except PermanentError as exc:
             # 400 invalid_client / invalid_grant: our credentials, not a record, are wrong
             code, description = self._oauth_error(exc)
@@ -209,24 +208,25 @@ class SB1Client:
     service = "SpareBank 1 Regnskap"
 
     def __init__(self, base_url: str, company_key: str, tokens: TokenProvider, *,
-                 session: requests.Session | None = None, timeouts: Timeouts = Timeouts(),
+                 http: Http | None = None, timeouts: Timeouts = Timeouts(),
                  lookup_cache: dict | None = None, lookup_ttl: float = 3600, limits: Limited | None = None):
         self.base = f"{base_url.rstrip('/')}{API_PREFIX}"
         self.limits = limits or Limited(None, (), self.service)
         self.company_key = company_key
         self.tokens = tokens
-        self.session = session or requests.Session()
+        self.http = http or Http()
         self.timeouts = timeouts
         self._lookups = lookup_cache if lookup_cache is not None else {}
         self._lookup_ttl = lookup_ttl
 
-    def request(self, method: str, route: str, **kwargs: Any) -> requests.Response:
-        """One call; on a 401 the token is refreshed once and the call repeated."""
+    def request(self, method: str, route: str, **kwargs: Any) -> Response:
+        """One call; on a 401 the token is refreshed once and the call repeated. ``json``: a
+        body to send; other keyword arguments go to :meth:`Http.request`."""
         url = f"{self.base}/{route}"
         extra_headers = {}
         if "json" in kwargs:
             # Decimals go out as JSON numbers exactly as they are (12500.00), never via float
-            kwargs["data"] = simplejson.dumps(kwargs.pop("json"), use_decimal=True).encode()
+            kwargs["body"] = simplejson.dumps(kwargs.pop("json"), use_decimal=True).encode()
             extra_headers["Content-Type"] = "application/json; charset=utf-8"
         for attempt in (1, 2):
             token = self.tokens.token()
@@ -234,7 +234,7 @@ class SB1Client:
                        "Accept": "application/json", **extra_headers}
             self.limits.before()
             try:
-                return send(self.session, method, url, service=self.service,
+                return send(self.http, method, url, service=self.service,
                             timeouts=self.timeouts, headers=headers, **kwargs)
             except TransientError as exc:
                 if exc.status == 429:

@@ -609,7 +609,7 @@ def dry_run(integration_id: str, data_type: str, record_id: int) -> None:
             return [{"ID": 0}]
 
     real = rt.sb1(integration)
-    ro = ReadOnly(integration.sb1_base_url, integration.company_key, real.tokens, session=real.session,
+    ro = ReadOnly(integration.sb1_base_url, integration.company_key, real.tokens, http=real.http,
                   timeouts=real.timeouts)
     ctx = SyncContext(rt, integration, data_type, record_id, dry_run=True, _clients={"sb1": ro})
     app.loader.import_default_modules()      # the task modules the worker loads (conf.include)

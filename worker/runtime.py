@@ -1,5 +1,5 @@
 """Everything a task needs, built once per worker process: settings, integrations,
-Redis, and the API clients for each integration (HTTP sessions are per thread)."""
+Redis, and the API clients for each integration (HTTP connections are shared by its threads)."""
 from __future__ import annotations
 
 import hashlib
@@ -7,11 +7,11 @@ import threading
 from email.message import EmailMessage
 from functools import cached_property
 
-from redis import Redis
-import requests
-
 from urllib.parse import urlsplit
 
+from redis import Redis
+
+from clients.http import POOL_SIZE, Http
 from clients.moment import MomentClient
 from clients.ratelimit import Bucket, Limited, RateLimiter
 from clients.sb1 import Credentials, SB1Client, TokenProvider
@@ -36,7 +36,6 @@ class Runtime:
         self.settings = settings
         self._integrations = integrations
         self._redis = redis_client
-        self._local = threading.local()
         self._lookups: dict = {}
         self._tokens: TokenProvider | None = None
         self._tokens_mutex = threading.Lock()
@@ -118,21 +117,11 @@ class Runtime:
         return self.redis.lock(self.keys.number_lock(integration_id, data_type, number),
                                timeout=self.settings.lock_timeout, blocking_timeout=self.settings.lock_wait)
 
-    def session(self) -> requests.Session:
-        """One keep-alive session per thread (a Session is not meant to be shared)."""
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            # The environment is read once, here, not on every call: requests would otherwise
-            # look up proxy variables and ~/.netrc for each request (a sixth of a sync's CPU).
-            # HTTP(S)_PROXY / NO_PROXY still apply.
-            session.trust_env = False
-            session.proxies = {k: v for k, v in requests.utils.getproxies().items() if k in ("http", "https")}
-            adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=8)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._local.session = session
-        return session
+    @cached_property
+    def http(self) -> Http:
+        """Keep-alive connections shared by every thread (one idle connection per thread
+        and host is kept)."""
+        return Http(pool_size=max(POOL_SIZE, self.settings.concurrency))
 
     @property
     def tokens(self) -> TokenProvider:
@@ -144,7 +133,7 @@ class Runtime:
                 creds = Credentials.load(s.sb1_client_id, key_file=s.sb1_private_key_file,
                                          p12_file=s.sb1_p12_file, p12_password=s.sb1_p12_password,
                                          client_secret=s.sb1_client_secret)
-                self._tokens = TokenProvider(s.token_url, creds, redis_client=self.redis,
+                self._tokens = TokenProvider(s.token_url, creds, redis_client=self.redis, http=self.http,
                                              key_prefix=s.key_prefix, timeouts=s.timeouts,
                                              refresh_margin=s.token_refresh_margin)
             return self._tokens
@@ -158,7 +147,7 @@ class Runtime:
             else self.settings.moment_rate_limit
         limits = Limited(self.limiter, (Bucket(f"moment:{integration.moment_company}", rate),), "Moment")
         return MomentClient(integration.moment_company, integration.moment_api_key,
-                            base_url=integration.moment_base_url, session=self.session(),
+                            base_url=integration.moment_base_url, http=self.http,
                             timeouts=self.settings.timeouts, limits=limits)
 
     def sb1(self, integration: Integration) -> SB1Client:
@@ -169,7 +158,7 @@ class Runtime:
                                         Bucket(f"sb1:host:{host}", self.settings.sb1_host_rate_limit)),
                          SB1Client.service)
         return SB1Client(integration.sb1_base_url, integration.company_key, self.tokens,
-                         session=self.session(), timeouts=self.settings.timeouts,
+                         http=self.http, timeouts=self.settings.timeouts,
                          lookup_cache=self._lookups, limits=limits)
 
 
