@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any, Callable, NoReturn
 
 from marshmallow import Schema, ValidationError
-from redis.exceptions import LockError
 
 from errors import DuplicateCreate, IntegrationError, NotFound, RecordInvalid, TransientError
 from schemas.datatypes import DataType
@@ -21,6 +20,7 @@ from schemas.text import label, plain
 from worker.templates import record_name
 from worker.notify import DATA_TYPE_NAMES
 from worker.outcomes import Outcome
+from worker.state import new_token, release_lock
 from worker.sync import SyncContext
 
 Build = Callable[[dict | None], dict]
@@ -97,8 +97,8 @@ def upsert(ctx: SyncContext, route: str, previous: dict | None, build: Build, *,
     number are serialized, so two Moment records with the same number cannot both create.
     """
     rt, iid = ctx.runtime, ctx.integration.id
-    lock = rt.number_lock(iid, ctx.data_type, key)
-    if not lock.acquire():
+    lock, token = rt.number_lock(iid, ctx.data_type, key), new_token()
+    if not lock.acquire(token=token):
         raise TransientError(f"another sync is writing {what} number {key} right now")
     try:
         sb1 = ctx.sb1
@@ -122,13 +122,12 @@ def upsert(ctx: SyncContext, route: str, previous: dict | None, build: Build, *,
             sb1.update(route, existing["ID"], build(existing))
             outcome, sb1_id = Outcome.UPDATED, existing["ID"]
         if not ctx.dry_run:
-            rt.state.own(iid, ctx.data_type, sb1_id, ctx.record_id)
+            rt.state.own(iid, ctx.data_type, sb1_id, ctx.record_id, ctx.writes.pipe if ctx.writes else None)
         return outcome, sb1_id
     finally:
-        try:
-            lock.release()
-        except LockError:
-            pass        # it expired meanwhile: the write is done either way
+        # after the owner and the state (with the sync's writes); if it expired meanwhile,
+        # the write is done either way
+        release_lock(rt.redis, lock.name, token, ctx.writes)
 
 
 def _written_before(ctx: SyncContext, route: str, previous: dict | None, expand: str | None) -> dict | None:

@@ -141,12 +141,13 @@ class Lanes:
     def queued(self, integration_id: str, lane: str, n: int = 1) -> None:
         self.redis.hincrby(self._counts(integration_id, lane), "queued", n)
 
-    def started(self, integration_id: str, lane: str) -> None:
-        self.redis.hincrby(self._counts(integration_id, lane), "started", 1)
+    def started(self, integration_id: str, lane: str, pipe=None) -> None:
+        (pipe or self.redis).hincrby(self._counts(integration_id, lane), "started", 1)
 
-    def ended(self, integration_id: str, lane: str, *, settled: bool, requeued: bool) -> None:
+    def ended(self, integration_id: str, lane: str, *, settled: bool, requeued: bool, pipe=None) -> None:
         key = self._counts(integration_id, lane)
-        pipe = self.redis.pipeline(transaction=False)
+        own = pipe is None
+        pipe = self.redis.pipeline(transaction=False) if own else pipe
         pipe.hincrby(key, "done", 1)
         if requeued:
             pipe.hincrby(key, "queued", 1)
@@ -154,7 +155,8 @@ class Lanes:
             bucket = int(time.time() // RATE_BUCKET)
             pipe.incr(self._done(integration_id, lane, bucket))
             pipe.expire(self._done(integration_id, lane, bucket), RATE_BUCKET * (RATE_BUCKETS + 2))
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def status(self, integration_id: str) -> list[LaneStatus]:
         now = time.time()

@@ -21,7 +21,7 @@ from typing import Any, Callable, NoReturn
 
 from celery import Task
 from celery.exceptions import Retry
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import RedisError
 
 from errors import AuthError, IntegrationError, TransientError
 from clients.moment import MomentClient
@@ -37,9 +37,11 @@ from .lanes import BULK, BULK_QUEUE, LIVE, LIVE_QUEUE
 from .logs import bind, record_context
 from .metrics import SYNC_SECONDS
 from .runtime import Runtime, UnknownIntegration, get_runtime
-from .state import DeadLetter
+from .state import Batch, DeadLetter, new_token, release_lock
 
 log = logging.getLogger(__name__)
+
+_UNREAD = object()
 
 
 @dataclass
@@ -58,7 +60,14 @@ class SyncContext:
     version: datetime | None = None
     changed: list[str] | None = None   # the fields this sync wrote anew (names only), for the history
     error: str | None = None           # why it was dead-lettered, for the history
+    # A task's own sync gathers its writes: ``writes`` go with letting go of the record (its
+    # state, the number's owner, the locks), ``tail`` at the end (counters, history, the
+    # follow-up). None (a dependency's sync, whose state its caller reads at once): each
+    # write is sent at once.
+    writes: Batch | None = None
+    tail: Batch | None = None
     _clients: dict = field(default_factory=dict)
+    _previous: Any = field(default=_UNREAD, repr=False)   # the state, read with the record's lock
 
     def __post_init__(self) -> None:
         noun = DATA_TYPE_NAMES[self.data_type]
@@ -90,6 +99,9 @@ class SyncContext:
         return self._clients["sb1"]
 
     def previous(self) -> dict[str, Any] | None:
+        """What the books held after this record's last transfer (None: nothing yet)."""
+        if self._previous is not _UNREAD:
+            return self._previous
         return self.runtime.state.get(self.integration.id, self.data_type, self.record_id)
 
     def already_done(self, previous: dict[str, Any] | None, digest: str,
@@ -134,7 +146,9 @@ class SyncContext:
     def remember(self, **values: Any) -> None:
         if self.dry_run:
             return
-        self.runtime.state.save(self.integration.id, self.data_type, self.record_id, **values)
+        self._previous = _UNREAD
+        self.runtime.state.save(self.integration.id, self.data_type, self.record_id,
+                                self.writes.pipe if self.writes else None, **values)
 
 
 Body = Callable[[SyncContext], Outcome]
@@ -194,13 +208,19 @@ class RecordSync(SyncTask):
     body: Body
 
     def sync(self, integration_id: str, record_id: int, attempt: int = 1) -> str:
+        """One try. Its Redis bookkeeping takes four round trips (besides a number's lock):
+        the start (the lane's count, pauses, circuits), the record's lock with its state,
+        letting go (state, owner, locks: ``SyncContext.writes``), and the end (counters,
+        history, the follow-up, the lane: ``tail``)."""
         lane = BULK if (self.request.delivery_info or {}).get("routing_key") == BULK_QUEUE else LIVE
         rt = self.runtime
-        rt.lanes.started(integration_id, lane)
+        head = rt.redis.pipeline(transaction=False)
+        rt.lanes.started(integration_id, lane, head)
+        tail = Batch(rt.redis)
         settled = requeued = False
         try:
             with record_context(integration=integration_id, data_type=self.data_type, moment_id=record_id):
-                outcome = self._sync(integration_id, record_id, attempt)
+                outcome = self._sync(integration_id, record_id, attempt, head, tail)
             settled = True
             return outcome
         except Retry:
@@ -211,22 +231,29 @@ class RecordSync(SyncTask):
             raise
         finally:
             try:
-                rt.lanes.ended(integration_id, lane, settled=settled, requeued=requeued)
-                if lane == BULK:
+                rt.lanes.ended(integration_id, lane, settled=settled, requeued=requeued, pipe=tail.pipe)
+                tail.execute()
+            except Exception as exc:        # the record is written; the poll finds a lost follow-up
+                log.warning("%s %s %s: the end of the sync (counters, history, follow-up) was not recorded "
+                            "(%s)", integration_id, self.data_type, record_id, type(exc).__name__)
+            if lane == BULK:
+                try:
                     from .producer import refill_bulk   # the producer publishes through the app
                     refill_bulk(rt)
-            except Exception as exc:        # counting must never cost a sync; the poll refills too
-                log.warning("lane bookkeeping failed (%s)", type(exc).__name__)
+                except Exception as exc:    # the poll and the next bulk sync refill too
+                    log.warning("the bulk lane was not refilled (%s)", type(exc).__name__)
 
-    def _sync(self, integration_id: str, record_id: int, attempt: int) -> str:
+    def _sync(self, integration_id: str, record_id: int, attempt: int, head, tail: Batch) -> str:
         ctx = self.begin(integration_id, record_id)
         if isinstance(ctx, Outcome):
+            head.execute()
             return str(ctx)
-        self.wait_while_held(ctx, attempt)
+        ctx.writes, ctx.tail = Batch(ctx.runtime.redis), tail
+        self.wait_while_held(ctx, attempt, head)
         ended = False
         try:
-            lock = self.lock(ctx, attempt)
-            outcome = self.end(ctx, self.attempt(ctx, lock, attempt))
+            token = self.lock(ctx, attempt)
+            outcome = self.end(ctx, self.attempt(ctx, token, attempt))
             ended = True
             return outcome
         except DeadLettered:
@@ -237,17 +264,21 @@ class RecordSync(SyncTask):
 
     def follow_up(self, ctx: SyncContext, ended: bool) -> None:
         """The record is let go: a change that came while this sync ran is queued now (a
-        retry covers it itself)."""
+        retry covers it itself). Rides on the sync's ``tail``."""
         rt = ctx.runtime
-        try:
-            countdown = rt.coalescer.finished(ctx.integration.id, ctx.data_type, ctx.record_id, ended=ended)
-            if countdown is not None and not ctx.dry_run:
+
+        def queue(countdown: float | None) -> None:
+            if countdown is None or ctx.dry_run:
+                return
+            try:
                 self.app.send_task(self.name, args=[ctx.integration.id, ctx.record_id], queue=LIVE_QUEUE,
                                    countdown=countdown or None)
                 rt.lanes.queued(ctx.integration.id, LIVE)
-        except Exception as exc:     # Redis away: the poll finds the change (its version is unfinished)
-            log.warning("%s %s: the follow-up of a change made during the sync was not queued (%s)",
-                        ctx.integration.id, ctx.what, type(exc).__name__)
+            except Exception as exc:     # the poll finds the change (its version is unfinished)
+                log.warning("%s %s: the follow-up of a change made during the sync was not queued (%s)",
+                            ctx.integration.id, ctx.what, type(exc).__name__)
+        rt.coalescer.finished(ctx.integration.id, ctx.data_type, ctx.record_id, ended=ended, batch=ctx.tail,
+                              then=queue)
 
     def begin(self, integration_id: str, record_id: int) -> SyncContext | Outcome:
         """The record's context, or why there is nothing to do (unknown, not selected)."""
@@ -264,14 +295,15 @@ class RecordSync(SyncTask):
             return Outcome.IGNORED
         return SyncContext(rt, integration, self.data_type, int(record_id))
 
-    def wait_while_held(self, ctx: SyncContext, attempt: int) -> None:
+    def wait_while_held(self, ctx: SyncContext, attempt: int, pipe) -> None:
         """Wait (no try spent) while an operator paused the integration (``moment-sb1
-        pause``) or a service it needs is out (probing each open circuit). One round trip."""
+        pause``) or a service it needs is out (probing each open circuit). One round trip,
+        with what ``pipe`` already holds."""
         rt, iid = ctx.runtime, ctx.integration.id
-        pipe = rt.redis.pipeline(transaction=False)
+        skip = len(pipe)
         pipe.hget(rt.keys.paused(), iid)
         read_circuits = rt.circuits.open_for(iid, pipe)
-        paused, *circuit_answers = pipe.execute()
+        paused, *circuit_answers = pipe.execute()[skip:]
         if paused:
             wait(self, ctx, attempt, "the integration is paused")
         circuits = rt.circuits
@@ -279,15 +311,21 @@ class RecordSync(SyncTask):
         if still_open:
             wait(self, ctx, attempt, still_open[0].waiting_for)
 
-    def lock(self, ctx: SyncContext, attempt: int):
-        """The record's lock. Busy (another worker writes it): come back shortly, as a try."""
-        rt = ctx.runtime
+    def lock(self, ctx: SyncContext, attempt: int) -> str:
+        """The record's lock (its token), and the record's state read under it, in one round
+        trip. Busy (another worker writes it): wait a while, then come back, as a try."""
+        rt, iid = ctx.runtime, ctx.integration.id
         policy = rt.settings.retry_policy
+        token = new_token()
         # from here on, a new change to this record needs (and gets) a sync of its own
-        rt.coalescer.started(ctx.integration.id, ctx.data_type, ctx.record_id)
-        lock = rt.record_lock(ctx.integration.id, ctx.data_type, ctx.record_id)
-        if lock.acquire():
-            return lock
+        locked, state = rt.coalescer.started(
+            iid, ctx.data_type, ctx.record_id, state_key=rt.keys.state(iid, ctx.data_type),
+            lock=(rt.keys.lock(iid, ctx.data_type, ctx.record_id), token, rt.settings.lock_timeout))
+        if locked:
+            ctx._previous = rt.state.parse(state)
+            return token
+        if rt.record_lock(iid, ctx.data_type, ctx.record_id).acquire(token=token):
+            return token
         busy = TransientError(f"another transfer of this {DATA_TYPE_NAMES[ctx.data_type]} held it for "
                               f"{rt.settings.lock_wait:g}s at every try")
         if attempt < policy.max_attempts:
@@ -298,14 +336,14 @@ class RecordSync(SyncTask):
             raise self.retry(countdown=countdown, kwargs={"attempt": attempt + 1})
         settle(ctx, give_up(ctx, busy, kind="busy", error=f"{busy} (gave up after {attempt} tries)"), attempt)
 
-    def attempt(self, ctx: SyncContext, lock, attempt: int) -> Try:
+    def attempt(self, ctx: SyncContext, token: str, attempt: int) -> Try:
         """Run the body under the lock and say what the try came to."""
         done: Try | None = None
         try:
             done = self.classify(ctx, attempt)
             return done
         finally:
-            self.release(ctx, lock, finished=done is not None and done.ends_chain)
+            self.release(ctx, token, finished=done is not None and done.ends_chain)
 
     def classify(self, ctx: SyncContext, attempt: int) -> Try:
         rt, iid = ctx.runtime, ctx.integration.id
@@ -349,27 +387,35 @@ class RecordSync(SyncTask):
                                         error=f"an unexpected error in the integration ({type(exc).__name__})"))
         finally:
             SYNC_SECONDS.labels(iid, ctx.data_type).observe(time.perf_counter() - started)
-        pipe = rt.redis.pipeline(transaction=False)
-        circuits.succeeded(iid, pipe)
-        rt.dead_letters.resolve(iid, ctx.data_type, ctx.record_id, pipe)
-        if pipe.execute()[-1]:
-            log.info("%s %s: transferred after an earlier failure; dead letter cleared", iid, ctx.what)
+        writes = ctx.writes or Batch(rt.redis)
+        since = writes.mark()
+        circuits.succeeded(iid, writes.pipe)
+        rt.dead_letters.resolve(iid, ctx.data_type, ctx.record_id, writes.pipe)
+
+        def cleared(answers: list) -> None:
+            if answers[-1]:
+                log.info("%s %s: transferred after an earlier failure; dead letter cleared", iid, ctx.what)
+        writes.then(since, cleared)
+        if ctx.writes is None:
+            writes.execute()
         log.info("%s %s: %s", iid, ctx.what, outcome)
         return Try(attempt, outcome)
 
     @staticmethod
-    def release(ctx: SyncContext, lock, *, finished: bool) -> None:
+    def release(ctx: SyncContext, token: str, *, finished: bool) -> None:
         """Remember which version a finished chain handled (the poll's cursor waits for
-        unfinished ones), and let go of the record."""
+        unfinished ones), and let go of the record: with what the try wrote, one round trip."""
         rt = ctx.runtime
-        try:
-            if finished and ctx.version is not None and not ctx.dry_run:
-                rt.state.mark_handled(ctx.integration.id, ctx.data_type, ctx.record_id, ctx.version)
-        finally:
-            try:
-                lock.release()
-            except LockError:
+        writes = ctx.writes or Batch(rt.redis)
+        if finished and ctx.version is not None and not ctx.dry_run:
+            rt.state.mark_handled(ctx.integration.id, ctx.data_type, ctx.record_id, ctx.version, writes.pipe)
+
+        def released(still_ours: bool) -> None:
+            if not still_ours:
                 log.warning("%s %s: the record lock expired while working", ctx.integration.id, ctx.what)
+        release_lock(rt.redis, rt.keys.lock(ctx.integration.id, ctx.data_type, ctx.record_id), token, writes,
+                     then=released)
+        writes.execute()
 
     def end(self, ctx: SyncContext, done: Try) -> str:
         """Wait for an outage, retry a passing failure, or settle the chain's outcome."""
@@ -400,13 +446,15 @@ def settle(ctx: SyncContext, outcome: Outcome, attempt: int) -> str:
     """Count the chain's outcome and add it to the record's history; a dead letter ends the
     task as failed (``DeadLettered``). The task's result is the outcome's word ("created")."""
     rt, iid = ctx.runtime, ctx.integration.id
-    pipe = rt.redis.pipeline(transaction=False)          # counters, history, run: one round trip
-    rt.stats.incr(iid, ctx.data_type, outcome, pipe)
+    tail = ctx.tail or Batch(rt.redis)        # counters, history, run: with the sync's end
+    since = tail.mark()
+    rt.stats.incr(iid, ctx.data_type, outcome, tail.pipe)
     if not ctx.dry_run:
-        rt.history.add(iid, ctx.data_type, ctx.record_id, pipe, outcome=str(outcome), attempt=attempt,
+        rt.history.add(iid, ctx.data_type, ctx.record_id, tail.pipe, outcome=str(outcome), attempt=attempt,
                        number=ctx.person.get("number"), changed=ctx.changed, error=ctx.error)
-    finish_run = rt.runs.settle(iid, ctx.data_type, ctx.record_id, str(outcome), pipe)
-    finish_run(pipe.execute())
+    tail.then(since, rt.runs.settle(iid, ctx.data_type, ctx.record_id, str(outcome), tail.pipe))
+    if ctx.tail is None:
+        tail.execute()
     if outcome == Outcome.FAILED:
         raise DeadLettered(f"{ctx.integration.id} {ctx.what}: not transferred; kept as a dead letter")
     return str(outcome)
