@@ -10,6 +10,7 @@ anything for two JSON APIs.
 from __future__ import annotations
 
 import logging
+import threading
 import urllib.request
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -18,6 +19,7 @@ from functools import cached_property
 from typing import Any, Mapping
 from urllib.parse import urlencode, urlsplit
 
+import certifi
 import urllib3
 from urllib3.exceptions import HTTPError, NewConnectionError, ProxyError, TimeoutError as Urllib3Timeout
 
@@ -48,33 +50,38 @@ class Http:
     """Keep-alive connections for every thread of a process (urllib3's pools are
     thread-safe): one pool per host, ``pool_size`` idle connections in each.
 
-    ``HTTP_PROXY``/``HTTPS_PROXY`` and ``NO_PROXY`` are read once, here. No call is retried
-    here (the task's backoff does that) and no redirect is followed: a redirect would carry
-    the bearer token and the company key to wherever it points.
+    ``HTTP_PROXY``/``HTTPS_PROXY`` and ``NO_PROXY`` are read once, here. Certificates are
+    checked against certifi's bundle, as requests does. No call is retried here (the task's
+    backoff does that) and no redirect is followed: a redirect would carry the bearer token
+    and the company key to wherever it points.
     """
 
     def __init__(self, *, pool_size: int = POOL_SIZE, proxies: Mapping[str, str] | None = None,
                  user_agent: str = USER_AGENT):
-        options = dict(maxsize=pool_size, block=False, retries=False)
-        self._direct = urllib3.PoolManager(num_pools=20, **options)
+        self._options = dict(maxsize=pool_size, block=False, retries=False, ca_certs=certifi.where())
         if proxies is None:
             proxies = {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
-        self._proxied = {scheme: urllib3.ProxyManager(url, num_pools=20, **options)
+        self._proxied = {scheme: urllib3.ProxyManager(url, num_pools=20, **self._options)
                          for scheme, url in proxies.items()}
-        self._bypass: dict[str, bool] = {}
+        # origin ("https://host:port") → its pool, or the proxy manager that reaches it
+        self._routes: dict[str, urllib3.HTTPConnectionPool | urllib3.ProxyManager] = {}
+        self._mutex = threading.Lock()
         self.headers = {"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"}
 
-    def _manager(self, url: str) -> urllib3.PoolManager:
-        if not self._proxied:
-            return self._direct
-        parts = urlsplit(url)
-        proxy = self._proxied.get(parts.scheme)
-        if proxy is None:
-            return self._direct
-        host = parts.hostname or ""
-        if host not in self._bypass:
-            self._bypass[host] = bool(urllib.request.proxy_bypass(host))
-        return self._direct if self._bypass[host] else proxy
+    def _route(self, origin: str) -> urllib3.HTTPConnectionPool | urllib3.ProxyManager:
+        route = self._routes.get(origin)
+        if route is not None:
+            return route
+        with self._mutex:
+            if origin not in self._routes:
+                parts = urlsplit(origin)
+                proxy = self._proxied.get(parts.scheme)
+                if proxy is not None and not urllib.request.proxy_bypass(parts.hostname or ""):
+                    self._routes[origin] = proxy
+                else:
+                    options = {k: v for k, v in self._options.items() if parts.scheme == "https" or k != "ca_certs"}
+                    self._routes[origin] = urllib3.connection_from_url(origin, **options)
+            return self._routes[origin]
 
     def request(self, method: str, url: str, *, timeouts: Timeouts, params: Mapping[str, Any] | None = None,
                 headers: Mapping[str, str] | None = None, body: bytes | None = None,
@@ -87,8 +94,15 @@ class Http:
         if form is not None:
             body = urlencode(form).encode()
             all_headers["Content-Type"] = "application/x-www-form-urlencoded"
-        return self._manager(url).request(method, url, body=body, headers=all_headers, timeout=timeouts.urllib3,
-                                          redirect=False, preload_content=True)
+        # the pool is found by the URL's origin, without parsing the whole URL on every call
+        cut = url.find("/", url.find("//") + 2)
+        origin, path = (url, "/") if cut < 0 else (url[:cut], url[cut:])
+        route = self._route(origin)
+        if isinstance(route, urllib3.ProxyManager):
+            return route.urlopen(method, url, body=body, headers=all_headers, timeout=timeouts.urllib3,
+                                 redirect=False, preload_content=True)
+        return route.urlopen(method, path, body=body, headers=all_headers, timeout=timeouts.urllib3,
+                             redirect=False, retries=False, preload_content=True, assert_same_host=False)
 
 
 def parse_retry_after(value: str | None) -> float | None:

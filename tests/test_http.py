@@ -40,6 +40,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 64     # the default 5 drops connects when 8 threads start at once
 
     def __init__(self, answer=(200, {}, b'{"ok": true}')):
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -57,8 +58,10 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 @contextmanager
-def serving(answer=(200, {}, b'{"ok": true}')):
+def serving(answer=(200, {}, b'{"ok": true}'), tls=None):
     server = _Server(answer)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -174,3 +177,32 @@ def test_threads_share_keep_alive_connections():
     assert not errors
     assert len(server.seen) == 200
     assert server.accepted <= 8       # 200 calls on at most one connection per thread
+
+
+def test_https_certificates_are_checked(tmp_path):
+    """A server whose certificate no authority signed is refused, as requests would."""
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    with serving(tls=context) as server:
+        port = server.server_address[1]
+        with pytest.raises(TransientError, match="the connection failed"):
+            send(Http(proxies={}), "GET", f"https://127.0.0.1:{port}/x", service="x", timeouts=FAST)
+        assert server.seen == []

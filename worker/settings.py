@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from functools import cached_property
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
@@ -144,7 +145,7 @@ class Settings:
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.retry_max_attempts, self.retry_base_delay, self.retry_max_delay)
 
-    @property
+    @cached_property
     def timeouts(self) -> Timeouts:
         return Timeouts(self.http_connect_timeout, self.http_read_timeout)
 
