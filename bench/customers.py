@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import time
 
-from sandbox.stack import Stack, cpu_seconds, peak_rss_mib, percentile, wait_for
+from sandbox.stack import Stack, cpu_seconds, cpu_times, peak_rss_mib, percentile, wait_for
 
 
 def baseline(stack: Stack, rt, count: int) -> dict:
@@ -51,8 +50,9 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
     integration = rt.integration("bench")
     ids = [rec["id"] for rec in rt.moment(integration).list("customers")][:count]
     procs = [stack.start_worker(concurrency, f"worker{n}.log") for n in range(processes)]
-    sandbox_pid = stack.procs[1].pid
-    cpu_before = {"worker": sum(cpu_seconds(p.pid) for p in procs), "sandbox": cpu_seconds(sandbox_pid)}
+    sandbox_pid = stack.sandbox_proc.pid
+    cpu_before = {"worker": sum(cpu_seconds(p.pid) for p in procs), "sandbox": cpu_seconds(sandbox_pid),
+                  "worker_system": sum(cpu_times(p.pid)[1] for p in procs)}
     if os.environ.get("BENCH_PROFILE"):
         subprocess.Popen(["py-spy", "record", "-p", str(procs[0].pid), "-o", os.environ["BENCH_PROFILE"],
                           "-f", "raw", "-d", os.environ.get("BENCH_PROFILE_SECONDS", "8"), "-r", "200", "--gil", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -69,9 +69,13 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
                 for name, row in stack.redis.info("commandstats").items()}
     peak = sum(peak_rss_mib(p.pid) for p in procs)
     cpu = {"worker": sum(cpu_seconds(p.pid) for p in procs) - cpu_before["worker"],
-           "sandbox": cpu_seconds(sandbox_pid) - cpu_before["sandbox"]}
-    log = "".join((stack.tmp / f"worker{n}.log").read_text() for n in range(processes))
-    times = [float(s) for s in re.findall(r"Task sync\.customer\[[^\]]+\] succeeded in ([0-9.]+)s", log)]
+           "sandbox": cpu_seconds(sandbox_pid) - cpu_before["sandbox"],
+           # of the worker's: in the kernel (system calls: sockets, locks, thread switches)
+           "worker_system": sum(cpu_times(p.pid)[1] for p in procs) - cpu_before["worker_system"]}
+    # each sync's own log line (JSON) says how long its fetch, map and write took
+    lines = (json.loads(line) for n in range(processes)
+             for line in (stack.tmp / f"worker{n}.log").read_text().splitlines() if line.startswith("{"))
+    times = [e["seconds"] for e in lines if e.get("logger") == "worker.sync" and "seconds" in e]
     latencies = sorted(t - started for t in synced)
     return {"records": len(ids), "seconds": elapsed, "per_second": len(ids) / elapsed,
             "enqueue_seconds": queued, "concurrency": concurrency, "processes": processes,

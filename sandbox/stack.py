@@ -60,7 +60,7 @@ class Stack:
         self.moment_port, self.sb1_port = free_port(), free_port()
         self.moment_url = f"http://127.0.0.1:{self.moment_port}"
         self.sb1_url = f"http://127.0.0.1:{self.sb1_port}"
-        self._spawn([sys.executable, "-m", "sandbox.server", "--moment-port", str(self.moment_port),
+        self.sandbox_proc = self._spawn([sys.executable, "-m", "sandbox.server", "--moment-port", str(self.moment_port),
                      "--sb1-port", str(self.sb1_port), "--latency", str(latency),
                      "--config", str(self.tmp / "sandbox.json")], "sandbox.log")
         wait_for(self._sandbox_up, 60, "the sandbox")
@@ -162,11 +162,17 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process and its reaped children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    user, system, child_user, child_system = (int(v) for v in fields[11:15])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + child_user) / tick, (system + child_system) / tick
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its reaped children."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(v) for v in fields[11:15])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_times(pid))
 
 
 def percentile(values: list[float], p: float) -> float:

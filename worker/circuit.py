@@ -84,11 +84,20 @@ class Circuits:
     def _key(self, kind: str, scope: str, service: str) -> str:
         return f"{self.prefix}:{kind}:{scope}:{service}"
 
+    @staticmethod
+    def _services(integration_id: str) -> list[tuple[str, str]]:
+        return [(integration_id, "moment"), (integration_id, "sb1"), (SHARED, "identity")]
+
+    def keys_for(self, integration_id: str) -> tuple[str, ...]:
+        """The keys of the circuits a sync of this integration needs closed (each exists
+        while its circuit is open)."""
+        return tuple(self._key("circuit", scope, service) for scope, service in self._services(integration_id))
+
     def open_for(self, integration_id: str, pipe=None) -> list[Circuit] | Callable[[list], list[Circuit]]:
         """The open circuits a sync of this integration would run into. Given a pipeline,
         queue the reads on it and return how to read the answers (one round trip with
         whatever else the caller asks)."""
-        keys = [(integration_id, "moment"), (integration_id, "sb1"), (SHARED, "identity")]
+        keys = self._services(integration_id)
         own = pipe is None
         pipe = self.redis.pipeline(transaction=False) if own else pipe
         for scope, service in keys:

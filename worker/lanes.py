@@ -142,7 +142,11 @@ class Lanes:
         self.redis.hincrby(self._counts(integration_id, lane), "queued", n)
 
     def started(self, integration_id: str, lane: str, pipe=None) -> None:
-        (pipe or self.redis).hincrby(self._counts(integration_id, lane), "started", 1)
+        (pipe or self.redis).hincrby(*self.started_field(integration_id, lane), 1)
+
+    def started_field(self, integration_id: str, lane: str) -> tuple[str, str]:
+        """(hash, field) that counts the starts of a lane (a sync's start script counts it)."""
+        return self._counts(integration_id, lane), "started"
 
     def ended(self, integration_id: str, lane: str, *, settled: bool, requeued: bool, pipe=None) -> None:
         key = self._counts(integration_id, lane)

@@ -21,6 +21,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from celery import current_task
+from celery.app.trace import LOG_SUCCESS
 from pythonjsonlogger.json import JsonFormatter
 
 from .settings import Settings
@@ -115,9 +116,20 @@ def configure_logging(settings: Settings, process: str) -> None:
     root.addHandler(handler)
     root.setLevel(settings.log_level)
     # Celery's "received" and "succeeded" lines say per task what our own line says (with the
-    # record's number and outcome): kept for DEBUG, a cost of every task otherwise
-    logging.getLogger("celery.worker.strategy").setLevel(
-        logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING)
+    # record's number, outcome and "seconds"): kept for DEBUG, a cost of every task otherwise.
+    # Its other lines (a retry, a task that raised) stay.
+    debug = settings.log_level == "DEBUG"
+    logging.getLogger("celery.worker.strategy").setLevel(logging.DEBUG if debug else logging.WARNING)
+    trace = logging.getLogger("celery.app.trace")
+    for old in [f for f in trace.filters if isinstance(f, _NoSuccessLines)]:
+        trace.removeFilter(old)
+    if not debug:
+        trace.addFilter(_NoSuccessLines())
     # our own HTTP calls are logged by the clients, without query strings; urllib3's debug
     # lines would print the URL
     logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLevelName(settings.log_level)))
+
+
+class _NoSuccessLines(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg is not LOG_SUCCESS

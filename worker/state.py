@@ -323,7 +323,18 @@ return string.format('%.6f', countdown)
 # hash), it also tries the lock (ARGV[7] token, ARGV[8] milliseconds) and, when it got it,
 # reads the record's state (field ARGV[9]): returns {1, state or false}, or {0} when the
 # lock is held. Without them, returns 1.
+# With a gate (KEYS[7] a counter hash, KEYS[8] the paused integrations, KEYS[9..] keys
+# that hold the sync back while they exist, ARGV[10] the integration, ARGV[11] the
+# counter's field), it first counts the start, then returns {'held'} (nothing started)
+# when the integration is paused or a key of KEYS[9..] exists.
 _START = """
+if KEYS[7] then
+  redis.call('HINCRBY', KEYS[7], ARGV[11], 1)
+  if redis.call('HEXISTS', KEYS[8], ARGV[10]) == 1 then return {'held'} end
+  for i = 9, #KEYS do
+    if redis.call('EXISTS', KEYS[i]) == 1 then return {'held'} end
+  end
+end
 local now = tonumber(ARGV[1])
 local size = tonumber(ARGV[4])
 local st = redis.call('HMGET', KEYS[4], 'tokens', 'at')
@@ -346,6 +357,21 @@ class Paused(RuntimeError):
 
     def __init__(self, integration_id: str):
         super().__init__(f"{integration_id} is paused; its changes are picked up when it is resumed")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What may hold a sync back, checked as it starts (see ``Coalescer.started``)."""
+    count: tuple[str, str]      # (hash, field) counted on every start
+    paused: str                 # the hash of paused integrations
+    held_by: tuple[str, ...]    # keys that hold the sync back while they exist (open circuits)
+
+
+@dataclass(frozen=True)
+class Start:
+    held: bool = False          # paused, or a gate key exists: nothing was started
+    locked: bool = False        # the record's lock is ours
+    state: str | None = None    # the record's state as stored, read under the lock
 
 
 class Coalescer:
@@ -407,21 +433,27 @@ class Coalescer:
         self.redis.delete(self.keys.pending(integration_id, data_type, record_id))
 
     def started(self, integration_id: str, data_type: str, record_id: int, *,
-                lock: tuple[str, str, float] | None = None,
-                state_key: str | None = None) -> tuple[bool, str | None]:
+                lock: tuple[str, str, float] | None = None, state_key: str | None = None,
+                gate: Gate | None = None) -> Start:
         """A sync is about to fetch the record: it covers every change so far; later ones
         mark it dirty and get a follow-up when it ends.
 
         ``lock`` (name, token, seconds) and ``state_key``: in the same round trip, try the
-        record's lock and read the record's state. Returns (got the lock, the state's raw
-        value when it did)."""
+        record's lock and read the record's state. ``gate`` (with ``lock``): first count
+        the start, and start nothing while the integration is paused or a gate key exists."""
         keys, args = self._keys(integration_id, data_type, record_id), self._args(None)
         if lock is None:
             self._start(keys=keys, args=args)
-            return False, None
+            return Start()
         name, token, seconds = lock
-        answer = self._start(keys=[*keys, name, state_key], args=[*args, token, int(seconds * 1000), str(record_id)])
-        return bool(answer[0]), (answer[1] if len(answer) > 1 else None)
+        keys, args = [*keys, name, state_key], [*args, token, int(seconds * 1000), str(record_id)]
+        if gate is not None:
+            keys += [gate.count[0], gate.paused, *gate.held_by]
+            args += [integration_id, gate.count[1]]
+        answer = self._start(keys=keys, args=args)
+        if answer[0] == "held":
+            return Start(held=True)
+        return Start(locked=bool(answer[0]), state=answer[1] if len(answer) > 1 else None)
 
     def finished(self, integration_id: str, data_type: str, record_id: int, *, ended: bool,
                  batch: Batch | None = None, then: Callable[[float | None], None] | None = None) -> float | None:

@@ -37,7 +37,7 @@ from .lanes import BULK, BULK_QUEUE, LIVE, LIVE_QUEUE
 from .logs import bind, record_context
 from .metrics import SYNC_SECONDS
 from .runtime import Runtime, UnknownIntegration, get_runtime
-from .state import Batch, DeadLetter, new_token, release_lock
+from .state import Batch, DeadLetter, Gate, new_token, release_lock
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,8 @@ class RecordSync(SyncTask):
     record spends one, and at ``MSB1_RETRY_MAX_ATTEMPTS`` the chain ends in a dead letter.
     While a service it needs is out (an open circuit, ``worker.circuit``) it waits instead,
     spending no tries. Every chain ends written, unchanged or dead-lettered. The steps:
-    ``begin`` → ``wait_while_held`` → ``lock`` → ``attempt`` → ``end``."""
+    ``begin`` → ``lock`` (``wait_while_held`` when something holds it back) → ``attempt`` →
+    ``end``."""
 
     abstract = True
     throws = (DeadLettered,)
@@ -208,19 +209,17 @@ class RecordSync(SyncTask):
     body: Body
 
     def sync(self, integration_id: str, record_id: int, attempt: int = 1) -> str:
-        """One try. Its Redis bookkeeping takes four round trips (besides a number's lock):
-        the start (the lane's count, pauses, circuits), the record's lock with its state,
-        letting go (state, owner, locks: ``SyncContext.writes``), and the end (counters,
-        history, the follow-up, the lane: ``tail``)."""
+        """One try. Its Redis bookkeeping takes three round trips (besides a number's lock):
+        the start (the lane's count, pauses, circuits, the record's lock and state), letting
+        go (state, owner, locks: ``SyncContext.writes``), and the end (counters, history,
+        the follow-up, the lane: ``tail``)."""
         lane = BULK if (self.request.delivery_info or {}).get("routing_key") == BULK_QUEUE else LIVE
         rt = self.runtime
-        head = rt.redis.pipeline(transaction=False)
-        rt.lanes.started(integration_id, lane, head)
         tail = Batch(rt.redis)
         settled = requeued = False
         try:
             with record_context(integration=integration_id, data_type=self.data_type, moment_id=record_id):
-                outcome = self._sync(integration_id, record_id, attempt, head, tail)
+                outcome = self._sync(integration_id, record_id, attempt, lane, tail)
             settled = True
             return outcome
         except Retry:
@@ -243,16 +242,15 @@ class RecordSync(SyncTask):
                 except Exception as exc:    # the poll and the next bulk sync refill too
                     log.warning("the bulk lane was not refilled (%s)", type(exc).__name__)
 
-    def _sync(self, integration_id: str, record_id: int, attempt: int, head, tail: Batch) -> str:
+    def _sync(self, integration_id: str, record_id: int, attempt: int, lane: str, tail: Batch) -> str:
         ctx = self.begin(integration_id, record_id)
         if isinstance(ctx, Outcome):
-            head.execute()
+            self.runtime.lanes.started(integration_id, lane)
             return str(ctx)
         ctx.writes, ctx.tail = Batch(ctx.runtime.redis), tail
-        self.wait_while_held(ctx, attempt, head)
         ended = False
         try:
-            token = self.lock(ctx, attempt)
+            token = self.lock(ctx, attempt, lane)
             outcome = self.end(ctx, self.attempt(ctx, token, attempt))
             ended = True
             return outcome
@@ -295,15 +293,14 @@ class RecordSync(SyncTask):
             return Outcome.IGNORED
         return SyncContext(rt, integration, self.data_type, int(record_id))
 
-    def wait_while_held(self, ctx: SyncContext, attempt: int, pipe) -> None:
+    def wait_while_held(self, ctx: SyncContext, attempt: int) -> None:
         """Wait (no try spent) while an operator paused the integration (``moment-sb1
-        pause``) or a service it needs is out (probing each open circuit). One round trip,
-        with what ``pipe`` already holds."""
+        pause``) or a service it needs is out (probing each open circuit)."""
         rt, iid = ctx.runtime, ctx.integration.id
-        skip = len(pipe)
+        pipe = rt.redis.pipeline(transaction=False)
         pipe.hget(rt.keys.paused(), iid)
         read_circuits = rt.circuits.open_for(iid, pipe)
-        paused, *circuit_answers = pipe.execute()[skip:]
+        paused, *circuit_answers = pipe.execute()
         if paused:
             wait(self, ctx, attempt, "the integration is paused")
         circuits = rt.circuits
@@ -311,18 +308,24 @@ class RecordSync(SyncTask):
         if still_open:
             wait(self, ctx, attempt, still_open[0].waiting_for)
 
-    def lock(self, ctx: SyncContext, attempt: int) -> str:
-        """The record's lock (its token), and the record's state read under it, in one round
-        trip. Busy (another worker writes it): wait a while, then come back, as a try."""
+    def lock(self, ctx: SyncContext, attempt: int, lane: str) -> str:
+        """Start: count it in its lane, check that nothing holds it back (a pause, an open
+        circuit: then :meth:`wait_while_held`), take the record's lock (its token) and read
+        the record's state, in one round trip. Busy (another worker writes the record): wait
+        a while, then come back, as a try."""
         rt, iid = ctx.runtime, ctx.integration.id
         policy = rt.settings.retry_policy
         token = new_token()
+        start = dict(state_key=rt.keys.state(iid, ctx.data_type),
+                     lock=(rt.keys.lock(iid, ctx.data_type, ctx.record_id), token, rt.settings.lock_timeout))
         # from here on, a new change to this record needs (and gets) a sync of its own
-        locked, state = rt.coalescer.started(
-            iid, ctx.data_type, ctx.record_id, state_key=rt.keys.state(iid, ctx.data_type),
-            lock=(rt.keys.lock(iid, ctx.data_type, ctx.record_id), token, rt.settings.lock_timeout))
-        if locked:
-            ctx._previous = rt.state.parse(state)
+        began = rt.coalescer.started(iid, ctx.data_type, ctx.record_id, **start, gate=Gate(
+            rt.lanes.started_field(iid, lane), rt.keys.paused(), rt.circuits.keys_for(iid)))
+        if began.held:
+            self.wait_while_held(ctx, attempt)      # waits (raises) unless a probe closed the circuit
+            began = rt.coalescer.started(iid, ctx.data_type, ctx.record_id, **start)
+        if began.locked:
+            ctx._previous = rt.state.parse(began.state)
             return token
         if rt.record_lock(iid, ctx.data_type, ctx.record_id).acquire(token=token):
             return token
@@ -386,7 +389,8 @@ class RecordSync(SyncTask):
             return Try(attempt, give_up(ctx, exc, kind="unexpected",
                                         error=f"an unexpected error in the integration ({type(exc).__name__})"))
         finally:
-            SYNC_SECONDS.labels(iid, ctx.data_type).observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            SYNC_SECONDS.labels(iid, ctx.data_type).observe(seconds)
         writes = ctx.writes or Batch(rt.redis)
         since = writes.mark()
         circuits.succeeded(iid, writes.pipe)
@@ -398,7 +402,7 @@ class RecordSync(SyncTask):
         writes.then(since, cleared)
         if ctx.writes is None:
             writes.execute()
-        log.info("%s %s: %s", iid, ctx.what, outcome)
+        log.info("%s %s: %s", iid, ctx.what, outcome, extra={"seconds": round(seconds, 4)})
         return Try(attempt, outcome)
 
     @staticmethod
