@@ -66,6 +66,7 @@ class SyncContext:
     # write is sent at once.
     writes: Batch | None = None
     tail: Batch | None = None
+    started: bool = False       # the record's start is marked: its end (``follow_up``) must be too
     _clients: dict = field(default_factory=dict)
     _previous: Any = field(default=_UNREAD, repr=False)   # the state, read with the record's lock
 
@@ -258,7 +259,8 @@ class RecordSync(SyncTask):
             ended = True
             raise
         finally:
-            self.follow_up(ctx, ended)
+            if ctx.started:
+                self.follow_up(ctx, ended)
 
     def follow_up(self, ctx: SyncContext, ended: bool) -> None:
         """The record is let go: a change that came while this sync ran is queued now (a
@@ -324,6 +326,7 @@ class RecordSync(SyncTask):
         if began.held:
             self.wait_while_held(ctx, attempt)      # waits (raises) unless a probe closed the circuit
             began = rt.coalescer.started(iid, ctx.data_type, ctx.record_id, **start)
+        ctx.started = True
         if began.locked:
             ctx._previous = rt.state.parse(began.state)
             return token
