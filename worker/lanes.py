@@ -169,14 +169,16 @@ class Lanes:
         for lane in (LIVE, BULK):
             pipe = self.redis.pipeline(transaction=False)
             pipe.hgetall(self._counts(integration_id, lane))
-            for b in range(bucket - RATE_BUCKETS, bucket):
+            # the last minute: five whole buckets and the current one so far
+            for b in range(bucket - RATE_BUCKETS + 1, bucket + 1):
                 pipe.get(self._done(integration_id, lane, b))
             pipe.lindex(self._list(integration_id), 0)
             pipe.llen(self._list(integration_id))
             counts, *rest = pipe.execute()
             done_buckets, head, listed = rest[:-2], rest[-2], rest[-1]
             queued, started, done = (int(counts.get(k, 0)) for k in ("queued", "started", "done"))
-            rate = sum(int(v or 0) for v in done_buckets) / (RATE_BUCKET * RATE_BUCKETS)
+            window = RATE_BUCKET * (RATE_BUCKETS - 1) + (now - bucket * RATE_BUCKET)
+            rate = sum(int(v or 0) for v in done_buckets) / window
             oldest = now - float(head.rsplit(":", 1)[1]) if lane == BULK and head else None
             waiting = max(0, queued - started)
             if lane == BULK:

@@ -141,7 +141,7 @@ class Settings:
     def token_url(self) -> str:
         return self.sb1_token_url or self.sb1_identity_url.rstrip("/") + TOKEN_PATH
 
-    @property
+    @cached_property
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.retry_max_attempts, self.retry_base_delay, self.retry_max_delay)
 

@@ -62,8 +62,9 @@ class SyncContext:
     error: str | None = None           # why it was dead-lettered, for the history
     # A task's own sync gathers its writes: ``writes`` go with letting go of the record (its
     # state, the number's owner, the locks), ``tail`` at the end (counters, history, the
-    # follow-up). None (a dependency's sync, whose state its caller reads at once): each
-    # write is sent at once.
+    # follow-up). For a task they are one batch: a try that ends the chain sends it all at
+    # the end, one that goes on (a retry, a wait) sends the writes when it lets go. None (a
+    # dependency's sync, whose state its caller reads at once): each write is sent at once.
     writes: Batch | None = None
     tail: Batch | None = None
     started: bool = False       # the record's start is marked: its end (``follow_up``) must be too
@@ -210,10 +211,9 @@ class RecordSync(SyncTask):
     body: Body
 
     def sync(self, integration_id: str, record_id: int, attempt: int = 1) -> str:
-        """One try. Its Redis bookkeeping takes three round trips (besides a number's lock):
-        the start (the lane's count, pauses, circuits, the record's lock and state), letting
-        go (state, owner, locks: ``SyncContext.writes``), and the end (counters, history,
-        the follow-up, the lane: ``tail``)."""
+        """One try. Its Redis bookkeeping takes two round trips (besides a number's lock):
+        the start (the lane's count, pauses, circuits, the record's lock and state), and the
+        end (state, owner, locks, counters, history, the follow-up, the lane: ``tail``)."""
         lane = BULK if (self.request.delivery_info or {}).get("routing_key") == BULK_QUEUE else LIVE
         rt = self.runtime
         tail = Batch(rt.redis)
@@ -233,9 +233,13 @@ class RecordSync(SyncTask):
             try:
                 rt.lanes.ended(integration_id, lane, settled=settled, requeued=requeued, pipe=tail.pipe)
                 tail.execute()
-            except Exception as exc:        # the record is written; the poll finds a lost follow-up
-                log.warning("%s %s %s: the end of the sync (counters, history, follow-up) was not recorded "
-                            "(%s)", integration_id, self.data_type, record_id, type(exc).__name__)
+            except Exception as exc:
+                log.warning("%s %s %s: the end of the sync (its state and locks, counters, history, follow-up) "
+                            "was not recorded (%s)", integration_id, self.data_type, record_id, type(exc).__name__)
+                if isinstance(exc, RedisError):
+                    # as any Redis failure mid-sync: the message is handed out again, or the
+                    # poll finds the change (its version is unfinished); the write is idempotent
+                    raise
             if lane == BULK:
                 try:
                     from .producer import refill_bulk   # the producer publishes through the app
@@ -248,7 +252,7 @@ class RecordSync(SyncTask):
         if isinstance(ctx, Outcome):
             self.runtime.lanes.started(integration_id, lane)
             return str(ctx)
-        ctx.writes, ctx.tail = Batch(ctx.runtime.redis), tail
+        ctx.writes = ctx.tail = tail
         ended = False
         try:
             token = self.lock(ctx, attempt, lane)
@@ -411,7 +415,8 @@ class RecordSync(SyncTask):
     @staticmethod
     def release(ctx: SyncContext, token: str, *, finished: bool) -> None:
         """Remember which version a finished chain handled (the poll's cursor waits for
-        unfinished ones), and let go of the record: with what the try wrote, one round trip."""
+        unfinished ones), and let go of the record, with what the try wrote: at the end of
+        the task when the chain is finished, else now (before a retry is queued)."""
         rt = ctx.runtime
         writes = ctx.writes or Batch(rt.redis)
         if finished and ctx.version is not None and not ctx.dry_run:
@@ -422,7 +427,8 @@ class RecordSync(SyncTask):
                 log.warning("%s %s: the record lock expired while working", ctx.integration.id, ctx.what)
         release_lock(rt.redis, rt.keys.lock(ctx.integration.id, ctx.data_type, ctx.record_id), token, writes,
                      then=released)
-        writes.execute()
+        if not finished or ctx.writes is None:
+            writes.execute()
 
     def end(self, ctx: SyncContext, done: Try) -> str:
         """Wait for an outage, retry a passing failure, or settle the chain's outcome."""
