@@ -125,8 +125,8 @@ def upsert(ctx: SyncContext, route: str, previous: dict | None, build: Build, *,
             rt.state.own(iid, ctx.data_type, sb1_id, ctx.record_id, ctx.writes.pipe if ctx.writes else None)
         return outcome, sb1_id
     finally:
-        # after the owner and the state (with the sync's writes); if it expired meanwhile,
-        # the write is done either way
+        # after the owner (both in the sync's batch, in this order); if it expired
+        # meanwhile, the write is done either way
         release_lock(rt.redis, lock.name, token, ctx.writes)
 
 

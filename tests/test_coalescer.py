@@ -85,3 +85,59 @@ def test_the_poll_cursor_waits_for_unfinished_changes_within_a_bound():
     assert _next_cursor(started, open_since, 600) == started - timedelta(minutes=10)  # the bound
     later = started + timedelta(seconds=5)                               # stamped by a fast clock
     assert _next_cursor(started, later, 3600) == started
+
+
+def test_the_start_takes_the_lock_reads_the_state_and_stops_at_the_gate(co, r):
+    """The sync's one round trip at its start: counted, held back by a pause or an open
+    circuit (then nothing else happens), else the record's lock and its state."""
+    from worker.state import Gate
+    r.hset("msb1test:state:acme:customers", "1", '{"sb1_id": 7}')
+    lock = ("msb1test:lock:acme:customers:1", "token-a", 30)
+    gate = Gate(("msb1test:lane:acme:live", "started"), "msb1test:paused", ("msb1test:circuit:acme:sb1",))
+    kw = dict(lock=lock, state_key="msb1test:state:acme:customers", gate=gate)
+
+    r.hset("msb1test:paused", "acme", "1")
+    held = co.started("acme", "customers", 1, **kw)
+    assert held.held and not held.locked
+    assert not r.exists(lock[0]) and not r.exists("msb1test:started:acme:customers:1:running")
+    r.delete("msb1test:paused")
+    r.hset("msb1test:circuit:acme:sb1", "reason", "outage")
+    assert co.started("acme", "customers", 1, **kw).held
+    r.delete("msb1test:circuit:acme:sb1")
+
+    began = co.started("acme", "customers", 1, **kw)
+    assert (began.held, began.locked, began.state) == (False, True, '{"sb1_id": 7}')
+    assert r.get(lock[0]) == "token-a" and 29_000 < r.pttl(lock[0]) <= 30_000
+    assert r.exists("msb1test:started:acme:customers:1:running")
+    assert r.hget("msb1test:lane:acme:live", "started") == "3"           # every start counted, held or not
+
+    busy = co.started("acme", "customers", 1, lock=("msb1test:lock:acme:customers:1", "token-b", 30),
+                      state_key="msb1test:state:acme:customers", gate=gate)
+    assert (busy.held, busy.locked, busy.state) == (False, False, None)
+    assert r.get(lock[0]) == "token-a"
+
+
+def test_a_batch_sends_everything_at_once_and_hands_each_its_answers(r):
+    from worker.state import Batch, release_lock
+    batch = Batch(r)
+    got = {}
+    since = batch.mark()
+    batch.pipe.set("msb1test:a", "1")
+    batch.pipe.incr("msb1test:n")
+    batch.then(since, lambda answers: got.setdefault("first", answers))
+    batch.pipe.set("msb1test:unwatched", "x")                      # no one asks for this answer
+    r.set("msb1test:lock", "mine")
+    release_lock(r, "msb1test:lock", "not-mine", batch, then=lambda ok: got.setdefault("theirs", ok))
+    release_lock(r, "msb1test:lock", "mine", batch, then=lambda ok: got.setdefault("mine", ok))
+    since = batch.mark()
+    batch.pipe.get("msb1test:a")
+    batch.then(since, lambda answers: 1 / 0)                       # a failing one ...
+    since = batch.mark()
+    batch.pipe.incr("msb1test:n")
+    batch.then(since, lambda answers: got.setdefault("last", answers))
+    assert not r.exists("msb1test:a")                               # nothing sent yet
+    with pytest.raises(ZeroDivisionError):
+        batch.execute()
+    assert got == {"first": [True, 1], "theirs": False, "mine": True, "last": [2]}   # ... stops no other
+    assert not r.exists("msb1test:lock")
+    batch.execute()                                                 # empty: nothing to send

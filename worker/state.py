@@ -32,9 +32,8 @@ from .metrics import SYNCS
 
 class Batch:
     """Redis commands that go together in one round trip, each with what to do with its
-    answers. A sync gathers its writes in two of these (what goes with letting go of the
-    record, and its counters at the end) instead of a round trip for each: py-spy put a
-    third of a sync's CPU in redis-py's cost per command.
+    answers. A sync gathers its writes in one of these (``SyncContext.writes``) instead of a
+    round trip for each: py-spy put a third of a sync's CPU in redis-py's cost per command.
 
     ``pipe``: add commands to it; ``then(since, fn)``, called right after adding them:
     after :meth:`execute`, ``fn`` gets the answers of the commands added since ``mark()``.

@@ -60,13 +60,12 @@ class SyncContext:
     version: datetime | None = None
     changed: list[str] | None = None   # the fields this sync wrote anew (names only), for the history
     error: str | None = None           # why it was dead-lettered, for the history
-    # A task's own sync gathers its writes: ``writes`` go with letting go of the record (its
-    # state, the number's owner, the locks), ``tail`` at the end (counters, history, the
-    # follow-up). For a task they are one batch: a try that ends the chain sends it all at
-    # the end, one that goes on (a retry, a wait) sends the writes when it lets go. None (a
-    # dependency's sync, whose state its caller reads at once): each write is sent at once.
+    # A task's own sync gathers its Redis writes in one batch (the record's state, the
+    # number's owner, the locks, counters, history, the follow-up): a try that ends the chain
+    # sends it all at the end of the task, one that goes on (a retry, a wait) sends what it
+    # has when it lets go of the record. None (a dependency's sync, whose state its caller
+    # reads at once): each write is sent at once.
     writes: Batch | None = None
-    tail: Batch | None = None
     started: bool = False       # the record's start is marked: its end (``follow_up``) must be too
     _clients: dict = field(default_factory=dict)
     _previous: Any = field(default=_UNREAD, repr=False)   # the state, read with the record's lock
@@ -213,14 +212,15 @@ class RecordSync(SyncTask):
     def sync(self, integration_id: str, record_id: int, attempt: int = 1) -> str:
         """One try. Its Redis bookkeeping takes two round trips (besides a number's lock):
         the start (the lane's count, pauses, circuits, the record's lock and state), and the
-        end (state, owner, locks, counters, history, the follow-up, the lane: ``tail``)."""
+        end (state, owner, locks, counters, history, the follow-up, the lane: one
+        ``SyncContext.writes`` batch)."""
         lane = BULK if (self.request.delivery_info or {}).get("routing_key") == BULK_QUEUE else LIVE
         rt = self.runtime
-        tail = Batch(rt.redis)
+        writes = Batch(rt.redis)
         settled = requeued = False
         try:
             with record_context(integration=integration_id, data_type=self.data_type, moment_id=record_id):
-                outcome = self._sync(integration_id, record_id, attempt, lane, tail)
+                outcome = self._sync(integration_id, record_id, attempt, lane, writes)
             settled = True
             return outcome
         except Retry:
@@ -231,8 +231,8 @@ class RecordSync(SyncTask):
             raise
         finally:
             try:
-                rt.lanes.ended(integration_id, lane, settled=settled, requeued=requeued, pipe=tail.pipe)
-                tail.execute()
+                rt.lanes.ended(integration_id, lane, settled=settled, requeued=requeued, pipe=writes.pipe)
+                writes.execute()
             except Exception as exc:
                 log.warning("%s %s %s: the end of the sync (its state and locks, counters, history, follow-up) "
                             "was not recorded (%s)", integration_id, self.data_type, record_id, type(exc).__name__)
@@ -247,12 +247,12 @@ class RecordSync(SyncTask):
                 except Exception as exc:    # the poll and the next bulk sync refill too
                     log.warning("the bulk lane was not refilled (%s)", type(exc).__name__)
 
-    def _sync(self, integration_id: str, record_id: int, attempt: int, lane: str, tail: Batch) -> str:
+    def _sync(self, integration_id: str, record_id: int, attempt: int, lane: str, writes: Batch) -> str:
         ctx = self.begin(integration_id, record_id)
         if isinstance(ctx, Outcome):
             self.runtime.lanes.started(integration_id, lane)
             return str(ctx)
-        ctx.writes = ctx.tail = tail
+        ctx.writes = writes
         ended = False
         try:
             token = self.lock(ctx, attempt, lane)
@@ -268,7 +268,7 @@ class RecordSync(SyncTask):
 
     def follow_up(self, ctx: SyncContext, ended: bool) -> None:
         """The record is let go: a change that came while this sync ran is queued now (a
-        retry covers it itself). Rides on the sync's ``tail``."""
+        retry covers it itself). Rides on the sync's batch."""
         rt = ctx.runtime
 
         def queue(countdown: float | None) -> None:
@@ -281,7 +281,7 @@ class RecordSync(SyncTask):
             except Exception as exc:     # the poll finds the change (its version is unfinished)
                 log.warning("%s %s: the follow-up of a change made during the sync was not queued (%s)",
                             ctx.integration.id, ctx.what, type(exc).__name__)
-        rt.coalescer.finished(ctx.integration.id, ctx.data_type, ctx.record_id, ended=ended, batch=ctx.tail,
+        rt.coalescer.finished(ctx.integration.id, ctx.data_type, ctx.record_id, ended=ended, batch=ctx.writes,
                               then=queue)
 
     def begin(self, integration_id: str, record_id: int) -> SyncContext | Outcome:
@@ -459,15 +459,15 @@ def settle(ctx: SyncContext, outcome: Outcome, attempt: int) -> str:
     """Count the chain's outcome and add it to the record's history; a dead letter ends the
     task as failed (``DeadLettered``). The task's result is the outcome's word ("created")."""
     rt, iid = ctx.runtime, ctx.integration.id
-    tail = ctx.tail or Batch(rt.redis)        # counters, history, run: with the sync's end
-    since = tail.mark()
-    rt.stats.incr(iid, ctx.data_type, outcome, tail.pipe)
+    batch = ctx.writes or Batch(rt.redis)        # counters, history, run: with the sync's end
+    since = batch.mark()
+    rt.stats.incr(iid, ctx.data_type, outcome, batch.pipe)
     if not ctx.dry_run:
-        rt.history.add(iid, ctx.data_type, ctx.record_id, tail.pipe, outcome=str(outcome), attempt=attempt,
+        rt.history.add(iid, ctx.data_type, ctx.record_id, batch.pipe, outcome=str(outcome), attempt=attempt,
                        number=ctx.person.get("number"), changed=ctx.changed, error=ctx.error)
-    tail.then(since, rt.runs.settle(iid, ctx.data_type, ctx.record_id, str(outcome), tail.pipe))
-    if ctx.tail is None:
-        tail.execute()
+    batch.then(since, rt.runs.settle(iid, ctx.data_type, ctx.record_id, str(outcome), batch.pipe))
+    if ctx.writes is None:
+        batch.execute()
     if outcome == Outcome.FAILED:
         raise DeadLettered(f"{ctx.integration.id} {ctx.what}: not transferred; kept as a dead letter")
     return str(outcome)
