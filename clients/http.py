@@ -100,7 +100,7 @@ class Http:
         route = self._route(origin)
         if isinstance(route, urllib3.ProxyManager):
             return route.urlopen(method, url, body=body, headers=all_headers, timeout=timeouts.urllib3,
-                                 redirect=False, preload_content=True)
+                                 redirect=False, retries=False, preload_content=True)
         return route.urlopen(method, path, body=body, headers=all_headers, timeout=timeouts.urllib3,
                              redirect=False, retries=False, preload_content=True, assert_same_host=False)
 

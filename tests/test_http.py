@@ -206,3 +206,17 @@ def test_https_certificates_are_checked(tmp_path):
         with pytest.raises(TransientError, match="the connection failed"):
             send(Http(proxies={}), "GET", f"https://127.0.0.1:{port}/x", service="x", timeouts=FAST)
         assert server.seen == []
+
+
+def test_a_proxy_that_drops_the_call_is_not_retried_here():
+    """The task's backoff retries, not the HTTP layer (urllib3 would try three more times)."""
+    accepted = []
+
+    def drop(conn: socket.socket) -> None:
+        accepted.append(conn)
+        conn.recv(65536)
+        conn.close()
+    with raw_server(drop) as proxy:
+        with pytest.raises(TransientError):
+            send(Http(proxies={"http": proxy}), "GET", "http://moment.invalid/api/x", service="x", timeouts=FAST)
+    assert len(accepted) == 1
