@@ -58,10 +58,11 @@ class Http:
 
     def __init__(self, *, pool_size: int = POOL_SIZE, proxies: Mapping[str, str] | None = None,
                  user_agent: str = USER_AGENT):
-        self._options = dict(maxsize=pool_size, block=False, retries=False, ca_certs=certifi.where())
+        self._options = dict(maxsize=pool_size, block=False, retries=False)
+        self._tls = dict(ca_certs=certifi.where())
         if proxies is None:
             proxies = {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
-        self._proxied = {scheme: urllib3.ProxyManager(url, num_pools=20, **self._options)
+        self._proxied = {scheme: urllib3.ProxyManager(url, num_pools=20, **self._options, **self._tls)
                          for scheme, url in proxies.items()}
         # origin ("https://host:port") → its pool, or the proxy manager that reaches it
         self._routes: dict[str, urllib3.HTTPConnectionPool | urllib3.ProxyManager] = {}
@@ -79,8 +80,8 @@ class Http:
                 if proxy is not None and not urllib.request.proxy_bypass(parts.hostname or ""):
                     self._routes[origin] = proxy
                 else:
-                    options = {k: v for k, v in self._options.items() if parts.scheme == "https" or k != "ca_certs"}
-                    self._routes[origin] = urllib3.connection_from_url(origin, **options)
+                    tls = self._tls if parts.scheme == "https" else {}
+                    self._routes[origin] = urllib3.connection_from_url(origin, **self._options, **tls)
             return self._routes[origin]
 
     def request(self, method: str, url: str, *, timeouts: Timeouts, params: Mapping[str, Any] | None = None,

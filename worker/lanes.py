@@ -141,8 +141,8 @@ class Lanes:
     def queued(self, integration_id: str, lane: str, n: int = 1) -> None:
         self.redis.hincrby(self._counts(integration_id, lane), "queued", n)
 
-    def started(self, integration_id: str, lane: str, pipe=None) -> None:
-        (pipe or self.redis).hincrby(*self.started_field(integration_id, lane), 1)
+    def started(self, integration_id: str, lane: str) -> None:
+        self.redis.hincrby(*self.started_field(integration_id, lane), 1)
 
     def started_field(self, integration_id: str, lane: str) -> tuple[str, str]:
         """(hash, field) that counts the starts of a lane (a sync's start script counts it)."""

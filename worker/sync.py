@@ -99,6 +99,11 @@ class SyncContext:
             self._clients["sb1"] = self.runtime.sb1(self.integration)
         return self._clients["sb1"]
 
+    def read_under_lock(self, state: dict[str, Any] | None) -> None:
+        """The record's state, as read together with taking its lock: ``previous`` needs no
+        round trip of its own."""
+        self._previous = state
+
     def previous(self) -> dict[str, Any] | None:
         """What the books held after this record's last transfer (None: nothing yet)."""
         if self._previous is not _UNREAD:
@@ -332,7 +337,7 @@ class RecordSync(SyncTask):
             began = rt.coalescer.started(iid, ctx.data_type, ctx.record_id, **start)
         ctx.started = True
         if began.locked:
-            ctx._previous = rt.state.parse(began.state)
+            ctx.read_under_lock(rt.state.parse(began.state))
             return token
         if rt.record_lock(iid, ctx.data_type, ctx.record_id).acquire(token=token):
             return token
@@ -398,7 +403,7 @@ class RecordSync(SyncTask):
         finally:
             seconds = time.perf_counter() - started
             SYNC_SECONDS.labels(iid, ctx.data_type).observe(seconds)
-        writes = ctx.writes or Batch(rt.redis)
+        writes = ctx.writes
         since = writes.mark()
         circuits.succeeded(iid, writes.pipe)
         rt.dead_letters.resolve(iid, ctx.data_type, ctx.record_id, writes.pipe)
@@ -407,8 +412,6 @@ class RecordSync(SyncTask):
             if answers[-1]:
                 log.info("%s %s: transferred after an earlier failure; dead letter cleared", iid, ctx.what)
         writes.then(since, cleared)
-        if ctx.writes is None:
-            writes.execute()
         log.info("%s %s: %s", iid, ctx.what, outcome, extra={"seconds": round(seconds, 4)})
         return Try(attempt, outcome)
 
@@ -417,8 +420,7 @@ class RecordSync(SyncTask):
         """Remember which version a finished chain handled (the poll's cursor waits for
         unfinished ones), and let go of the record, with what the try wrote: at the end of
         the task when the chain is finished, else now (before a retry is queued)."""
-        rt = ctx.runtime
-        writes = ctx.writes or Batch(rt.redis)
+        rt, writes = ctx.runtime, ctx.writes
         if finished and ctx.version is not None and not ctx.dry_run:
             rt.state.mark_handled(ctx.integration.id, ctx.data_type, ctx.record_id, ctx.version, writes.pipe)
 
@@ -427,7 +429,7 @@ class RecordSync(SyncTask):
                 log.warning("%s %s: the record lock expired while working", ctx.integration.id, ctx.what)
         release_lock(rt.redis, rt.keys.lock(ctx.integration.id, ctx.data_type, ctx.record_id), token, writes,
                      then=released)
-        if not finished or ctx.writes is None:
+        if not finished:
             writes.execute()
 
     def end(self, ctx: SyncContext, done: Try) -> str:
@@ -459,15 +461,13 @@ def settle(ctx: SyncContext, outcome: Outcome, attempt: int) -> str:
     """Count the chain's outcome and add it to the record's history; a dead letter ends the
     task as failed (``DeadLettered``). The task's result is the outcome's word ("created")."""
     rt, iid = ctx.runtime, ctx.integration.id
-    batch = ctx.writes or Batch(rt.redis)        # counters, history, run: with the sync's end
+    batch = ctx.writes        # counters, history, run: with the sync's end
     since = batch.mark()
     rt.stats.incr(iid, ctx.data_type, outcome, batch.pipe)
     if not ctx.dry_run:
         rt.history.add(iid, ctx.data_type, ctx.record_id, batch.pipe, outcome=str(outcome), attempt=attempt,
                        number=ctx.person.get("number"), changed=ctx.changed, error=ctx.error)
     batch.then(since, rt.runs.settle(iid, ctx.data_type, ctx.record_id, str(outcome), batch.pipe))
-    if ctx.writes is None:
-        batch.execute()
     if outcome == Outcome.FAILED:
         raise DeadLettered(f"{ctx.integration.id} {ctx.what}: not transferred; kept as a dead letter")
     return str(outcome)
