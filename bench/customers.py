@@ -3,8 +3,15 @@ every API call, and in the same run a naive baseline (one record at a time, no q
 
     .venv/bin/python -m bench.customers               # 2,000 records, 20 ms per call
     .venv/bin/python -m bench.customers --records 500 --concurrency 32
+    .venv/bin/python -m bench.customers --rate 100     # a steady 100 records/s, not all at once
 
-Prints records/s, p50/p99 time per record and the worker's peak memory (VmHWM).
+Prints records/s, p50/p99 time per record, the worker's peak memory (VmHWM), its CPU and
+thread switches per record, and the Redis commands per record.
+
+To look inside a worker while it runs (the first worker process; ``{pid}`` is replaced):
+
+    BENCH_PROFILE=/tmp/profile.txt BENCH_PROFILE_SECONDS=8 ...    # py-spy --gil, raw stacks
+    BENCH_ATTACH="timeout -s INT 5 perf record -F 499 -p {pid} -o /tmp/perf.data" ...
 """
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ import os
 import subprocess
 import time
 
-from sandbox.stack import Stack, cpu_seconds, cpu_times, peak_rss_mib, percentile, wait_for
+from sandbox.stack import Stack, context_switches, cpu_seconds, cpu_times, peak_rss_mib, percentile, wait_for
 
 
 def baseline(stack: Stack, rt, count: int) -> dict:
@@ -45,21 +52,29 @@ def baseline(stack: Stack, rt, count: int) -> dict:
             "p50_ms": percentile(times, 50) * 1000, "p99_ms": percentile(times, 99) * 1000}
 
 
-def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: int) -> dict:
+def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: int, rate: float = 0) -> dict:
     from worker.producer import enqueue
     integration = rt.integration("bench")
     ids = [rec["id"] for rec in rt.moment(integration).list("customers")][:count]
     procs = [stack.start_worker(concurrency, f"worker{n}.log") for n in range(processes)]
     sandbox_pid = stack.sandbox_proc.pid
     cpu_before = {"worker": sum(cpu_seconds(p.pid) for p in procs), "sandbox": cpu_seconds(sandbox_pid),
-                  "worker_system": sum(cpu_times(p.pid)[1] for p in procs)}
+                  "worker_system": sum(cpu_times(p.pid)[1] for p in procs),
+                  "switches": sum(context_switches(p.pid) for p in procs)}
     if os.environ.get("BENCH_PROFILE"):
         subprocess.Popen(["py-spy", "record", "-p", str(procs[0].pid), "-o", os.environ["BENCH_PROFILE"],
-                          "-f", "raw", "-d", os.environ.get("BENCH_PROFILE_SECONDS", "8"), "-r", "200", "--gil", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          "-f", "raw", "-d", os.environ.get("BENCH_PROFILE_SECONDS", "8"),
+                          "-r", os.environ.get("BENCH_PROFILE_RATE", "200"), "--gil", "--nonblocking"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
+    if os.environ.get("BENCH_ATTACH"):      # a command to run beside the first worker (see above)
+        subprocess.Popen(os.environ["BENCH_ATTACH"].format(pid=procs[0].pid), shell=True)
+        time.sleep(0.5)
     stack.redis.config_resetstat()
     started = time.time()
-    for rid in ids:
+    for n, rid in enumerate(ids):
+        if rate:        # a steady flow instead of everything at once
+            time.sleep(max(0.0, started + n / rate - time.time()))
         enqueue("bench", "customers", rid)
     queued = time.time() - started
     wait_for(lambda: rt.state.count("bench", "customers") >= len(ids), 600, "every record", interval=0.2)
@@ -72,6 +87,7 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
            "sandbox": cpu_seconds(sandbox_pid) - cpu_before["sandbox"],
            # of the worker's: in the kernel (system calls: sockets, locks, thread switches)
            "worker_system": sum(cpu_times(p.pid)[1] for p in procs) - cpu_before["worker_system"]}
+    switches = sum(context_switches(p.pid) for p in procs) - cpu_before["switches"]
     # each sync's own log line (JSON) says how long its fetch, map and write took
     lines = (json.loads(line) for n in range(processes)
              for line in (stack.tmp / f"worker{n}.log").read_text().splitlines() if line.startswith("{"))
@@ -84,6 +100,8 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
             "enqueue_to_books_p99_s": percentile(latencies, 99),
             "peak_rss_mib_all_workers": peak, "tasks_logged": len(times),
             "cpu_seconds": cpu, "worker_cpu_ms_per_record": cpu["worker"] / len(ids) * 1000,
+            # the workers' threads stopping and starting again, per record (see context_switches)
+            "worker_thread_switches_per_record": round(switches / len(ids), 1),
             # every Redis command of the run, the producer's included, per record
             "redis_commands_per_record": round(sum(commands.values()) / len(ids), 1),
             "redis_commands": dict(sorted(commands.items(), key=lambda kv: -kv[1]))}
@@ -97,6 +115,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.02, help="seconds added to every API call")
     parser.add_argument("--concurrency", type=int, default=32, help="threads per worker process")
     parser.add_argument("--processes", type=int, default=2, help="worker processes (one per core)")
+    parser.add_argument("--rate", type=float, default=0,
+                        help="enqueue at this many records/s instead of all at once")
     args = parser.parse_args()
 
     stack = Stack([{"moment_company": "bench", "moment_api_key": "bench-key", "seed_customers": args.records},
@@ -107,7 +127,7 @@ def main() -> None:
         from worker.settings import Settings
         rt = Runtime(Settings.from_env())
         base = baseline(stack, rt, args.baseline_records)
-        work = through_worker(stack, rt, args.records, args.concurrency, args.processes)
+        work = through_worker(stack, rt, args.records, args.concurrency, args.processes, args.rate)
         state = stack.sb1_state()
     finally:
         stack.stop()

@@ -175,6 +175,21 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 
 
+def context_switches(pid: int) -> int:
+    """Thread switches (voluntary and not) of every thread of a process so far: each time
+    one of its threads stopped running, to wait for a socket, a lock or the GIL, or because
+    its time was up."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:             # the thread ended meanwhile
+            continue
+        total += sum(int(line.split()[1]) for line in lines
+                     if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")))
+    return total
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     if not ordered:
