@@ -33,8 +33,11 @@ CHUNK = 16                  # records taken from one company at a time
 RATE_BUCKET = 10            # seconds per bucket of finished syncs
 RATE_BUCKETS = 6            # the rate is taken over the last minute
 
-# Take up to ARGV[1] items from the next company in turn: rotate the companies' list, pop
-# from that company's list, drop the company from the rotation when it has no more.
+# Take up to ARGV[1] items from the next company in turn: rotate the companies' list, move
+# them from that company's list to the handover list (KEYS[2], as "company|item"), drop the
+# company from the rotation when it has no more. An item leaves the handover list only
+# once its task is published, so a refill that dies or loses Redis half-way loses nothing:
+# the next refill publishes what is left there first.
 _TAKE = """
 local skip = {}
 for i = 3, #ARGV do skip[ARGV[i]] = true end
@@ -48,6 +51,7 @@ local list = ARGV[2] .. company
 local items = redis.call('LPOP', list, tonumber(ARGV[1]))
 if redis.call('LLEN', list) == 0 then redis.call('LREM', KEYS[1], 0, company) end
 if not items then return {company} end
+for _, item in ipairs(items) do redis.call('RPUSH', KEYS[2], company .. '|' .. item) end
 table.insert(items, 1, company)
 return items
 """
@@ -86,6 +90,11 @@ class Lanes:
     def rotation(self) -> str:
         return f"{self.prefix}:bulk-turns"
 
+    @property
+    def handover(self) -> str:
+        """Items taken from a company's list whose task is not published yet."""
+        return f"{self.prefix}:bulk-handover"
+
     def _list(self, integration_id: str) -> str:
         return f"{self.prefix}:bulk:{integration_id}"
 
@@ -113,28 +122,53 @@ class Lanes:
         """Top the bulk queue up to its target, a chunk per company in turn (``paused()``:
         companies that keep their turn for later). ``send(iid, data_type, record_id)``
         publishes one bulk task. One refiller at a time. Called after every bulk sync, so
-        when the queue is full enough it costs one round trip."""
-        if self.redis.llen(BULK_QUEUE) >= self.target // 2:
+        when the queue is full enough it costs one round trip.
+
+        At least once: what an earlier refill took and did not publish (it died, or Redis
+        failed mid-way) is published first. A task published twice is harmless (a sync
+        that finds its record unchanged writes nothing); one never published would wait
+        for a backfill to be run again, since the poll only sees records that change."""
+        if self.redis.llen(BULK_QUEUE) >= self.target // 2 and not self.redis.llen(self.handover):
             return 0
         if not self.redis.set(f"{self.prefix}:bulk-refill", "1", nx=True, px=5000):
             return 0
         sent = 0
         try:
+            left = self.redis.lrange(self.handover, 0, -1)
+            if left:
+                log.info("bulk lane: %d task(s) an earlier refill took but did not publish, published now",
+                         len(left))
+                sent += self._publish(send, [tuple(entry.split("|", 1)) for entry in left])
             paused = list(paused())
             room = self.target - self.redis.llen(BULK_QUEUE)
             while room > 0:
-                got = self._take(keys=[self.rotation], args=[min(CHUNK, room), f"{self.prefix}:bulk:", *paused])
+                got = self._take(keys=[self.rotation, self.handover],
+                                 args=[min(CHUNK, room), f"{self.prefix}:bulk:", *paused])
                 if not got:
                     break
                 company, items = got[0], got[1:]
-                for item in items:
-                    data_type, record_id, _added = item.rsplit(":", 2)
-                    send(company, data_type, int(record_id))
-                    sent += 1
+                sent += self._publish(send, [(company, item) for item in items])
                 room -= len(items)
         finally:
             self.redis.delete(f"{self.prefix}:bulk-refill")
         return sent
+
+    def _publish(self, send, entries: list[tuple[str, str]]) -> int:
+        """Publish each (company, item) and then take it off the handover list; those
+        published before a failure come off too (when Redis lets us)."""
+        done: list[str] = []
+        try:
+            for company, item in entries:
+                data_type, record_id, _added = item.rsplit(":", 2)
+                send(company, data_type, int(record_id))
+                done.append(f"{company}|{item}")
+        finally:
+            if done:
+                pipe = self.redis.pipeline(transaction=False)
+                for entry in done:
+                    pipe.lrem(self.handover, 1, entry)
+                pipe.execute()
+        return len(done)
 
     # --- counting: queued (every publish, retries too), started and ended (every run of a
     # task), settled (a chain's end, for the rate)
