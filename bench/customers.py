@@ -8,7 +8,8 @@ every API call, and in the same run a naive baseline (one record at a time, no q
 Prints records/s, p50/p99 time per record, the worker's peak memory (VmHWM), its CPU and
 thread switches per record, and the Redis commands per record.
 
-To look inside a worker while it runs (the first worker process; ``{pid}`` is replaced):
+To look inside a worker while it runs (``{pid}``: the first worker process, ``{sandbox}``:
+the sandbox's):
 
     BENCH_PROFILE=/tmp/profile.txt BENCH_PROFILE_SECONDS=8 ...    # py-spy --gil, raw stacks
     BENCH_ATTACH="timeout -s INT 5 perf record -F 499 -p {pid} -o /tmp/perf.data" ...
@@ -68,7 +69,7 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
     if os.environ.get("BENCH_ATTACH"):      # a command to run beside the first worker (see above)
-        subprocess.Popen(os.environ["BENCH_ATTACH"].format(pid=procs[0].pid), shell=True)
+        subprocess.Popen(os.environ["BENCH_ATTACH"].format(pid=procs[0].pid, sandbox=sandbox_pid), shell=True)
         time.sleep(0.5)
     stack.redis.config_resetstat()
     started = time.time()
