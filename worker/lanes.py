@@ -128,7 +128,8 @@ class Lanes:
         failed mid-way) is published first. A task published twice is harmless (a sync
         that finds its record unchanged writes nothing); one never published would wait
         for a backfill to be run again, since the poll only sees records that change."""
-        if self.redis.llen(BULK_QUEUE) >= self.target // 2 and not self.redis.llen(self.handover):
+        queued, handed = self.redis.pipeline(transaction=False).llen(BULK_QUEUE).llen(self.handover).execute()
+        if queued >= self.target // 2 and not handed:
             return 0
         if not self.redis.set(f"{self.prefix}:bulk-refill", "1", nx=True, px=5000):
             return 0
