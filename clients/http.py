@@ -204,6 +204,17 @@ def _path(url: str) -> str:
     return urlsplit(url).path
 
 
+def _no_answer(exc: BaseException) -> str:
+    """Why no answer came, in the words of our error messages."""
+    if isinstance(exc, NewConnectionError):     # before its base class, the connect timeout
+        return "could not connect"
+    if isinstance(exc, ProxyError):
+        return "could not connect (proxy)"
+    if isinstance(exc, Urllib3Timeout):
+        return "timed out"
+    return "the connection failed"
+
+
 def send(http: Http, method: str, url: str, *, service: str, timeouts: Timeouts, **kwargs: Any) -> Response:
     """Make one HTTP call (``kwargs``: see :meth:`Http.request`); return the response when it
     is a 2xx, else raise a typed error.
@@ -213,14 +224,8 @@ def send(http: Http, method: str, url: str, *, service: str, timeouts: Timeouts,
     """
     try:
         resp = http.request(method, url, timeouts=timeouts, **kwargs)
-    except NewConnectionError as exc:    # before its base class, the connect timeout
-        raise TransientError(f"{service} {method} {_path(url)}: could not connect", service=service) from exc
-    except ProxyError as exc:
-        raise TransientError(f"{service} {method} {_path(url)}: could not connect (proxy)", service=service) from exc
-    except Urllib3Timeout as exc:
-        raise TransientError(f"{service} {method} {_path(url)}: timed out", service=service) from exc
-    except (HTTPError, OSError) as exc:      # reset, refused, closed mid-answer, TLS
-        raise TransientError(f"{service} {method} {_path(url)}: the connection failed", service=service) from exc
+    except (HTTPError, OSError) as exc:      # no answer: refused, timed out, reset, closed mid-answer, TLS
+        raise TransientError(f"{service} {method} {_path(url)}: {_no_answer(exc)}", service=service) from exc
     status = resp.status
     if status < 300:
         return resp

@@ -151,9 +151,11 @@ class SyncState:
     def parse(raw: str | None) -> dict[str, Any] | None:
         return json.loads(raw) if raw else None
 
-    def save(self, integration_id: str, data_type: str, record_id: int, pipe=None, **values: Any) -> None:
+    def save(self, integration_id: str, data_type: str, record_id: int, pipe=None, **values: Any) -> dict:
+        """Store the record's state (now, or with ``pipe``); returns it as stored."""
         values["synced_at"] = time.time()
         (pipe or self.redis).hset(self.keys.state(integration_id, data_type), str(record_id), json.dumps(values))
+        return values
 
     def count(self, integration_id: str, data_type: str) -> int:
         return self.redis.hlen(self.keys.state(integration_id, data_type))

@@ -152,9 +152,9 @@ class SyncContext:
     def remember(self, **values: Any) -> None:
         if self.dry_run:
             return
-        self._previous = _UNREAD
-        self.runtime.state.save(self.integration.id, self.data_type, self.record_id,
-                                self.writes.pipe if self.writes else None, **values)
+        # what previous() gives from now on: the save may wait in the batch until the task ends
+        self._previous = self.runtime.state.save(self.integration.id, self.data_type, self.record_id,
+                                                 self.writes.pipe if self.writes else None, **values)
 
 
 Body = Callable[[SyncContext], Outcome]
