@@ -59,9 +59,14 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
     ids = [rec["id"] for rec in rt.moment(integration).list("customers")][:count]
     procs = [stack.start_worker(concurrency, f"worker{n}.log") for n in range(processes)]
     sandbox_pid = stack.sandbox_proc.pid
-    cpu_before = {"worker": sum(cpu_seconds(p.pid) for p in procs), "sandbox": cpu_seconds(sandbox_pid),
-                  "worker_system": sum(cpu_times(p.pid)[1] for p in procs),
-                  "switches": sum(context_switches(p.pid) for p in procs)}
+
+    def usage() -> dict:
+        """CPU seconds and thread switches so far (their differences make the figures)."""
+        return {"worker": sum(cpu_seconds(p.pid) for p in procs), "sandbox": cpu_seconds(sandbox_pid),
+                # of the worker's: in the kernel (system calls: sockets, locks, thread switches)
+                "worker_system": sum(cpu_times(p.pid)[1] for p in procs),
+                "switches": sum(context_switches(p.pid) for p in procs)}
+    before = usage()
     if os.environ.get("BENCH_PROFILE"):
         subprocess.Popen(["py-spy", "record", "-p", str(procs[0].pid), "-o", os.environ["BENCH_PROFILE"],
                           "-f", "raw", "-d", os.environ.get("BENCH_PROFILE_SECONDS", "8"),
@@ -84,11 +89,8 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
     commands = {name.removeprefix("cmdstat_"): row["calls"]
                 for name, row in stack.redis.info("commandstats").items()}
     peak = sum(peak_rss_mib(p.pid) for p in procs)
-    cpu = {"worker": sum(cpu_seconds(p.pid) for p in procs) - cpu_before["worker"],
-           "sandbox": cpu_seconds(sandbox_pid) - cpu_before["sandbox"],
-           # of the worker's: in the kernel (system calls: sockets, locks, thread switches)
-           "worker_system": sum(cpu_times(p.pid)[1] for p in procs) - cpu_before["worker_system"]}
-    switches = sum(context_switches(p.pid) for p in procs) - cpu_before["switches"]
+    cpu = {name: value - before[name] for name, value in usage().items()}
+    switches = cpu.pop("switches")
     # each sync's own log line (JSON) says how long its fetch, map and write took
     lines = (json.loads(line) for n in range(processes)
              for line in (stack.tmp / f"worker{n}.log").read_text().splitlines() if line.startswith("{"))
