@@ -4,6 +4,7 @@ every API call, and in the same run a naive baseline (one record at a time, no q
     .venv/bin/python -m bench.customers               # 2,000 records, 20 ms per call
     .venv/bin/python -m bench.customers --records 500 --concurrency 32
     .venv/bin/python -m bench.customers --rate 100     # a steady 100 records/s, not all at once
+    .venv/bin/python -m bench.customers --gc-time      # + the workers' time in the garbage collector
 
 Prints records/s, p50/p99 time per record, the worker's peak memory (VmHWM), its CPU and
 thread switches per record, and the Redis commands per record.
@@ -22,7 +23,7 @@ import os
 import subprocess
 import time
 
-from sandbox.stack import Stack, context_switches, cpu_seconds, cpu_times, peak_rss_mib, percentile, wait_for
+from sandbox.stack import ROOT, Stack, context_switches, cpu_seconds, cpu_times, peak_rss_mib, percentile, wait_for
 
 
 def baseline(stack: Stack, rt, count: int) -> dict:
@@ -53,10 +54,15 @@ def baseline(stack: Stack, rt, count: int) -> dict:
             "p50_ms": percentile(times, 50) * 1000, "p99_ms": percentile(times, 99) * 1000}
 
 
-def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: int, rate: float = 0) -> dict:
+def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: int, rate: float = 0,
+                   gc_time: bool = False) -> dict:
     from worker.producer import enqueue
     integration = rt.integration("bench")
     ids = [rec["id"] for rec in rt.moment(integration).list("customers")][:count]
+    gc_log = stack.tmp / "gc.log"
+    if gc_time:         # bench/gctime/sitecustomize.py times each collection in the workers
+        stack.env.update(PYTHONPATH=f"{ROOT / 'bench' / 'gctime'}:{stack.env['PYTHONPATH']}",
+                         BENCH_GC_LOG=str(gc_log))
     procs = [stack.start_worker(concurrency, f"worker{n}.log") for n in range(processes)]
     sandbox_pid = stack.sandbox_proc.pid
 
@@ -96,7 +102,16 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
              for line in (stack.tmp / f"worker{n}.log").read_text().splitlines() if line.startswith("{"))
     times = [e["seconds"] for e in lines if e.get("logger") == "worker.sync" and "seconds" in e]
     latencies = sorted(t - started for t in synced)
-    return {"records": len(ids), "seconds": elapsed, "per_second": len(ids) / elapsed,
+    extra = {}
+    if gc_time:         # the collections during the run (not start-up's), per generation
+        rows = [line.split() for line in gc_log.read_text().splitlines()]
+        runs = [(int(gen), float(took)) for at, _pid, gen, took in rows if float(at) >= started]
+        extra["worker_gc"] = {
+            "ms_per_record": round(sum(t for _, t in runs) / len(ids) * 1000, 3),
+            "share_of_worker_cpu": round(sum(t for _, t in runs) / cpu["worker"], 4),
+            "collections_by_generation": {g: sum(1 for gen, _ in runs if gen == g) for g in (0, 1, 2)},
+            "ms_by_generation": {g: round(sum(t for gen, t in runs if gen == g) * 1000, 1) for g in (0, 1, 2)}}
+    return {**extra, "records": len(ids), "seconds": elapsed, "per_second": len(ids) / elapsed,
             "enqueue_seconds": queued, "concurrency": concurrency, "processes": processes,
             "p50_ms": percentile(times, 50) * 1000, "p99_ms": percentile(times, 99) * 1000,
             "enqueue_to_books_p50_s": percentile(latencies, 50),
@@ -120,6 +135,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="worker processes (one per core)")
     parser.add_argument("--rate", type=float, default=0,
                         help="enqueue at this many records/s instead of all at once")
+    parser.add_argument("--gc-time", action="store_true",
+                        help="time every garbage collection in the workers (bench/gctime)")
     args = parser.parse_args()
 
     stack = Stack([{"moment_company": "bench", "moment_api_key": "bench-key", "seed_customers": args.records},
@@ -130,7 +147,8 @@ def main() -> None:
         from worker.settings import Settings
         rt = Runtime(Settings.from_env())
         base = baseline(stack, rt, args.baseline_records)
-        work = through_worker(stack, rt, args.records, args.concurrency, args.processes, args.rate)
+        work = through_worker(stack, rt, args.records, args.concurrency, args.processes, args.rate,
+                              args.gc_time)
         state = stack.sb1_state()
     finally:
         stack.stop()
