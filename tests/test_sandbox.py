@@ -1,6 +1,7 @@
 """The local stand-ins for Moment and SpareBank 1 Regnskap, over real HTTP."""
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -180,6 +181,24 @@ def test_moment_timestamps_strictly_increase():
     parsed = [parse_timestamp(s) for s in stamps]
     assert all(a < b for a, b in zip(parsed, parsed[1:]))
     assert stamps[0].endswith("+00:00") and "." in stamps[0]
+
+
+def test_a_moment_listing_stays_as_it_was_taken():
+    """The store lists its records without copying them (a copy of every record for each
+    page stalled a 10,000-customer sandbox): that holds only while a stored record is never
+    changed in place."""
+    store = MomentStore()
+    store.add_company("c", "k")
+    ids = [store.create("c", "customers", {"name": n, "address": {"city": "Bergen"}})["id"]
+           for n in ("A", "B", "C")]
+    listed = store.list("c", "customers")
+    taken = copy.deepcopy(listed)
+    store.update("c", "customers", ids[0], {"name": "A2", "address": {"city": "Oslo"}})
+    store.update("c", "customers", ids[1], {"name": "B2"}, partial=False)
+    store.delete("c", "customers", ids[2])
+    assert listed == taken
+    now = store.list("c", "customers")
+    assert [(r["name"], r.get("address")) for r in now] == [("A2", {"city": "Oslo"}), ("B2", None)]
 
 
 # --- identity server --------------------------------------------------------------------
