@@ -125,6 +125,35 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
             "redis_commands": dict(sorted(commands.items(), key=lambda kv: -kv[1]))}
 
 
+def celery_floor(stack: Stack, count: int, concurrency: int, processes: int, latency: float) -> dict:
+    """Celery's own CPU per task (``bench.floor``): the same workers, tasks that do nothing of
+    ours, once returning at once and once waiting as long as a sync's three API calls."""
+    from bench.floor import noop, waits
+    procs = [stack.start_worker(concurrency, f"floor{n}.log", app="bench.floor") for n in range(processes)]
+    r = stack.redis
+
+    def drained() -> bool:      # nothing waiting in the queue, nothing handed out and not acked
+        return r.llen("moment-sb1") == 0 and r.hlen("unacked") == 0
+    result = {}
+    try:
+        for name, send in (("noop", lambda: noop.delay()), ("waits", lambda: waits.delay(latency))):
+            before = sum(cpu_seconds(p.pid) for p in procs)
+            started = time.time()
+            for _ in range(count):
+                send()
+            wait_for(drained, 600, f"the {name} tasks", interval=0.05)
+            seconds = time.time() - started
+            result[name] = {"tasks": count, "per_second": round(count / seconds, 1),
+                            "cpu_ms_per_task": round((sum(cpu_seconds(p.pid) for p in procs) - before)
+                                                     / count * 1000, 3)}
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=2000)
@@ -137,6 +166,8 @@ def main() -> None:
                         help="enqueue at this many records/s instead of all at once")
     parser.add_argument("--gc-time", action="store_true",
                         help="time every garbage collection in the workers (bench/gctime)")
+    parser.add_argument("--floor", action="store_true",
+                        help="after the run, Celery's own CPU per task with the same workers (bench/floor.py)")
     args = parser.parse_args()
 
     stack = Stack([{"moment_company": "bench", "moment_api_key": "bench-key", "seed_customers": args.records},
@@ -150,6 +181,13 @@ def main() -> None:
         work = through_worker(stack, rt, args.records, args.concurrency, args.processes, args.rate,
                               args.gc_time)
         state = stack.sb1_state()
+        if args.floor:
+            for proc in stack.procs:        # the sync workers make way (the sandbox stays)
+                if proc.pid != stack.sandbox_proc.pid and proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(30)
+            work["celery_floor"] = celery_floor(stack, args.records, args.concurrency, args.processes,
+                                                args.latency)
     finally:
         stack.stop()
     books = {c: v.get("customers") for c, v in state.get("companies", {}).items()}
@@ -160,7 +198,14 @@ def main() -> None:
           f"| naive loop | {base['records']} | {base['per_second']:.1f} | {base['p50_ms']:.0f} ms | {base['p99_ms']:.0f} ms | – |\n"
           f"| worker ({work['processes']} × {work['concurrency']} threads) | {work['records']} | {work['per_second']:.1f} | "
           f"{work['p50_ms']:.0f} ms | {work['p99_ms']:.0f} ms | {work['peak_rss_mib_all_workers']:.0f} MiB |\n"
-          f"\nspeed-up {result['speedup']:.1f}x; latency {args.latency * 1000:.0f} ms per API call")
+          f"\nspeed-up {result['speedup']:.1f}x; latency {args.latency * 1000:.0f} ms per API call; "
+          f"worker CPU {work['worker_cpu_ms_per_record']:.2f} ms per record")
+    if "celery_floor" in work:
+        from bench.floor import API_CALLS_PER_CUSTOMER as API_WAITS
+        floor = work["celery_floor"]
+        print(f"Celery's floor, same workers: {floor['noop']['cpu_ms_per_task']:.2f} ms per no-op task, "
+              f"{floor['waits']['cpu_ms_per_task']:.2f} ms per task waiting {API_WAITS} × "
+              f"{args.latency * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

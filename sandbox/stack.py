@@ -115,9 +115,9 @@ class Stack:
             requests.post(f"{url}/_sandbox/faults", json={"latency": seconds}, timeout=10).raise_for_status()
 
     def start_worker(self, concurrency: int, log_name: str = "worker.log",
-                     queues: str = "moment-sb1,moment-sb1-bulk") -> subprocess.Popen:
+                     queues: str = "moment-sb1,moment-sb1-bulk", app: str = "worker.app") -> subprocess.Popen:
         log_path = self.tmp / log_name
-        proc = self._spawn([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "threads",
+        proc = self._spawn([sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "threads",
                             "--concurrency", str(concurrency), "--queues", queues, "--without-mingle",
                             "--without-gossip", "--loglevel", "INFO"], log_name, env=self.env)
         wait_for(lambda: b" ready." in log_path.read_bytes(), 60, "the worker")
