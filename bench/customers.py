@@ -5,6 +5,8 @@ every API call, and in the same run a naive baseline (one record at a time, no q
     .venv/bin/python -m bench.customers --records 500 --concurrency 32
     .venv/bin/python -m bench.customers --rate 100     # a steady 100 records/s, not all at once
     .venv/bin/python -m bench.customers --gc-time      # + the workers' time in the garbage collector
+    .venv/bin/python -m bench.customers --pin          # each worker process on a CPU of its own
+    .venv/bin/python -m bench.customers --floor        # + Celery's own CPU per task (bench/floor.py)
 
 Prints records/s, p50/p99 time per record, the worker's peak memory (VmHWM), its CPU and
 thread switches per record, and the Redis commands per record.
@@ -54,8 +56,13 @@ def baseline(stack: Stack, rt, count: int) -> dict:
             "p50_ms": percentile(times, 50) * 1000, "p99_ms": percentile(times, 99) * 1000}
 
 
+def worker_cpu(n: int, pin: bool) -> int | None:
+    """The CPU of worker process ``n`` with ``--pin`` (``MSB1_WORKER_CPU``): each its own, in turn."""
+    return sorted(os.sched_getaffinity(0))[n % len(os.sched_getaffinity(0))] if pin else None
+
+
 def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: int, rate: float = 0,
-                   gc_time: bool = False) -> dict:
+                   gc_time: bool = False, pin: bool = False) -> dict:
     from worker.producer import enqueue
     integration = rt.integration("bench")
     ids = [rec["id"] for rec in rt.moment(integration).list("customers")][:count]
@@ -63,7 +70,7 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
     if gc_time:         # bench/gctime/sitecustomize.py times each collection in the workers
         stack.env.update(PYTHONPATH=f"{ROOT / 'bench' / 'gctime'}:{stack.env['PYTHONPATH']}",
                          BENCH_GC_LOG=str(gc_log))
-    procs = [stack.start_worker(concurrency, f"worker{n}.log") for n in range(processes)]
+    procs = [stack.start_worker(concurrency, f"worker{n}.log", cpu=worker_cpu(n, pin)) for n in range(processes)]
     sandbox_pid = stack.sandbox_proc.pid
 
     def usage() -> dict:
@@ -118,6 +125,7 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
             "enqueue_to_books_p99_s": percentile(latencies, 99),
             "peak_rss_mib_all_workers": peak, "tasks_logged": len(times),
             "cpu_seconds": cpu, "worker_cpu_ms_per_record": cpu["worker"] / len(ids) * 1000,
+            "pinned": pin,
             # the workers' threads stopping and starting again, per record (see context_switches)
             "worker_thread_switches_per_record": round(switches / len(ids), 1),
             # every Redis command of the run, the producer's included, per record
@@ -125,11 +133,13 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
             "redis_commands": dict(sorted(commands.items(), key=lambda kv: -kv[1]))}
 
 
-def celery_floor(stack: Stack, count: int, concurrency: int, processes: int, latency: float) -> dict:
+def celery_floor(stack: Stack, count: int, concurrency: int, processes: int, latency: float,
+                 pin: bool = False) -> dict:
     """Celery's own CPU per task (``bench.floor``): the same workers, tasks that do nothing of
     ours, once returning at once and once waiting as long as a sync's three API calls."""
     from bench.floor import noop, waits
-    procs = [stack.start_worker(concurrency, f"floor{n}.log", app="bench.floor") for n in range(processes)]
+    procs = [stack.start_worker(concurrency, f"floor{n}.log", app="bench.floor", cpu=worker_cpu(n, pin))
+             for n in range(processes)]
     r = stack.redis
 
     def drained() -> bool:      # nothing waiting in the queue, nothing handed out and not acked
@@ -166,6 +176,8 @@ def main() -> None:
                         help="enqueue at this many records/s instead of all at once")
     parser.add_argument("--gc-time", action="store_true",
                         help="time every garbage collection in the workers (bench/gctime)")
+    parser.add_argument("--pin", action="store_true",
+                        help="each worker process on a CPU of its own (MSB1_WORKER_CPU)")
     parser.add_argument("--floor", action="store_true",
                         help="after the run, Celery's own CPU per task with the same workers (bench/floor.py)")
     args = parser.parse_args()
@@ -179,7 +191,7 @@ def main() -> None:
         rt = Runtime(Settings.from_env())
         base = baseline(stack, rt, args.baseline_records)
         work = through_worker(stack, rt, args.records, args.concurrency, args.processes, args.rate,
-                              args.gc_time)
+                              args.gc_time, args.pin)
         state = stack.sb1_state()
         if args.floor:
             for proc in stack.procs:        # the sync workers make way (the sandbox stays)
@@ -187,7 +199,7 @@ def main() -> None:
                     proc.terminate()
                     proc.wait(30)
             work["celery_floor"] = celery_floor(stack, args.records, args.concurrency, args.processes,
-                                                args.latency)
+                                                args.latency, args.pin)
     finally:
         stack.stop()
     books = {c: v.get("customers") for c, v in state.get("companies", {}).items()}
@@ -196,7 +208,7 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     print(f"\n| | records | records/s | p50 per record | p99 per record | peak memory |\n|---|---|---|---|---|---|\n"
           f"| naive loop | {base['records']} | {base['per_second']:.1f} | {base['p50_ms']:.0f} ms | {base['p99_ms']:.0f} ms | – |\n"
-          f"| worker ({work['processes']} × {work['concurrency']} threads) | {work['records']} | {work['per_second']:.1f} | "
+          f"| worker ({work['processes']} × {work['concurrency']} threads{', pinned' if args.pin else ''}) | {work['records']} | {work['per_second']:.1f} | "
           f"{work['p50_ms']:.0f} ms | {work['p99_ms']:.0f} ms | {work['peak_rss_mib_all_workers']:.0f} MiB |\n"
           f"\nspeed-up {result['speedup']:.1f}x; latency {args.latency * 1000:.0f} ms per API call; "
           f"worker CPU {work['worker_cpu_ms_per_record']:.2f} ms per record")

@@ -115,11 +115,14 @@ class Stack:
             requests.post(f"{url}/_sandbox/faults", json={"latency": seconds}, timeout=10).raise_for_status()
 
     def start_worker(self, concurrency: int, log_name: str = "worker.log",
-                     queues: str = "moment-sb1,moment-sb1-bulk", app: str = "worker.app") -> subprocess.Popen:
+                     queues: str = "moment-sb1,moment-sb1-bulk", app: str = "worker.app",
+                     cpu: int | None = None) -> subprocess.Popen:
+        """A worker process; ``cpu``: run it on that CPU only (``MSB1_WORKER_CPU``)."""
         log_path = self.tmp / log_name
+        env = self.env if cpu is None else {**self.env, "MSB1_WORKER_CPU": str(cpu)}
         proc = self._spawn([sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "threads",
                             "--concurrency", str(concurrency), "--queues", queues, "--without-mingle",
-                            "--without-gossip", "--loglevel", "INFO"], log_name, env=self.env)
+                            "--without-gossip", "--loglevel", "INFO"], log_name, env=env)
         wait_for(lambda: b" ready." in log_path.read_bytes(), 60, "the worker")
         return proc
 

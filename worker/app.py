@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import sys
 from collections.abc import Mapping
 
@@ -159,19 +160,47 @@ def _logging(**_):
         log.warning("%s; it is ignored", problem)
 
 
+def pin_to_cpu(cpu: int) -> None:
+    """Run this process on one CPU: every thread it has now, and every thread started later
+    (a new thread takes its starter's CPUs). Raises ValueError for a CPU it may not use."""
+    if not hasattr(os, "sched_setaffinity"):
+        raise ValueError("MSB1_WORKER_CPU: this system cannot keep a process on one CPU")
+    allowed = sorted(os.sched_getaffinity(0))
+    if cpu not in allowed:
+        raise ValueError(f"MSB1_WORKER_CPU={cpu}: this process may run on CPU "
+                         f"{', '.join(map(str, allowed))} only")
+    for tid in sorted(int(t) for t in os.listdir("/proc/self/task")):
+        try:
+            os.sched_setaffinity(tid, {cpu})
+        except ProcessLookupError:      # a thread that ended meanwhile
+            pass
+    os.sched_setaffinity(0, {cpu})
+
+
 @signals.worker_init.connect
 def _check_before_start(**_):
-    """Refuse to start with an invalid integrations file or credentials, saying why."""
+    """Refuse to start with an invalid integrations file or credentials, saying why; pin the
+    process to its CPU (``MSB1_WORKER_CPU``) before Celery starts its threads."""
     runtime = get_runtime()
     try:
+        if runtime.settings.worker_cpu is not None:
+            pin_to_cpu(runtime.settings.worker_cpu)
         integrations = runtime.integrations
         runtime.tokens  # loads the private key / certificate once
     except (IntegrationsError, RuntimeError, ValueError, OSError) as err:
         print(f"moment-sb1: the worker cannot start: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     init_sentry(runtime.settings)
-    log.info("moment-sb1 worker ready for %d integration(s): %s", len(integrations),
-             ", ".join(sorted(integrations)))
+
+
+@signals.worker_ready.connect
+def _say_ready(**_):
+    """What this worker serves, in its log (here, not at ``worker_init``: Celery sets up
+    logging after that, and a line logged before it was lost)."""
+    runtime = get_runtime()
+    log.info("moment-sb1 worker ready for %d integration(s): %s%s", len(runtime.integrations),
+             ", ".join(sorted(runtime.integrations)),
+             "" if runtime.settings.worker_cpu is None else f"; on CPU {runtime.settings.worker_cpu} only")
 
 
 @signals.worker_ready.connect

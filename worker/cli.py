@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import time
@@ -139,9 +140,14 @@ def check_config(online: bool) -> None:
 @click.option("--lanes", type=click.Choice(["all", "live"]), default="all", show_default=True,
               help="all: live work first, then bulk; live: live work only (a small process beside the "
                    "others keeps live changes fast while a backfill takes every core)")
+@click.option("--cpu", type=click.IntRange(0), default=None,
+              help="run this process on this CPU only (default MSB1_WORKER_CPU; give each worker process "
+                   "its own)")
 @click.pass_context
-def worker(ctx: click.Context, concurrency: int | None, lanes: str) -> None:
+def worker(ctx: click.Context, concurrency: int | None, lanes: str, cpu: int | None) -> None:
     """Run a Celery worker (thread pool) named moment-sb1@<host>; extra arguments go to Celery."""
+    if cpu is not None:
+        os.environ["MSB1_WORKER_CPU"] = str(cpu)    # the worker pins itself as it starts
     settings = _settings()
     queues = LIVE_QUEUE if lanes == "live" else f"{LIVE_QUEUE},{BULK_QUEUE}"
     argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency or settings.concurrency),

@@ -52,6 +52,7 @@ _VALIDATE = {
     "restore_interval": Range(min=1),
     "restore_lock_timeout": Range(min=1),
     "concurrency": Range(min=1),
+    "worker_cpu": Range(min=0),
     "webhook_max_body": Range(min=1024),
     "webhook_connection_limit": Range(min=10),
     "webhook_channel_timeout": Range(min=1),
@@ -108,6 +109,10 @@ class Settings:
     http_connect_timeout: float = 5.0
     http_read_timeout: float = 30.0
     concurrency: int = 32
+    # run this worker process on one CPU (its number), every thread of it: its threads share
+    # one interpreter lock, and handing it between threads on one core costs less than
+    # across cores (bench.customers --pin). None: wherever the system puts it
+    worker_cpu: int | None = None
     # Celery task events cost three Redis publishes per task; Flower switches them on
     # itself while it runs, so they stay off by default
     task_events: bool = False
