@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.fairness                    # 10,000 customers, 20 ms per call
     .venv/bin/python -m bench.fairness --records 2000     # shorter
+    .venv/bin/python -m bench.fairness --pin              # each all-lanes worker process on its own CPU
 
 Company B's customers change at 5/s (a real change in the sandbox Moment, then its
 webhook through the receiver), 100 changes; time to books runs from the receiver's 202 to
@@ -49,6 +50,9 @@ def main() -> None:
                         help="worker processes beside the others that take live work only (moment-sb1 worker "
                              "--lanes live)")
     parser.add_argument("--live-concurrency", type=int, default=8)
+    parser.add_argument("--pin", action="store_true",
+                        help="each worker process that takes every lane on a CPU of its own (MSB1_WORKER_CPU); "
+                             "the live-only ones where the system puts them")
     parser.add_argument("--skip-baseline", action="store_true", help="leave out phase 5 (it takes longest)")
     args = parser.parse_args()
     companies = [{"moment_company": name, "moment_api_key": f"{name}-key", "seed_customers": args.records}
@@ -80,7 +84,9 @@ def run(stack: Stack, args) -> dict:
     from worker.runtime import Runtime
     from worker.settings import Settings
     rt = Runtime(Settings.from_env())
-    workers = [stack.start_worker(args.concurrency, f"worker{n}.log") for n in range(args.processes)]
+    from bench.customers import worker_cpu
+    workers = [stack.start_worker(args.concurrency, f"worker{n}.log", cpu=worker_cpu(n, args.pin))
+               for n in range(args.processes)]
     workers += [stack.start_worker(args.live_concurrency, f"live{n}.log", queues="moment-sb1")
                 for n in range(args.live_workers)]
     receiver = stack.start_receiver()
@@ -148,7 +154,7 @@ def run(stack: Stack, args) -> dict:
         return fill, (b_result(accepted, 300) if accepted is not None else None)
 
     result: dict = {"latency_ms": args.latency * 1000,
-                    "workers": f"{args.processes} x {args.concurrency} threads (all lanes) + "
+                    "workers": f"{args.processes} x {args.concurrency} threads (all lanes{', pinned' if args.pin else ''}) + "
                                f"{args.live_workers} x {args.live_concurrency} threads (live only)"}
     print("phase 1: B alone", file=sys.stderr, flush=True)
     result["b_alone"] = b_result(b_changes(), 60)
