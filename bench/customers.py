@@ -58,7 +58,10 @@ def baseline(stack: Stack, rt, count: int) -> dict:
 
 def worker_cpu(n: int, pin: bool) -> int | None:
     """The CPU of worker process ``n`` with ``--pin`` (``MSB1_WORKER_CPU``): each its own, in turn."""
-    return sorted(os.sched_getaffinity(0))[n % len(os.sched_getaffinity(0))] if pin else None
+    if not pin:
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[n % len(cpus)]
 
 
 def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: int, rate: float = 0,
@@ -142,8 +145,11 @@ def celery_floor(stack: Stack, count: int, concurrency: int, processes: int, lat
              for n in range(processes)]
     r = stack.redis
 
-    def drained() -> bool:      # nothing waiting in the queue, nothing handed out and not acked
+    def empty() -> bool:        # nothing waiting in the queue, nothing handed out and not acked
         return r.llen("moment-sb1") == 0 and r.hlen("unacked") == 0
+
+    def drained() -> bool:      # and still so a moment later (a message just taken is in neither)
+        return empty() and not time.sleep(0.2) and empty()
     result = {}
     try:
         for name, send in (("noop", lambda: noop.delay()), ("waits", lambda: waits.delay(latency))):
