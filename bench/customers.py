@@ -107,6 +107,8 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
     peak = sum(peak_rss_mib(p.pid) for p in procs)
     cpu = {name: value - before[name] for name, value in usage().items()}
     switches = cpu.pop("switches")
+    for proc in procs:          # measured: they make way (for --floor's workers)
+        stack.stop_process(proc)
     # each sync's own log line (JSON) says how long its fetch, map and write took
     lines = (json.loads(line) for n in range(processes)
              for line in (stack.tmp / f"worker{n}.log").read_text().splitlines() if line.startswith("{"))
@@ -141,15 +143,19 @@ def celery_floor(stack: Stack, count: int, concurrency: int, processes: int, lat
     """Celery's own CPU per task (``bench.floor``): the same workers, tasks that do nothing of
     ours, once returning at once and once waiting as long as a sync's three API calls."""
     from bench.floor import noop, waits
+    from worker.lanes import LIVE_QUEUE
     procs = [stack.start_worker(concurrency, f"floor{n}.log", app="bench.floor", cpu=worker_cpu(n, pin))
              for n in range(processes)]
     r = stack.redis
 
     def empty() -> bool:        # nothing waiting in the queue, nothing handed out and not acked
-        return r.llen("moment-sb1") == 0 and r.hlen("unacked") == 0
+        return r.llen(LIVE_QUEUE) == 0 and r.hlen("unacked") == 0       # kombu's unacked hash
 
     def drained() -> bool:      # and still so a moment later (a message just taken is in neither)
-        return empty() and not time.sleep(0.2) and empty()
+        if not empty():
+            return False
+        time.sleep(0.2)
+        return empty()
     result = {}
     try:
         for name, send in (("noop", lambda: noop.delay()), ("waits", lambda: waits.delay(latency))):
@@ -164,9 +170,7 @@ def celery_floor(stack: Stack, count: int, concurrency: int, processes: int, lat
                                                      / count * 1000, 3)}
     finally:
         for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
+            stack.stop_process(proc)
     return result
 
 
@@ -200,10 +204,6 @@ def main() -> None:
                               args.gc_time, args.pin)
         state = stack.sb1_state()
         if args.floor:
-            for proc in stack.procs:        # the sync workers make way (the sandbox stays)
-                if proc.pid != stack.sandbox_proc.pid and proc.poll() is None:
-                    proc.terminate()
-                    proc.wait(30)
             work["celery_floor"] = celery_floor(stack, args.records, args.concurrency, args.processes,
                                                 args.latency, args.pin)
     finally:

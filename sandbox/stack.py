@@ -145,14 +145,19 @@ class Stack:
         wait_for(up, 60, "the webhook receiver")
         return url
 
+    @staticmethod
+    def stop_process(proc: subprocess.Popen) -> None:
+        """Stop one process of the stack (and its session): SIGTERM, then SIGKILL after 20 s."""
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
     def stop(self, keep_files: bool = False) -> None:
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            self.stop_process(proc)
         self.redis_server.stop()
         if not keep_files:
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -178,19 +183,24 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 
 
-def context_switches(pid: int) -> int:
-    """Thread switches (voluntary and not) of every thread of a process so far: each time
-    one of its threads stopped running, to wait for a socket, a lock or the GIL, or because
-    its time was up."""
-    total = 0
+def thread_statuses(pid: int) -> dict[int, dict[str, str]]:
+    """Each thread of a process (by thread id) → its ``/proc`` status fields."""
+    found = {}
     for status in Path(f"/proc/{pid}/task").glob("*/status"):
         try:
             lines = status.read_text().splitlines()
         except OSError:             # the thread ended meanwhile
             continue
-        total += sum(int(line.split()[1]) for line in lines
-                     if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")))
-    return total
+        found[int(status.parent.name)] = dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+    return found
+
+
+def context_switches(pid: int) -> int:
+    """Thread switches (voluntary and not) of every thread of a process so far: each time
+    one of its threads stopped running, to wait for a socket, a lock or the GIL, or because
+    its time was up."""
+    return sum(int(fields[name]) for fields in thread_statuses(pid).values()
+               for name in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"))
 
 
 def percentile(values: list[float], p: float) -> float:

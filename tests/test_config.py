@@ -88,6 +88,7 @@ def test_settings_from_env():
     ({"MSB1_TASK_EVENTS": "maybe"}, "MSB1_TASK_EVENTS must be true or false, got 'maybe'"),
     ({"MSB1_RETRY_MAX_ATTEMPTS": "0"}, "MSB1_RETRY_MAX_ATTEMPTS must be a whole number of at least 1"),
     ({"MSB1_LOG_FORMAT": "xml"}, "MSB1_LOG_FORMAT must be one of json, text"),
+    ({"MSB1_WORKER_CPU": "-1"}, "MSB1_WORKER_CPU must be a whole number of at least 0, got '-1'"),
 ])
 def test_bad_settings(env, message):
     with pytest.raises(SettingsError, match=message):

@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from conftest import COMPANY_KEYS, ROOT, wait_until
 from sandbox.moment import seed_customers
+from sandbox.stack import thread_statuses
 
 pytestmark = pytest.mark.slow
 ALLOWED = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -19,15 +19,7 @@ ALLOWED = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") el
 
 def cpus_of_each_thread(pid: int) -> dict[int, str]:
     """Thread id → the CPUs it may run on, as the kernel lists them ("1", "0-1")."""
-    found = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            status = (task / "status").read_text()
-        except FileNotFoundError:       # a thread that ended meanwhile
-            continue
-        found[int(task.name)] = next(line.split(":", 1)[1].strip() for line in status.splitlines()
-                                     if line.startswith("Cpus_allowed_list:"))
-    return found
+    return {tid: fields["Cpus_allowed_list"].strip() for tid, fields in thread_statuses(pid).items()}
 
 
 @pytest.mark.skipif(len(ALLOWED) < 2, reason="needs a process allowed on two CPUs or more")

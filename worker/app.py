@@ -174,7 +174,6 @@ def pin_to_cpu(cpu: int) -> None:
             os.sched_setaffinity(tid, {cpu})
         except ProcessLookupError:      # a thread that ended meanwhile
             pass
-    os.sched_setaffinity(0, {cpu})
 
 
 @signals.worker_init.connect
@@ -185,7 +184,7 @@ def _check_before_start(**_):
     try:
         if runtime.settings.worker_cpu is not None:
             pin_to_cpu(runtime.settings.worker_cpu)
-        integrations = runtime.integrations
+        runtime.integrations    # loads and checks the file
         runtime.tokens  # loads the private key / certificate once
     except (IntegrationsError, RuntimeError, ValueError, OSError) as err:
         print(f"moment-sb1: the worker cannot start: {err}", file=sys.stderr)
