@@ -25,7 +25,8 @@ import os
 import subprocess
 import time
 
-from sandbox.stack import ROOT, Stack, context_switches, cpu_seconds, cpu_times, peak_rss_mib, percentile, wait_for
+from sandbox.stack import (ROOT, Stack, context_switches, cpu_seconds, cpu_times, own_cpu, peak_rss_mib, percentile,
+                           wait_for)
 
 
 def baseline(stack: Stack, rt, count: int) -> dict:
@@ -56,14 +57,6 @@ def baseline(stack: Stack, rt, count: int) -> dict:
             "p50_ms": percentile(times, 50) * 1000, "p99_ms": percentile(times, 99) * 1000}
 
 
-def worker_cpu(n: int, pin: bool) -> int | None:
-    """The CPU of worker process ``n`` with ``--pin`` (``MSB1_WORKER_CPU``): each its own, in turn."""
-    if not pin:
-        return None
-    cpus = sorted(os.sched_getaffinity(0))
-    return cpus[n % len(cpus)]
-
-
 def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: int, rate: float = 0,
                    gc_time: bool = False, pin: bool = False) -> dict:
     from worker.producer import enqueue
@@ -73,7 +66,7 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
     if gc_time:         # bench/gctime/sitecustomize.py times each collection in the workers
         stack.env.update(PYTHONPATH=f"{ROOT / 'bench' / 'gctime'}:{stack.env['PYTHONPATH']}",
                          BENCH_GC_LOG=str(gc_log))
-    procs = [stack.start_worker(concurrency, f"worker{n}.log", cpu=worker_cpu(n, pin)) for n in range(processes)]
+    procs = [stack.start_worker(concurrency, f"worker{n}.log", cpu=own_cpu(n) if pin else None) for n in range(processes)]
     sandbox_pid = stack.sandbox_proc.pid
 
     def usage() -> dict:
@@ -144,7 +137,7 @@ def celery_floor(stack: Stack, count: int, concurrency: int, processes: int, lat
     ours, once returning at once and once waiting as long as a sync's three API calls."""
     from bench.floor import noop, waits
     from worker.lanes import LIVE_QUEUE
-    procs = [stack.start_worker(concurrency, f"floor{n}.log", app="bench.floor", cpu=worker_cpu(n, pin))
+    procs = [stack.start_worker(concurrency, f"floor{n}.log", app="bench.floor", cpu=own_cpu(n) if pin else None)
              for n in range(processes)]
     r = stack.redis
 
@@ -219,10 +212,10 @@ def main() -> None:
           f"\nspeed-up {result['speedup']:.1f}x; latency {args.latency * 1000:.0f} ms per API call; "
           f"worker CPU {work['worker_cpu_ms_per_record']:.2f} ms per record")
     if "celery_floor" in work:
-        from bench.floor import API_CALLS_PER_CUSTOMER as API_WAITS
+        from bench.floor import API_CALLS_PER_CUSTOMER
         floor = work["celery_floor"]
         print(f"Celery's floor, same workers: {floor['noop']['cpu_ms_per_task']:.2f} ms per no-op task, "
-              f"{floor['waits']['cpu_ms_per_task']:.2f} ms per task waiting {API_WAITS} × "
+              f"{floor['waits']['cpu_ms_per_task']:.2f} ms per task waiting {API_CALLS_PER_CUSTOMER} × "
               f"{args.latency * 1000:.0f} ms")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 
@@ -20,7 +21,7 @@ def stolen_seconds() -> float:
     try:
         with open("/proc/stat", encoding="ascii") as f:
             fields = f.readline().split()
-        return int(fields[8]) / 100 if len(fields) > 8 else 0.0     # USER_HZ is 100 on Linux
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
     except OSError:
         return 0.0
 

@@ -203,6 +203,12 @@ def context_switches(pid: int) -> int:
                for name in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"))
 
 
+def own_cpu(n: int) -> int:
+    """The CPU for worker process ``n`` of several, each its own in turn (``start_worker(cpu=)``)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[n % len(cpus)]
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     if not ordered:
