@@ -37,11 +37,12 @@ def test_every_thread_of_a_pinned_worker_runs_on_its_cpu(sandbox, start_worker):
     assert f"moment-sb1 worker ready for 2 integration(s): acme, fjord; on CPU {cpu} only" in worker.log()
 
 
-def test_a_cpu_the_process_may_not_use_stops_the_worker_with_one_line(worker_env):
-    out = subprocess.run([sys.executable, "-m", "worker.cli", "worker", "--cpu", "4095", "--concurrency", "1",
+@pytest.mark.parametrize("cpu", [max(ALLOWED, default=0) + 1, 4095])     # one past the last, and far past
+def test_a_cpu_the_process_may_not_use_stops_the_worker_with_one_line(worker_env, cpu):
+    out = subprocess.run([sys.executable, "-m", "worker.cli", "worker", "--cpu", str(cpu), "--concurrency", "1",
                           "--without-mingle", "--without-gossip"],
                          cwd=ROOT, env=worker_env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     allowed = ", ".join(map(str, ALLOWED))
-    assert f"the worker cannot start: MSB1_WORKER_CPU=4095: this process may run on CPU {allowed} only" \
+    assert f"the worker cannot start: MSB1_WORKER_CPU={cpu}: this process may run on CPU {allowed} only" \
         in out.stderr, out.stderr
