@@ -116,8 +116,9 @@ class Stack:
 
     def start_worker(self, concurrency: int, log_name: str = "worker.log",
                      queues: str = "moment-sb1,moment-sb1-bulk", app: str = "worker.app",
-                     cpu: int | None = None) -> subprocess.Popen:
-        """A worker process; ``cpu``: run it on that CPU only (``MSB1_WORKER_CPU``)."""
+                     cpu: int | str | None = None) -> subprocess.Popen:
+        """A worker process; ``cpu``: its ``MSB1_WORKER_CPU`` (a CPU's number, ``auto`` or
+        ``off``; None: the worker's default, auto)."""
         log_path = self.tmp / log_name
         env = self.env if cpu is None else {**self.env, "MSB1_WORKER_CPU": str(cpu)}
         proc = self._spawn([sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "threads",
@@ -207,6 +208,21 @@ def own_cpu(n: int) -> int:
     """The CPU for worker process ``n`` of several, each its own in turn (``start_worker(cpu=)``)."""
     cpus = sorted(os.sched_getaffinity(0))
     return cpus[n % len(cpus)]
+
+
+PLACEMENTS = ("default", "pin", "float")
+
+
+def worker_cpu(n: int, placement: str) -> int | str | None:
+    """``start_worker(cpu=)`` for worker process ``n`` of a benchmark: ``default``, the
+    worker's own choice (auto: a CPU no other worker has); ``pin``, CPU ``n`` given
+    outright (``own_cpu``); ``float``, wherever the system puts it (``off``)."""
+    return {"default": None, "pin": own_cpu(n), "float": "off"}[placement]
+
+
+def cpus_allowed(pid: int) -> str:
+    """The CPUs a process's main thread may run on, as the kernel lists them ("1", "0-1")."""
+    return thread_statuses(pid).get(pid, {}).get("Cpus_allowed_list", "?").strip()
 
 
 def percentile(values: list[float], p: float) -> float:

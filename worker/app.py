@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import sys
 from collections.abc import Mapping
 
@@ -16,6 +15,7 @@ from celery import Celery, Task, signals
 from kombu import Queue
 
 from schemas.datatypes import DATA_TYPES, DataType
+from . import cpu
 from .integrations import IntegrationsError
 from .lanes import BULK_QUEUE, LIVE_QUEUE
 from .logs import configure_logging
@@ -160,36 +160,32 @@ def _logging(**_):
         log.warning("%s; it is ignored", problem)
 
 
-def pin_to_cpu(cpu: int) -> None:
-    """Run this process on one CPU: every thread it has now, and every thread started later
-    (a new thread takes its starter's CPUs). Raises ValueError for a CPU it may not use."""
-    if not hasattr(os, "sched_setaffinity"):
-        raise ValueError("MSB1_WORKER_CPU: this system cannot keep a process on one CPU")
-    allowed = sorted(os.sched_getaffinity(0))
-    if cpu not in allowed:
-        raise ValueError(f"MSB1_WORKER_CPU={cpu}: this process may run on CPU "
-                         f"{', '.join(map(str, allowed))} only")
-    for tid in sorted(int(t) for t in os.listdir("/proc/self/task")):
-        try:
-            os.sched_setaffinity(tid, {cpu})
-        except ProcessLookupError:      # a thread that ended meanwhile
-            pass
+_placement = cpu.NOWHERE      # where this worker process runs (set as it starts)
 
 
 @signals.worker_init.connect
-def _check_before_start(**_):
-    """Refuse to start with an invalid integrations file or credentials, saying why; pin the
-    process to its CPU (``MSB1_WORKER_CPU``) before Celery starts its threads."""
+def _check_before_start(sender=None, **_):
+    """Refuse to start with an invalid integrations file or credentials, saying why; put the
+    process on its CPU (``MSB1_WORKER_CPU``, ``worker/cpu.py``) before Celery starts its
+    threads."""
+    global _placement
     runtime = get_runtime()
     try:
-        if runtime.settings.worker_cpu is not None:
-            pin_to_cpu(runtime.settings.worker_cpu)
+        consumed = set(sender.app.amqp.queues.consume_from) if sender is not None else {BULK_QUEUE}
+        _placement = cpu.choose(runtime.settings.worker_cpu_choice, runtime.redis, runtime.settings.key_prefix,
+                          takes_bulk=BULK_QUEUE in consumed)
         runtime.integrations    # loads and checks the file
         runtime.tokens  # loads the private key / certificate once
     except (IntegrationsError, RuntimeError, ValueError, OSError) as err:
         print(f"moment-sb1: the worker cannot start: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     init_sentry(runtime.settings)
+
+
+@signals.worker_shutdown.connect
+def _give_cpu_back(**_):
+    if _placement.claim is not None:
+        _placement.claim.give_back()
 
 
 @signals.worker_ready.connect
@@ -199,7 +195,7 @@ def _say_ready(**_):
     runtime = get_runtime()
     log.info("moment-sb1 worker ready for %d integration(s): %s%s", len(runtime.integrations),
              ", ".join(sorted(runtime.integrations)),
-             "" if runtime.settings.worker_cpu is None else f"; on CPU {runtime.settings.worker_cpu} only")
+             "; " + _placement.describe())
 
 
 @signals.worker_ready.connect

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from functools import cached_property
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from environs import Env, EnvError
-from marshmallow.validate import OneOf, Range
+from marshmallow.validate import OneOf, Range, Regexp
 
 from clients.http import Timeouts
 from clients.retry import RetryPolicy
@@ -52,7 +53,7 @@ _VALIDATE = {
     "restore_interval": Range(min=1),
     "restore_lock_timeout": Range(min=1),
     "concurrency": Range(min=1),
-    "worker_cpu": Range(min=0),
+    "worker_cpu": Regexp(r"^\s*(auto|off|[0-9]+)\s*$", flags=re.IGNORECASE),
     "webhook_max_body": Range(min=1024),
     "webhook_connection_limit": Range(min=10),
     "webhook_channel_timeout": Range(min=1),
@@ -64,6 +65,8 @@ _VALIDATE = {
     "sb1_host_rate_limit": Range(min=0),
     "moment_rate_limit": Range(min=0),
 }
+# what a variable takes, in words, where its validator cannot say it
+_WORDS = {"worker_cpu": "auto, off or a CPU's number (0, 1, ...)"}
 
 
 @dataclass(frozen=True)
@@ -109,10 +112,9 @@ class Settings:
     http_connect_timeout: float = 5.0
     http_read_timeout: float = 30.0
     concurrency: int = 32
-    # run this worker process on one CPU (its number), every thread of it: its threads share
-    # one interpreter lock, and handing it between threads on one core costs less than
-    # across cores (bench.customers --pin). None: wherever the system puts it
-    worker_cpu: int | None = None
+    # the CPU a worker process runs on, every thread of it (worker/cpu.py): auto (a CPU no
+    # other worker on this machine has), off (wherever the system puts it) or a CPU's number
+    worker_cpu: str = "auto"
     # Celery task events cost three Redis publishes per task; Flower switches them on
     # itself while it runs, so they stay off by default
     task_events: bool = False
@@ -141,6 +143,12 @@ class Settings:
     circuit_window: float = 60.0
     circuit_probe_interval: float = 30.0   # how often a waiting sync tries the service again
     outage_notice_after: float = 3600.0    # the company hears of an outage only if it lasts this long
+
+    @property
+    def worker_cpu_choice(self) -> int | str:
+        """``MSB1_WORKER_CPU`` parsed: "auto", "off" or a CPU's number."""
+        from .cpu import parse
+        return parse(self.worker_cpu)
 
     @property
     def token_url(self) -> str:
@@ -207,6 +215,8 @@ def _expected(name: str) -> str:
     key = name.removeprefix(PREFIX).lower()
     f = next((f for f in fields(Settings) if f.name == key), None)
     validator = _VALIDATE.get(key)
+    if key in _WORDS:
+        return _WORDS[key]
     if isinstance(validator, OneOf):
         return "one of " + ", ".join(c for c in map(str, validator.choices) if c.upper() == c or key != "log_level")
     kind = "" if f is None else (f.type if isinstance(f.type, str) else f.type.__name__)

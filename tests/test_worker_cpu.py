@@ -1,0 +1,94 @@
+"""Claims on a machine's CPUs in Redis (``worker/cpu.py``), against a real Redis: each CPU
+goes to one worker process, a dead worker's claim frees itself, a claim Redis lost is taken
+again, and one another worker took meanwhile is given up."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from worker.cpu import AUTO, OFF, CpuClaim, choose, parse
+
+
+def claim(r, machine="m1", **kw) -> CpuClaim:
+    return CpuClaim(r, "msb1test", machine=machine, **kw)
+
+
+def test_each_cpu_goes_to_one_worker_and_the_rest_get_none(r):
+    first, second, third = claim(r), claim(r), claim(r)
+    assert first.take([0, 1]) == 0
+    assert second.take([0, 1]) == 1
+    assert third.take([0, 1]) is None
+    assert r.get("msb1test:cpu:m1:0") == first.owner != second.owner
+
+
+def test_another_machine_has_cpus_of_its_own(r):
+    assert claim(r, "m1").take([0, 1]) == 0
+    assert claim(r, "m2").take([0, 1]) == 0
+
+
+def test_a_dead_workers_claim_frees_itself_after_its_time_and_not_before(r):
+    dead = claim(r, ttl=1)
+    assert dead.take([3]) == 3          # and never renewed: the process was killed
+    assert claim(r).take([3]) is None   # still held
+    time.sleep(1.2)                     # past the claim's time
+    assert claim(r).take([3]) == 3
+
+
+def test_give_back_frees_only_the_workers_own_claim(r):
+    a, b = claim(r, ttl=1), claim(r)
+    a.take([0])
+    time.sleep(1.2)                     # a's claim expired (a stalled) and b took the CPU
+    assert b.take([0]) == 0
+    a.give_back()
+    assert r.get("msb1test:cpu:m1:0") == b.owner
+    b.give_back()
+    assert r.get("msb1test:cpu:m1:0") is None
+
+
+def test_a_claim_redis_lost_is_taken_again_one_another_worker_holds_is_not(r):
+    a = claim(r, ttl=30)
+    a.take([0])
+    r.delete("msb1test:cpu:m1:0")       # Redis restarted: it keeps nothing
+    assert a.renew() is True
+    assert r.get("msb1test:cpu:m1:0") == a.owner and 0 < r.ttl("msb1test:cpu:m1:0") <= 30
+    r.set("msb1test:cpu:m1:0", "someone-else")
+    assert a.renew() is False
+    assert r.get("msb1test:cpu:m1:0") == "someone-else"
+
+
+def test_keeping_a_claim_renews_it_and_reports_its_loss_once(r):
+    a = claim(r, ttl=1, renew_every=0.1)
+    a.take([0])
+    lost = []
+    a.keep(lambda: lost.append(threading.current_thread().name))
+    time.sleep(1.5)                     # past the claim's own time: renewed meanwhile
+    assert r.get("msb1test:cpu:m1:0") == a.owner and not lost
+    r.set("msb1test:cpu:m1:0", "someone-else")
+    deadline = time.monotonic() + 5
+    while not lost and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert lost == ["cpu-claim"]
+    a.give_back()
+    assert r.get("msb1test:cpu:m1:0") == "someone-else"
+
+
+def test_who_does_not_claim(r):
+    assert choose(OFF, r, "msb1test", takes_bulk=True).cpu is None
+    live_only = choose(AUTO, r, "msb1test", takes_bulk=False)
+    assert (live_only.cpu, live_only.claim) == (None, None)
+    assert live_only.describe() == "on any CPU (auto: takes live work only)"
+    assert r.keys("msb1test:cpu:*") == []
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "\u0663", "1\n2", "", "autox", "0x1"])
+def test_what_is_no_cpu(value):
+    with pytest.raises(ValueError):
+        parse(value)
+
+
+@pytest.mark.parametrize("value,choice", [("auto", "auto"), (" OFF\n", "off"), ("0", 0), ("12", 12)])
+def test_what_is_a_cpu(value, choice):
+    assert parse(value) == choice

@@ -1,0 +1,194 @@
+"""Which CPU a worker process runs on (``MSB1_WORKER_CPU``).
+
+A worker process's threads share Python's interpreter lock, so a process does about one
+core's work however many cores it may use; kept on one core, its threads hand the lock to
+one another without waking a second core, which costs less CPU and halves the time of a
+sync (``bench.customers --float`` against the default; README, *Operations*).
+
+- ``auto`` (the default): the process takes a CPU no other worker process on this machine
+  has taken, and keeps to it. The claims are keys in Redis, one per machine and CPU
+  (the machine is the kernel's boot ID, the same in every container on it), so worker
+  processes in separate containers never share a CPU. A claim expires
+  ``CLAIM_TTL`` seconds after its worker stops renewing it (killed); a worker that stops
+  cleanly gives it back. No CPU free, Redis not reachable at start, or a process that may
+  use one CPU only: the worker runs wherever the system puts it, as with ``off``. A worker
+  that takes live work only (``--lanes live``) does not claim one: it is idle most of the
+  time, and a core kept for it would be a core the others cannot have.
+- a number: that CPU, unconditionally (the operator's choice; not claimed).
+- ``off``: wherever the system puts it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from typing import Callable, NamedTuple
+
+import redis
+
+log = logging.getLogger(__name__)
+
+AUTO, OFF = "auto", "off"
+CLAIM_TTL = 60          # seconds a claim outlives its last renewal
+RENEW_EVERY = 15        # seconds between renewals
+
+# Take the first free CPU of KEYS (one key per CPU the process may use, in order): its
+# index (1-based), or 0 when every one is taken.
+_CLAIM = """
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then return i end
+end
+return 0
+"""
+# Renew a claim that is still ours, or take it again when Redis lost it (a restart keeps
+# nothing): 1; 0 when another worker holds it now.
+_RENEW = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+return 1
+"""
+_GIVE_BACK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def parse(value: str) -> int | str:
+    """``auto``, ``off`` or a CPU number (an int); ValueError for anything else."""
+    text = value.strip().lower()
+    if text in (AUTO, OFF):
+        return text
+    if text.isascii() and text.isdigit():
+        return int(text)
+    raise ValueError(value)
+
+
+def machine_id() -> str:
+    """This machine, the same in every container on it: the kernel's boot ID (the host name
+    where there is none)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return socket.gethostname()
+
+
+def allowed_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+
+def pin_to_cpus(cpus: set[int]) -> None:
+    """Run this process on these CPUs: every thread it has now, and every thread started
+    later (a new thread takes its starter's CPUs)."""
+    for tid in sorted(int(t) for t in os.listdir("/proc/self/task")):
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except ProcessLookupError:      # a thread that ended meanwhile
+            pass
+
+
+def pin_to_cpu(cpu: int) -> None:
+    """Run this process on one CPU. Raises ValueError for a CPU it may not use."""
+    if not hasattr(os, "sched_setaffinity"):
+        raise ValueError("MSB1_WORKER_CPU: this system cannot keep a process on one CPU")
+    allowed = allowed_cpus()
+    if cpu not in allowed:
+        raise ValueError(f"MSB1_WORKER_CPU={cpu}: this process may run on CPU "
+                         f"{', '.join(map(str, allowed))} only")
+    pin_to_cpus({cpu})
+
+
+class CpuClaim:
+    """This process's claim on one CPU of its machine, renewed in the background."""
+
+    def __init__(self, r: redis.Redis, prefix: str, *, machine: str | None = None,
+                 ttl: int = CLAIM_TTL, renew_every: float = RENEW_EVERY):
+        self.redis, self.ttl, self.renew_every = r, ttl, renew_every
+        self.base = f"{prefix}:cpu:{machine or machine_id()}"
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.cpu: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def key(self, cpu: int) -> str:
+        return f"{self.base}:{cpu}"
+
+    def take(self, cpus: list[int]) -> int | None:
+        """Claim the first free CPU of ``cpus``; None when all are taken."""
+        if not cpus:
+            return None
+        index = self.redis.eval(_CLAIM, len(cpus), *(self.key(c) for c in cpus), self.owner, self.ttl)
+        self.cpu = cpus[int(index) - 1] if index else None
+        return self.cpu
+
+    def renew(self) -> bool:
+        """Keep the claim; False when another worker holds the CPU now (Redis lost the
+        claims and a worker that started meanwhile took it)."""
+        return self.cpu is not None and bool(self.redis.eval(_RENEW, 1, self.key(self.cpu), self.owner, self.ttl))
+
+    def give_back(self) -> None:
+        self._stop.set()
+        if self.cpu is not None:
+            try:
+                self.redis.eval(_GIVE_BACK, 1, self.key(self.cpu), self.owner)
+            except redis.RedisError:
+                pass        # it expires by itself
+            self.cpu = None
+
+    def keep(self, on_lost: Callable[[], None]) -> None:
+        """Renew every ``renew_every`` seconds in a daemon thread until :meth:`give_back`;
+        ``on_lost()`` runs once if the CPU went to another worker (and renewal stops)."""
+        def run() -> None:
+            while not self._stop.wait(self.renew_every):
+                try:
+                    if self.renew():
+                        continue
+                except redis.RedisError as err:     # Redis away: the claim may expire; try again
+                    log.warning("could not renew the claim on CPU %s: %s", self.cpu, type(err).__name__)
+                    continue
+                on_lost()
+                return
+        self._thread = threading.Thread(target=run, name="cpu-claim", daemon=True)
+        self._thread.start()
+
+
+class Placement(NamedTuple):
+    cpu: int | None             # None: wherever the system puts it
+    claim: CpuClaim | None      # to give back at shutdown (auto only)
+    why: str                    # for the worker's ready line
+
+    def describe(self) -> str:
+        return f"on CPU {self.cpu} only ({self.why})" if self.cpu is not None else f"on any CPU ({self.why})"
+
+
+NOWHERE = Placement(None, None, "off")
+
+
+def choose(setting: int | str, r: redis.Redis, prefix: str, *, takes_bulk: bool) -> Placement:
+    """Pin this process as ``setting`` says (``auto``, ``off`` or a CPU's number)."""
+    if setting == OFF:
+        return NOWHERE
+    if isinstance(setting, int):
+        pin_to_cpu(setting)
+        return Placement(setting, None, "MSB1_WORKER_CPU")
+    if not takes_bulk:
+        return Placement(None, None, "auto: takes live work only")
+    allowed = allowed_cpus()
+    if len(allowed) < 2:
+        return Placement(None, None, "auto: one CPU only")
+    claim = CpuClaim(r, prefix)
+    try:
+        cpu = claim.take(allowed)
+    except redis.RedisError as err:
+        log.warning("no CPU claimed (Redis: %s); this worker runs on any CPU", type(err).__name__)
+        return Placement(None, None, "auto: Redis not reachable")
+    if cpu is None:
+        return Placement(None, None, f"auto: all {len(allowed)} CPUs taken by other workers")
+    pin_to_cpus({cpu})
+
+    def lost() -> None:
+        pin_to_cpus(set(allowed))
+        log.warning("CPU %s was taken by another worker (Redis lost the claims); this worker now runs "
+                    "on any CPU", cpu)
+    claim.keep(lost)
+    return Placement(cpu, claim, "auto")
