@@ -3,11 +3,15 @@ goes to one worker process, a dead worker's claim frees itself, a claim Redis lo
 again, and one another worker took meanwhile is given up."""
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 
 import pytest
+import redis
 
+from sandbox.local import free_port
 from worker.cpu import AUTO, OFF, CpuClaim, choose, parse
 
 
@@ -81,6 +85,33 @@ def test_who_does_not_claim(r):
     assert (live_only.cpu, live_only.claim) == (None, None)
     assert live_only.describe() == "on any CPU (auto: takes live work only)"
     assert r.keys("msb1test:cpu:*") == []
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs a process allowed on two CPUs or more")
+def test_redis_not_reachable_as_a_worker_starts_leaves_it_unpinned_at_once():
+    nobody = redis.Redis(port=free_port(), socket_connect_timeout=1, decode_responses=True)
+    started = time.monotonic()
+    placed = choose(AUTO, nobody, "msb1test", takes_bulk=True)
+    assert time.monotonic() - started < 5
+    assert placed.describe() == "on any CPU (auto: Redis not reachable)" and placed.claim is None
+
+
+def test_renewing_through_a_redis_outage_says_so_once_and_keeps_the_claim_after(make_redis, caplog):
+    server = make_redis()
+    r = redis.Redis.from_url(server.url, decode_responses=True, socket_connect_timeout=1, socket_timeout=1)
+    a = claim(r, ttl=30, renew_every=0.1)
+    a.take([0])
+    lost = []
+    with caplog.at_level(logging.WARNING, logger="worker.cpu"):
+        a.keep(lambda: lost.append(True))
+        server.stop()                           # ten renewals or more fail meanwhile
+        time.sleep(1.5)
+        server.start()                          # nothing kept on disk: the claim is gone
+        time.sleep(1.0)
+    assert [rec.getMessage() for rec in caplog.records] == [
+        "could not renew the claim on CPU 0 (Redis: ConnectionError); trying again"]
+    assert r.get("msb1test:cpu:m1:0") == a.owner and not lost     # taken again
+    a.give_back()
 
 
 @pytest.mark.parametrize("value", ["-1", "1.5", "\u0663", "1\n2", "", "autox", "0x1"])

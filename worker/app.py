@@ -172,8 +172,12 @@ def _check_before_start(sender=None, **_):
     runtime = get_runtime()
     try:
         consumed = set(sender.app.amqp.queues.consume_from) if sender is not None else {BULK_QUEUE}
-        _placement = cpu.choose(runtime.settings.worker_cpu_choice, runtime.redis, runtime.settings.key_prefix,
-                          takes_bulk=BULK_QUEUE in consumed)
+        # a client of its own, quick to give up: a Redis not reachable as the worker starts
+        # leaves it unpinned instead of holding the start up
+        claims = RedisTarget.parse(runtime.settings.redis_url).client(
+            decode_responses=True, socket_connect_timeout=3, socket_timeout=3)
+        _placement = cpu.choose(runtime.settings.worker_cpu_choice, claims, runtime.settings.key_prefix,
+                                takes_bulk=BULK_QUEUE in consumed)
         runtime.integrations    # loads and checks the file
         runtime.tokens  # loads the private key / certificate once
     except (IntegrationsError, RuntimeError, ValueError, OSError) as err:

@@ -139,15 +139,20 @@ class CpuClaim:
         """Renew every ``renew_every`` seconds in a daemon thread until :meth:`give_back`;
         ``on_lost()`` runs once if the CPU went to another worker (and renewal stops)."""
         def run() -> None:
+            failing = False
             while not self._stop.wait(self.renew_every):
                 try:
-                    if self.renew():
-                        continue
+                    kept = self.renew()
                 except redis.RedisError as err:     # Redis away: the claim may expire; try again
-                    log.warning("could not renew the claim on CPU %s: %s", self.cpu, type(err).__name__)
+                    if not failing:                 # one line per outage, not one per try
+                        log.warning("could not renew the claim on CPU %s (Redis: %s); trying again",
+                                    self.cpu, type(err).__name__)
+                    failing = True
                     continue
-                on_lost()
-                return
+                failing = False
+                if not kept:
+                    on_lost()
+                    return
         self._thread = threading.Thread(target=run, name="cpu-claim", daemon=True)
         self._thread.start()
 
