@@ -64,11 +64,17 @@ def test_by_default_each_worker_takes_a_cpu_no_other_has_and_the_one_too_many_ru
 
     third = start_worker(concurrency=2)     # every CPU is taken: it runs wherever the system puts it
     assert cpus_allowed(third.proc.pid) == cpus_allowed(os.getpid())
-    assert f"acme, fjord; on any CPU (auto: all {len(ALLOWED)} CPUs taken by other workers)" in third.log()
+    assert (f"acme, fjord; on any CPU (auto: all {len(ALLOWED)} CPUs taken by other workers; trying again)"
+            in third.log())
 
+    freed = placed[first.proc.pid]
     first.stop()                            # a worker that stops gives its CPU back
-    assert r.get(f"msb1test:cpu:{machine}:{placed[first.proc.pid]}") is None
     assert r.get(f"msb1test:cpu:{machine}:{placed[second.proc.pid]}") is not None
+    # and the third takes it at its next try (every 15 s), with every thread it has
+    wait_until(lambda: set(cpus_of_each_thread(third.proc.pid).values()) == {str(freed)}, 25,
+               message=f"the third worker on CPU {freed}")
+    assert r.get(f"msb1test:cpu:{machine}:{freed}").split(":")[1] == str(third.proc.pid)
+    assert f"CPU {freed} came free; every thread of this worker runs on it now" in third.log()
 
 
 @pytest.mark.parametrize("cpu", [max(ALLOWED, default=0) + 1, 4095])     # one past the last, and far past

@@ -10,11 +10,14 @@ sync (``bench.customers --float`` against the default; README, *Operations*).
   (the machine is the kernel's boot ID, the same in every container on it), so worker
   processes in separate containers never share a CPU. A claim expires
   ``CLAIM_TTL`` seconds after its worker stops renewing it (killed); a worker that stops
-  cleanly gives it back. No CPU free, Redis not reachable at start, or a process that may
-  use one CPU only: the worker runs wherever the system puts it, as with ``off``. A worker
-  that takes live work only (``--lanes live``) does not claim one: it is idle most of the
-  time, and a core kept for it would be a core the others cannot have.
-- a number: that CPU, unconditionally (the operator's choice; not claimed).
+  cleanly gives it back. No CPU free, or Redis not reachable at start: the worker runs
+  wherever the system puts it and tries again every ``RENEW_EVERY`` seconds (so a worker
+  restarted after a kill takes a CPU once its old claim expires). A process that may use
+  one CPU only does not claim. A worker that takes live work only (``--lanes live``) does
+  not claim one either: it is idle most of the time, and a core kept for it would be a
+  core the others cannot have.
+- a number: that CPU, unconditionally (the operator's choice). It is not claimed, so an
+  ``auto`` worker may take the same one: on one machine, give every worker a number or none.
 - ``off``: wherever the system puts it.
 """
 from __future__ import annotations
@@ -128,6 +131,8 @@ class CpuClaim:
 
     def give_back(self) -> None:
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)       # its Redis calls give up within seconds
         if self.cpu is not None:
             try:
                 self.redis.eval(_GIVE_BACK, 1, self.key(self.cpu), self.owner)
@@ -135,24 +140,28 @@ class CpuClaim:
                 pass        # it expires by itself
             self.cpu = None
 
-    def keep(self, on_lost: Callable[[], None]) -> None:
-        """Renew every ``renew_every`` seconds in a daemon thread until :meth:`give_back`;
-        ``on_lost()`` runs once if the CPU went to another worker (and renewal stops)."""
+    def keep(self, cpus: list[int], on_taken: Callable[[int], None], on_lost: Callable[[int], None]) -> None:
+        """In a daemon thread until :meth:`give_back`, every ``renew_every`` seconds: renew
+        the claim, or, holding none, try to take one of ``cpus`` again (a CPU a stopped or
+        killed worker held comes free). ``on_taken(cpu)`` runs when it took one,
+        ``on_lost(cpu)`` when another worker holds its CPU now."""
         def run() -> None:
             failing = False
             while not self._stop.wait(self.renew_every):
                 try:
-                    kept = self.renew()
-                except redis.RedisError as err:     # Redis away: the claim may expire; try again
+                    if self.cpu is None:
+                        if self.take(cpus) is not None:
+                            on_taken(self.cpu)
+                    elif not self.renew():
+                        lost, self.cpu = self.cpu, None
+                        on_lost(lost)
+                except redis.RedisError as err:     # Redis away: a claim may expire; try again
                     if not failing:                 # one line per outage, not one per try
-                        log.warning("could not renew the claim on CPU %s (Redis: %s); trying again",
-                                    self.cpu, type(err).__name__)
+                        log.warning("could not renew or take a claim on a CPU (Redis: %s); trying again",
+                                    type(err).__name__)
                     failing = True
                     continue
                 failing = False
-                if not kept:
-                    on_lost()
-                    return
         self._thread = threading.Thread(target=run, name="cpu-claim", daemon=True)
         self._thread.start()
 
@@ -182,18 +191,23 @@ def choose(setting: int | str, r: redis.Redis, prefix: str, *, takes_bulk: bool)
     if len(allowed) < 2:
         return Placement(None, None, "auto: one CPU only")
     claim = CpuClaim(r, prefix)
+
+    def taken(cpu: int) -> None:
+        pin_to_cpus({cpu})
+        log.info("CPU %s came free; every thread of this worker runs on it now", cpu)
+
+    def lost(cpu: int) -> None:
+        pin_to_cpus(set(allowed))
+        log.warning("CPU %s is held by another worker now (Redis lost the claims); this worker runs on "
+                    "any CPU until one is free", cpu)
     try:
         cpu = claim.take(allowed)
+        why = "auto" if cpu is not None else f"auto: all {len(allowed)} CPUs taken by other workers; trying again"
     except redis.RedisError as err:
-        log.warning("no CPU claimed (Redis: %s); this worker runs on any CPU", type(err).__name__)
-        return Placement(None, None, "auto: Redis not reachable")
-    if cpu is None:
-        return Placement(None, None, f"auto: all {len(allowed)} CPUs taken by other workers")
-    pin_to_cpus({cpu})
-
-    def lost() -> None:
-        pin_to_cpus(set(allowed))
-        log.warning("CPU %s was taken by another worker (Redis lost the claims); this worker now runs "
-                    "on any CPU", cpu)
-    claim.keep(lost)
-    return Placement(cpu, claim, "auto")
+        log.warning("no CPU claimed (Redis: %s); this worker runs on any CPU until it can claim one",
+                    type(err).__name__)
+        cpu, why = None, "auto: Redis not reachable; trying again"
+    if cpu is not None:
+        pin_to_cpus({cpu})
+    claim.keep(allowed, taken, lost)
+    return Placement(cpu, claim, why)
