@@ -210,9 +210,6 @@ def own_cpu(n: int) -> int:
     return cpus[n % len(cpus)]
 
 
-PLACEMENTS = ("default", "pin", "float")
-
-
 def worker_cpu(n: int, placement: str) -> int | str | None:
     """``start_worker(cpu=)`` for worker process ``n`` of a benchmark: ``default``, the
     worker's own choice (auto: a CPU no other worker has); ``pin``, CPU ``n`` given
