@@ -5,6 +5,7 @@ the process may not use stops it at start with one line saying which it may use.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -93,3 +94,21 @@ def test_a_cpu_option_that_is_no_cpu_is_refused_before_the_worker_starts(worker_
                          cwd=ROOT, env=worker_env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert "'one' is not auto, off or a CPU's number (0, 1, ...)" in out.stderr, out.stderr
+
+
+@pytest.mark.skipif(len(ALLOWED) < 2, reason="needs a process allowed on two CPUs or more")
+def test_a_worker_run_with_a_pool_of_processes_claims_no_cpu(worker_env, tmp_path, r):
+    """Celery's prefork children would all inherit the one CPU of their parent."""
+    log_path = tmp_path / "prefork.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "prefork",
+                                 "--concurrency", "2", "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
+                                cwd=ROOT, env=worker_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: b" ready." in log_path.read_bytes() or proc.poll() is not None, 60, 0.1, "the worker")
+        assert "acme, fjord; on any CPU (auto: a pool of processes)" in log_path.read_text()
+        assert cpus_allowed(proc.pid) == cpus_allowed(os.getpid())
+        assert r.keys("msb1test:cpu:*") == []
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)

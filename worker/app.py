@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping
 
 from celery import Celery, Task, signals
+from celery.concurrency import get_implementation
 from kombu import Queue
 
 from schemas.datatypes import DATA_TYPES, DataType
@@ -176,8 +177,10 @@ def _check_before_start(sender=None, **_):
         # leaves it unpinned instead of holding the start up
         claims = RedisTarget.parse(runtime.settings.redis_url).client(
             decode_responses=True, socket_connect_timeout=3, socket_timeout=3)
+        pool = get_implementation(sender.pool_cls) if sender is not None else None
         _placement = cpu.choose(runtime.settings.worker_cpu_choice, claims, runtime.settings.key_prefix,
-                                takes_bulk=BULK_QUEUE in consumed)
+                                takes_bulk=BULK_QUEUE in consumed,
+                                forks=pool is not None and pool.__module__.endswith(".prefork"))
         runtime.integrations    # loads and checks the file
         runtime.tokens  # loads the private key / certificate once
     except (IntegrationsError, RuntimeError, ValueError, OSError) as err:

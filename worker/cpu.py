@@ -13,9 +13,10 @@ sync (``bench.customers --float`` against the default; README, *Operations*).
   cleanly gives it back. No CPU free, or Redis not reachable at start: the worker runs
   wherever the system puts it and tries again every ``RENEW_EVERY`` seconds (so a worker
   restarted after a kill takes a CPU once its old claim expires). A process that may use
-  one CPU only does not claim. A worker that takes live work only (``--lanes live``) does
-  not claim one either: it is idle most of the time, and a core kept for it would be a
-  core the others cannot have.
+  one CPU only does not claim, nor does a worker run with Celery's prefork pool (its
+  children would share the one CPU; ours run a thread pool). A worker that takes live
+  work only (``--lanes live``) does not claim one either: it is idle most of the time, and
+  a core kept for it would be a core the others cannot have.
 - a number: that CPU, unconditionally (the operator's choice). It is not claimed, so an
   ``auto`` worker may take the same one: on one machine, give every worker a number or none.
 - ``off``: wherever the system puts it.
@@ -178,13 +179,17 @@ class Placement(NamedTuple):
 NOWHERE = Placement(None, None, "off")
 
 
-def choose(setting: int | str, r: redis.Redis, prefix: str, *, takes_bulk: bool) -> Placement:
-    """Pin this process as ``setting`` says (``auto``, ``off`` or a CPU's number)."""
+def choose(setting: int | str, r: redis.Redis, prefix: str, *, takes_bulk: bool,
+           forks: bool = False) -> Placement:
+    """Pin this process as ``setting`` says (``auto``, ``off`` or a CPU's number).
+    ``forks``: Celery's prefork pool, whose children would all inherit the one CPU."""
     if setting == OFF:
         return NOWHERE
     if isinstance(setting, int):
         pin_to_cpu(setting)
         return Placement(setting, None, "MSB1_WORKER_CPU")
+    if forks:
+        return Placement(None, None, "auto: a pool of processes")
     if not takes_bulk:
         return Placement(None, None, "auto: takes live work only")
     allowed = allowed_cpus()
