@@ -184,15 +184,19 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 
 
+def _status(path: Path) -> dict[str, str]:
+    """A ``/proc`` status file's fields (raises OSError when its process or thread ended)."""
+    return dict(line.split(":\t", 1) for line in path.read_text().splitlines() if ":\t" in line)
+
+
 def thread_statuses(pid: int) -> dict[int, dict[str, str]]:
     """Each thread of a process (by thread id) → its ``/proc`` status fields."""
     found = {}
     for status in Path(f"/proc/{pid}/task").glob("*/status"):
         try:
-            lines = status.read_text().splitlines()
+            found[int(status.parent.name)] = _status(status)
         except OSError:             # the thread ended meanwhile
             continue
-        found[int(status.parent.name)] = dict(line.split(":\t", 1) for line in lines if ":\t" in line)
     return found
 
 
@@ -219,7 +223,10 @@ def worker_cpu(n: int, placement: str) -> int | str | None:
 
 def cpus_allowed(pid: int) -> str:
     """The CPUs a process's main thread may run on, as the kernel lists them ("1", "0-1")."""
-    return thread_statuses(pid).get(pid, {}).get("Cpus_allowed_list", "?").strip()
+    try:
+        return _status(Path(f"/proc/{pid}/status"))["Cpus_allowed_list"].strip()
+    except OSError:         # it ended
+        return "?"
 
 
 def percentile(values: list[float], p: float) -> float:

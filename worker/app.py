@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from celery import Celery, Task, signals
 from celery.concurrency import get_implementation
+from celery.concurrency.prefork import TaskPool as PreforkPool
 from kombu import Queue
 
 from schemas.datatypes import DATA_TYPES, DataType
@@ -165,22 +166,20 @@ _placement = cpu.NOWHERE      # where this worker process runs (set as it starts
 
 
 @signals.worker_init.connect
-def _check_before_start(sender=None, **_):
+def _check_before_start(sender, **_):
     """Refuse to start with an invalid integrations file or credentials, saying why; put the
     process on its CPU (``MSB1_WORKER_CPU``, ``worker/cpu.py``) before Celery starts its
     threads."""
     global _placement
     runtime = get_runtime()
     try:
-        consumed = set(sender.app.amqp.queues.consume_from) if sender is not None else {BULK_QUEUE}
         # a client of its own, quick to give up: a Redis not reachable as the worker starts
         # leaves it unpinned instead of holding the start up
         claims = RedisTarget.parse(runtime.settings.redis_url).client(
             decode_responses=True, socket_connect_timeout=3, socket_timeout=3)
-        pool = get_implementation(sender.pool_cls) if sender is not None else None
         _placement = cpu.choose(runtime.settings.worker_cpu_choice, claims, runtime.settings.key_prefix,
-                                takes_bulk=BULK_QUEUE in consumed,
-                                forks=pool is not None and pool.__module__.endswith(".prefork"))
+                                takes_bulk=BULK_QUEUE in sender.app.amqp.queues.consume_from,
+                                forks=issubclass(get_implementation(sender.pool_cls), PreforkPool))
         runtime.integrations    # loads and checks the file
         runtime.tokens  # loads the private key / certificate once
     except (IntegrationsError, RuntimeError, ValueError, OSError) as err:

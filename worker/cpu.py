@@ -32,6 +32,8 @@ from typing import Callable, NamedTuple
 
 import redis
 
+from .state import Keys, release_lock
+
 log = logging.getLogger(__name__)
 
 AUTO, OFF = "auto", "off"
@@ -54,7 +56,6 @@ if holder and holder ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 return 1
 """
-_GIVE_BACK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 def parse(value: str) -> int | str:
@@ -108,14 +109,14 @@ class CpuClaim:
     def __init__(self, r: redis.Redis, prefix: str, *, machine: str | None = None,
                  ttl: int = CLAIM_TTL, renew_every: float = RENEW_EVERY):
         self.redis, self.ttl, self.renew_every = r, ttl, renew_every
-        self.base = f"{prefix}:cpu:{machine or machine_id()}"
+        self.keys, self.machine = Keys(prefix), machine or machine_id()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.cpu: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def key(self, cpu: int) -> str:
-        return f"{self.base}:{cpu}"
+        return self.keys.cpu_claim(self.machine, cpu)
 
     def take(self, cpus: list[int]) -> int | None:
         """Claim the first free CPU of ``cpus``; None when all are taken."""
@@ -136,7 +137,7 @@ class CpuClaim:
             self._thread.join(timeout=10)       # its Redis calls give up within seconds
         if self.cpu is not None:
             try:
-                self.redis.eval(_GIVE_BACK, 1, self.key(self.cpu), self.owner)
+                release_lock(self.redis, self.key(self.cpu), self.owner)
             except redis.RedisError:
                 pass        # it expires by itself
             self.cpu = None
@@ -208,9 +209,7 @@ def choose(setting: int | str, r: redis.Redis, prefix: str, *, takes_bulk: bool,
     try:
         cpu = claim.take(allowed)
         why = "auto" if cpu is not None else f"auto: all {len(allowed)} CPUs taken by other workers; trying again"
-    except redis.RedisError as err:
-        log.warning("no CPU claimed (Redis: %s); this worker runs on any CPU until it can claim one",
-                    type(err).__name__)
+    except redis.RedisError:        # said in the ready line (logging is not set up yet here)
         cpu, why = None, "auto: Redis not reachable; trying again"
     if cpu is not None:
         pin_to_cpus({cpu})

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 from functools import cached_property
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from environs import Env, EnvError
-from marshmallow.validate import OneOf, Range, Regexp
+from marshmallow import ValidationError
+from marshmallow.validate import OneOf, Range
 
 from clients.http import Timeouts
 from clients.retry import RetryPolicy
 from clients.sb1 import DEFAULT_IDENTITY_URL, TOKEN_PATH
+from .cpu import parse as parse_cpu
 
 PREFIX = "MSB1_"
 
@@ -41,6 +42,14 @@ class _MappingEnv(Env):
         return default if value is None or value == "" else value
 
 
+def _parses(parse, value: str) -> None:
+    """A validator from a parser: the value is valid when ``parse`` takes it."""
+    try:
+        parse(value)
+    except ValueError:
+        raise ValidationError("invalid") from None
+
+
 # validation beyond the type, by field name
 _VALIDATE = {
     "smtp_tls": OneOf(("none", "starttls", "ssl")),
@@ -53,7 +62,7 @@ _VALIDATE = {
     "restore_interval": Range(min=1),
     "restore_lock_timeout": Range(min=1),
     "concurrency": Range(min=1),
-    "worker_cpu": Regexp(r"^\s*(auto|off|[0-9]+)\s*$", flags=re.IGNORECASE),
+    "worker_cpu": lambda value: _parses(parse_cpu, value),
     "webhook_max_body": Range(min=1024),
     "webhook_connection_limit": Range(min=10),
     "webhook_channel_timeout": Range(min=1),
@@ -147,8 +156,7 @@ class Settings:
     @property
     def worker_cpu_choice(self) -> int | str:
         """``MSB1_WORKER_CPU`` parsed: "auto", "off" or a CPU's number."""
-        from .cpu import parse
-        return parse(self.worker_cpu)
+        return parse_cpu(self.worker_cpu)
 
     @property
     def token_url(self) -> str:
