@@ -5,8 +5,6 @@ every API call, and in the same run a naive baseline (one record at a time, no q
     .venv/bin/python -m bench.customers --records 500 --concurrency 32
     .venv/bin/python -m bench.customers --rate 100     # a steady 100 records/s, not all at once
     .venv/bin/python -m bench.customers --gc-time      # + the workers' time in the garbage collector
-    .venv/bin/python -m bench.customers --float        # the workers not kept on a CPU (MSB1_WORKER_CPU=off)
-    .venv/bin/python -m bench.customers --pin          # each worker process given a CPU outright (0, 1)
     .venv/bin/python -m bench.customers --floor        # + Celery's own CPU per task (bench/floor.py)
 
 Prints records/s, p50/p99 time per record, the worker's peak memory (VmHWM), its CPU and
@@ -26,8 +24,8 @@ import os
 import subprocess
 import time
 
-from sandbox.stack import (ROOT, Stack, context_switches, cpu_seconds, cpu_times, cpus_allowed, peak_rss_mib,
-                           percentile, wait_for, worker_cpu)
+from sandbox.stack import (ROOT, Stack, context_switches, cpu_seconds, cpu_times, peak_rss_mib,
+                           percentile, wait_for)
 
 
 def baseline(stack: Stack, rt, count: int) -> dict:
@@ -59,7 +57,7 @@ def baseline(stack: Stack, rt, count: int) -> dict:
 
 
 def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: int, rate: float = 0,
-                   gc_time: bool = False, placement: str = "default") -> dict:
+                   gc_time: bool = False) -> dict:
     from worker.producer import enqueue
     integration = rt.integration("bench")
     ids = [rec["id"] for rec in rt.moment(integration).list("customers")][:count]
@@ -67,7 +65,7 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
     if gc_time:         # bench/gctime/sitecustomize.py times each collection in the workers
         stack.env.update(PYTHONPATH=f"{ROOT / 'bench' / 'gctime'}:{stack.env['PYTHONPATH']}",
                          BENCH_GC_LOG=str(gc_log))
-    procs = [stack.start_worker(concurrency, f"worker{n}.log", cpu=worker_cpu(n, placement)) for n in range(processes)]
+    procs = [stack.start_worker(concurrency, f"worker{n}.log", ) for n in range(processes)]
     sandbox_pid = stack.sandbox_proc.pid
 
     def usage() -> dict:
@@ -101,7 +99,6 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
     peak = sum(peak_rss_mib(p.pid) for p in procs)
     cpu = {name: value - before[name] for name, value in usage().items()}
     switches = cpu.pop("switches")
-    cpus = [cpus_allowed(p.pid) for p in procs]
     for proc in procs:          # measured: they make way (for --floor's workers)
         stack.stop_process(proc)
     # each sync's own log line (JSON) says how long its fetch, map and write took
@@ -125,8 +122,6 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
             "enqueue_to_books_p99_s": percentile(latencies, 99),
             "peak_rss_mib_all_workers": peak, "tasks_logged": len(times),
             "cpu_seconds": cpu, "worker_cpu_ms_per_record": cpu["worker"] / len(ids) * 1000,
-            # where each worker process ran (MSB1_WORKER_CPU: auto unless --pin or --float)
-            "placement": placement, "cpus": cpus,
             # the workers' threads stopping and starting again, per record (see context_switches)
             "worker_thread_switches_per_record": round(switches / len(ids), 1),
             # every Redis command of the run, the producer's included, per record
@@ -135,12 +130,12 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
 
 
 def celery_floor(stack: Stack, count: int, concurrency: int, processes: int, latency: float,
-                 placement: str = "default") -> dict:
+) -> dict:
     """Celery's own CPU per task (``bench.floor``): the same workers, tasks that do nothing of
     ours, once returning at once and once waiting as long as a sync's three API calls."""
     from bench.floor import noop, waits
     from worker.lanes import LIVE_QUEUE
-    procs = [stack.start_worker(concurrency, f"floor{n}.log", app="bench.floor", cpu=worker_cpu(n, placement))
+    procs = [stack.start_worker(concurrency, f"floor{n}.log", app="bench.floor")
              for n in range(processes)]
     r = stack.redis
 
@@ -182,12 +177,6 @@ def main() -> None:
                         help="enqueue at this many records/s instead of all at once")
     parser.add_argument("--gc-time", action="store_true",
                         help="time every garbage collection in the workers (bench/gctime)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--pin", dest="placement", action="store_const", const="pin", default="default",
-                       help="each worker process given a CPU outright (MSB1_WORKER_CPU=0, 1, ...)")
-    where.add_argument("--float", dest="placement", action="store_const", const="float",
-                       help="the workers wherever the system puts them (MSB1_WORKER_CPU=off); by default "
-                            "each takes a CPU no other worker has (auto)")
     parser.add_argument("--floor", action="store_true",
                         help="after the run, Celery's own CPU per task with the same workers (bench/floor.py)")
     args = parser.parse_args()
@@ -201,11 +190,11 @@ def main() -> None:
         rt = Runtime(Settings.from_env())
         base = baseline(stack, rt, args.baseline_records)
         work = through_worker(stack, rt, args.records, args.concurrency, args.processes, args.rate,
-                              args.gc_time, args.placement)
+                              args.gc_time)
         state = stack.sb1_state()
         if args.floor:
             work["celery_floor"] = celery_floor(stack, args.records, args.concurrency, args.processes,
-                                                args.latency, args.placement)
+                                                args.latency)
     finally:
         stack.stop()
     books = {c: v.get("customers") for c, v in state.get("companies", {}).items()}
@@ -214,7 +203,7 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     print(f"\n| | records | records/s | p50 per record | p99 per record | peak memory |\n|---|---|---|---|---|---|\n"
           f"| naive loop | {base['records']} | {base['per_second']:.1f} | {base['p50_ms']:.0f} ms | {base['p99_ms']:.0f} ms | – |\n"
-          f"| worker ({work['processes']} × {work['concurrency']} threads, CPUs {'/'.join(work['cpus'])}) | {work['records']} | {work['per_second']:.1f} | "
+          f"| worker ({work['processes']} × {work['concurrency']} threads) | {work['records']} | {work['per_second']:.1f} | "
           f"{work['p50_ms']:.0f} ms | {work['p99_ms']:.0f} ms | {work['peak_rss_mib_all_workers']:.0f} MiB |\n"
           f"\nspeed-up {result['speedup']:.1f}x; latency {args.latency * 1000:.0f} ms per API call; "
           f"worker CPU {work['worker_cpu_ms_per_record']:.2f} ms per record")

@@ -2,8 +2,6 @@
 
     .venv/bin/python -m bench.fairness                    # 10,000 customers, 20 ms per call
     .venv/bin/python -m bench.fairness --records 2000     # shorter
-    .venv/bin/python -m bench.fairness --float            # no worker kept on a CPU (MSB1_WORKER_CPU=off)
-    .venv/bin/python -m bench.fairness --pin              # each all-lanes worker given a CPU outright
 
 Company B's customers change at 5/s (a real change in the sandbox Moment, then its
 webhook through the receiver), 100 changes; time to books runs from the receiver's 202 to
@@ -36,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from sandbox.stack import ROOT, Stack, cpus_allowed, peak_rss_mib, percentile, wait_for, worker_cpu
+from sandbox.stack import ROOT, Stack, peak_rss_mib, percentile, wait_for
 
 
 def main() -> None:
@@ -51,13 +49,6 @@ def main() -> None:
                         help="worker processes beside the others that take live work only (moment-sb1 worker "
                              "--lanes live)")
     parser.add_argument("--live-concurrency", type=int, default=8)
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--pin", dest="placement", action="store_const", const="pin", default="default",
-                       help="each worker process that takes every lane given a CPU outright (MSB1_WORKER_CPU=0, "
-                            "1, ...); by default each takes one no other worker has (auto), and the live-only "
-                            "ones run where the system puts them either way")
-    where.add_argument("--float", dest="placement", action="store_const", const="float",
-                       help="every worker where the system puts it (MSB1_WORKER_CPU=off)")
     parser.add_argument("--skip-baseline", action="store_true", help="leave out phase 5 (it takes longest)")
     args = parser.parse_args()
     companies = [{"moment_company": name, "moment_api_key": f"{name}-key", "seed_customers": args.records}
@@ -89,10 +80,9 @@ def run(stack: Stack, args) -> dict:
     from worker.runtime import Runtime
     from worker.settings import Settings
     rt = Runtime(Settings.from_env())
-    workers = [stack.start_worker(args.concurrency, f"worker{n}.log", cpu=worker_cpu(n, args.placement))
+    workers = [stack.start_worker(args.concurrency, f"worker{n}.log")
                for n in range(args.processes)]
-    workers += [stack.start_worker(args.live_concurrency, f"live{n}.log", queues="moment-sb1",
-                                   cpu="off" if args.placement == "float" else None)
+    workers += [stack.start_worker(args.live_concurrency, f"live{n}.log", queues="moment-sb1")
                 for n in range(args.live_workers)]
     receiver = stack.start_receiver()
     b_key = next(c["company_key"] for c in stack.companies if c["moment_company"] == "b")
@@ -162,9 +152,7 @@ def run(stack: Stack, args) -> dict:
 
     result: dict = {"latency_ms": args.latency * 1000,
                     "workers": f"{args.processes} x {args.concurrency} threads (all lanes) + "
-                               f"{args.live_workers} x {args.live_concurrency} threads (live only)",
-                    # where each ran (MSB1_WORKER_CPU: auto unless --pin or --float)
-                    "placement": args.placement, "cpus": [cpus_allowed(w.pid) for w in workers]}
+                               f"{args.live_workers} x {args.live_concurrency} threads (live only)"}
     print("phase 1: B alone", file=sys.stderr, flush=True)
     result["b_alone"] = b_result(b_changes(), 60)
     print("phase 2: A1's backfill alone", file=sys.stderr, flush=True)

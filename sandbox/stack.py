@@ -115,12 +115,10 @@ class Stack:
             requests.post(f"{url}/_sandbox/faults", json={"latency": seconds}, timeout=10).raise_for_status()
 
     def start_worker(self, concurrency: int, log_name: str = "worker.log",
-                     queues: str = "moment-sb1,moment-sb1-bulk", app: str = "worker.app",
-                     cpu: int | str | None = None) -> subprocess.Popen:
-        """A worker process; ``cpu``: its ``MSB1_WORKER_CPU`` (a CPU's number, ``auto`` or
-        ``off``; None: the worker's default, auto)."""
+                     queues: str = "moment-sb1,moment-sb1-bulk", app: str = "worker.app") -> subprocess.Popen:
+        """A worker process with the product's defaults (a thread pool)."""
         log_path = self.tmp / log_name
-        env = self.env if cpu is None else {**self.env, "MSB1_WORKER_CPU": str(cpu)}
+        env = self.env
         proc = self._spawn([sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "threads",
                             "--concurrency", str(concurrency), "--queues", queues, "--without-mingle",
                             "--without-gossip", "--loglevel", "INFO"], log_name, env=env)
@@ -206,27 +204,6 @@ def context_switches(pid: int) -> int:
     its time was up."""
     return sum(int(fields[name]) for fields in thread_statuses(pid).values()
                for name in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"))
-
-
-def own_cpu(n: int) -> int:
-    """The CPU for worker process ``n`` of several, each its own in turn (``start_worker(cpu=)``)."""
-    cpus = sorted(os.sched_getaffinity(0))
-    return cpus[n % len(cpus)]
-
-
-def worker_cpu(n: int, placement: str) -> int | str | None:
-    """``start_worker(cpu=)`` for worker process ``n`` of a benchmark: ``default``, the
-    worker's own choice (auto: a CPU no other worker has); ``pin``, CPU ``n`` given
-    outright (``own_cpu``); ``float``, wherever the system puts it (``off``)."""
-    return {"default": None, "pin": own_cpu(n), "float": "off"}[placement]
-
-
-def cpus_allowed(pid: int) -> str:
-    """The CPUs a process's main thread may run on, as the kernel lists them ("1", "0-1")."""
-    try:
-        return _status(Path(f"/proc/{pid}/status"))["Cpus_allowed_list"].strip()
-    except OSError:         # it ended
-        return "?"
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -88,10 +88,6 @@ def test_settings_from_env():
     ({"MSB1_TASK_EVENTS": "maybe"}, "MSB1_TASK_EVENTS must be true or false, got 'maybe'"),
     ({"MSB1_RETRY_MAX_ATTEMPTS": "0"}, "MSB1_RETRY_MAX_ATTEMPTS must be a whole number of at least 1"),
     ({"MSB1_LOG_FORMAT": "xml"}, "MSB1_LOG_FORMAT must be one of json, text"),
-    ({"MSB1_WORKER_CPU": "-1"}, r"MSB1_WORKER_CPU must be auto, off or a CPU's number \(0, 1, ...\), got '-1'"),
-    ({"MSB1_WORKER_CPU": "1.5"}, "MSB1_WORKER_CPU must be auto, off or a CPU's number"),
-    ({"MSB1_WORKER_CPU": "\u0663"}, "MSB1_WORKER_CPU must be auto, off or a CPU's number"),   # an Arabic-Indic 3
-    ({"MSB1_WORKER_CPU": "1\n2"}, "MSB1_WORKER_CPU must be auto, off or a CPU's number"),
 ])
 def test_bad_settings(env, message):
     with pytest.raises(SettingsError, match=message):
@@ -157,9 +153,3 @@ def test_the_celery_app_reads_the_environment_only_when_it_is_used():
     assert out.stdout == "imported\n"
     assert out.returncode == 2 and "MSB1_RETRY_MAX_ATTEMPTS must be a whole number of at least 1, got 'maybe'" in out.stderr
 
-
-@pytest.mark.parametrize("value,choice", [(None, "auto"), ("", "auto"), ("AUTO", "auto"), (" off ", "off"),
-                                          ("0", 0), ("17", 17)])
-def test_worker_cpu_choices(value, choice):
-    env = {} if value is None else {"MSB1_WORKER_CPU": value}
-    assert Settings.from_env(env).worker_cpu_choice == choice

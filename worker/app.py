@@ -12,12 +12,9 @@ import sys
 from collections.abc import Mapping
 
 from celery import Celery, Task, signals
-from celery.concurrency import get_implementation
-from celery.concurrency.prefork import TaskPool as PreforkPool
 from kombu import Queue
 
 from schemas.datatypes import DATA_TYPES, DataType
-from . import cpu
 from .integrations import IntegrationsError
 from .lanes import BULK_QUEUE, LIVE_QUEUE
 from .logs import configure_logging
@@ -116,29 +113,6 @@ class _Config(Mapping):
         return len(self._load())
 
 
-def _reuse_kombu_redis_clients() -> None:
-    """kombu's Redis transport builds a new ``redis.Redis`` for every ack (and every look at
-    the unacked index): each build fills a dict of ~250 response callbacks, a large part of
-    a worker's CPU per task. A client is thread-safe and shares the channel's connection
-    pool, so one per channel does the same work. (A channel that loses its connection is
-    replaced by a new channel, with a client of its own.)"""
-    from kombu.transport import redis as kombu_redis
-    build = kombu_redis.Channel._create_client
-    if getattr(build, "reused", False):
-        return
-
-    def create_client(self, asynchronous: bool = False):
-        if asynchronous:
-            return build(self, asynchronous)
-        client = self.__dict__.get("_msb1_client")
-        if client is None or client.connection_pool is not self.pool:
-            client = self.__dict__["_msb1_client"] = build(self)
-        return client
-    create_client.reused = True
-    kombu_redis.Channel._create_client = create_client
-
-
-_reuse_kombu_redis_clients()
 app = Celery("moment_sb1", task_cls=SyncTask)
 app.config_from_object(_Config())
 
@@ -162,24 +136,11 @@ def _logging(**_):
         log.warning("%s; it is ignored", problem)
 
 
-_placement = cpu.NOWHERE      # where this worker process runs (set as it starts)
-
-
 @signals.worker_init.connect
 def _check_before_start(sender, **_):
-    """Refuse to start with an invalid integrations file or credentials, saying why; put the
-    process on its CPU (``MSB1_WORKER_CPU``, ``worker/cpu.py``) before Celery starts its
-    threads."""
-    global _placement
+    """Refuse to start with an invalid integrations file or credentials, saying why."""
     runtime = get_runtime()
     try:
-        # a client of its own, quick to give up: a Redis not reachable as the worker starts
-        # leaves it unpinned instead of holding the start up
-        claims = RedisTarget.parse(runtime.settings.redis_url).client(
-            decode_responses=True, socket_connect_timeout=3, socket_timeout=3)
-        _placement = cpu.choose(runtime.settings.worker_cpu_choice, claims, runtime.settings.key_prefix,
-                                takes_bulk=BULK_QUEUE in sender.app.amqp.queues.consume_from,
-                                forks=issubclass(get_implementation(sender.pool_cls), PreforkPool))
         runtime.integrations    # loads and checks the file
         runtime.tokens  # loads the private key / certificate once
     except (IntegrationsError, RuntimeError, ValueError, OSError) as err:
@@ -188,20 +149,13 @@ def _check_before_start(sender, **_):
     init_sentry(runtime.settings)
 
 
-@signals.worker_shutdown.connect
-def _give_cpu_back(**_):
-    if _placement.claim is not None:
-        _placement.claim.give_back()
-
-
 @signals.worker_ready.connect
 def _say_ready(**_):
     """What this worker serves, in its log (here, not at ``worker_init``: Celery sets up
     logging after that, and a line logged before it was lost)."""
     runtime = get_runtime()
-    log.info("moment-sb1 worker ready for %d integration(s): %s%s", len(runtime.integrations),
-             ", ".join(sorted(runtime.integrations)),
-             "; " + _placement.describe())
+    log.info("moment-sb1 worker ready for %d integration(s): %s", len(runtime.integrations),
+             ", ".join(sorted(runtime.integrations)))
 
 
 @signals.worker_ready.connect

@@ -21,7 +21,6 @@ from schemas.text import plain
 from .app import QUEUE, TASKS, app
 from .backfill import run_backfill
 from .checks import online_checks, redacted
-from .cpu import parse as parse_cpu
 from .lanes import BULK_QUEUE, LIVE_QUEUE
 from .integrations import DATA_TYPES, IntegrationsError, load_integrations
 from .metrics import WRITTEN
@@ -135,29 +134,15 @@ def check_config(online: bool) -> None:
     click.echo("every check passed")
 
 
-def _cpu_option(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return str(parse_cpu(value))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not auto, off or a CPU's number (0, 1, ...)") from None
-
-
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--concurrency", "-c", type=click.IntRange(1), default=None,
               help="threads (default MSB1_CONCURRENCY)")
 @click.option("--lanes", type=click.Choice(["all", "live"]), default="all", show_default=True,
               help="all: live work first, then bulk; live: live work only (a small process beside the "
                    "others keeps live changes fast while a backfill takes every core)")
-@click.option("--cpu", callback=lambda _c, _p, v: _cpu_option(v), default=None, metavar="auto|off|N",
-              help="the CPU this process runs on: auto (one no other worker on this machine has; the default, "
-                   "MSB1_WORKER_CPU), off (any) or a CPU's number")
 @click.pass_context
-def worker(ctx: click.Context, concurrency: int | None, lanes: str, cpu: str | None) -> None:
+def worker(ctx: click.Context, concurrency: int | None, lanes: str) -> None:
     """Run a Celery worker (thread pool) named moment-sb1@<host>; extra arguments go to Celery."""
-    if cpu is not None:
-        os.environ["MSB1_WORKER_CPU"] = cpu     # the worker pins itself as it starts
     settings = _settings()
     queues = LIVE_QUEUE if lanes == "live" else f"{LIVE_QUEUE},{BULK_QUEUE}"
     argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency or settings.concurrency),

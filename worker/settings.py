@@ -20,7 +20,6 @@ from marshmallow.validate import OneOf, Range
 from clients.http import Timeouts
 from clients.retry import RetryPolicy
 from clients.sb1 import DEFAULT_IDENTITY_URL, TOKEN_PATH
-from .cpu import parse as parse_cpu
 
 PREFIX = "MSB1_"
 
@@ -42,14 +41,6 @@ class _MappingEnv(Env):
         return default if value is None or value == "" else value
 
 
-def _parses(parse, value: str) -> None:
-    """A validator from a parser: the value is valid when ``parse`` takes it."""
-    try:
-        parse(value)
-    except ValueError:
-        raise ValidationError("invalid") from None
-
-
 # validation beyond the type, by field name
 _VALIDATE = {
     "smtp_tls": OneOf(("none", "starttls", "ssl")),
@@ -62,7 +53,6 @@ _VALIDATE = {
     "restore_interval": Range(min=1),
     "restore_lock_timeout": Range(min=1),
     "concurrency": Range(min=1),
-    "worker_cpu": lambda value: _parses(parse_cpu, value),
     "webhook_max_body": Range(min=1024),
     "webhook_connection_limit": Range(min=10),
     "webhook_channel_timeout": Range(min=1),
@@ -74,8 +64,6 @@ _VALIDATE = {
     "sb1_host_rate_limit": Range(min=0),
     "moment_rate_limit": Range(min=0),
 }
-# what a variable takes, in words, where its validator cannot say it
-_WORDS = {"worker_cpu": "auto, off or a CPU's number (0, 1, ...)"}
 
 
 @dataclass(frozen=True)
@@ -121,9 +109,6 @@ class Settings:
     http_connect_timeout: float = 5.0
     http_read_timeout: float = 30.0
     concurrency: int = 32
-    # the CPU a worker process runs on, every thread of it (worker/cpu.py): auto (a CPU no
-    # other worker on this machine has), off (wherever the system puts it) or a CPU's number
-    worker_cpu: str = "auto"
     # Celery task events cost three Redis publishes per task; Flower switches them on
     # itself while it runs, so they stay off by default
     task_events: bool = False
@@ -152,11 +137,6 @@ class Settings:
     circuit_window: float = 60.0
     circuit_probe_interval: float = 30.0   # how often a waiting sync tries the service again
     outage_notice_after: float = 3600.0    # the company hears of an outage only if it lasts this long
-
-    @property
-    def worker_cpu_choice(self) -> int | str:
-        """``MSB1_WORKER_CPU`` parsed: "auto", "off" or a CPU's number."""
-        return parse_cpu(self.worker_cpu)
 
     @property
     def token_url(self) -> str:
@@ -223,8 +203,6 @@ def _expected(name: str) -> str:
     key = name.removeprefix(PREFIX).lower()
     f = next((f for f in fields(Settings) if f.name == key), None)
     validator = _VALIDATE.get(key)
-    if key in _WORDS:
-        return _WORDS[key]
     if isinstance(validator, OneOf):
         return "one of " + ", ".join(c for c in map(str, validator.choices) if c.upper() == c or key != "log_level")
     kind = "" if f is None else (f.type if isinstance(f.type, str) else f.type.__name__)

@@ -124,10 +124,6 @@ class Keys:
     def cursor(self, integration_id: str, data_type: str) -> str:
         return f"{self.prefix}:cursor:{integration_id}:{data_type}"
 
-    def cpu_claim(self, machine: str, cpu: int) -> str:
-        """Which worker process holds a CPU of a machine (``worker/cpu.py``)."""
-        return f"{self.prefix}:cpu:{machine}:{cpu}"
-
     def last_poll(self) -> str:
         """When beat's poll last ran (seconds since the epoch): the health signal of beat."""
         return f"{self.prefix}:last-poll"
