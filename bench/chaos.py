@@ -161,7 +161,7 @@ class Run:
         self.seed()
         requests.post(f"{stack.moment_url}/_sandbox/webhooks", timeout=10, json={
             "company": COMPANY, "url": f"{receiver}/webhooks/{COMPANY}/{stack.webhook_secret(COMPANY)}"})
-        from worker.producer import enqueue
+        from worker.intake.producer import enqueue
         for c in self.customers:          # the backfill of what Moment had before
             enqueue(COMPANY, "customers", c["id"])
         self.faults(**CHAOS)

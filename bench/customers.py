@@ -58,7 +58,7 @@ def baseline(stack: Stack, rt, count: int) -> dict:
 
 def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: int, rate: float = 0,
                    gc_time: bool = False) -> dict:
-    from worker.producer import enqueue
+    from worker.intake.producer import enqueue
     integration = rt.integration("bench")
     ids = [rec["id"] for rec in rt.moment(integration).list("customers")][:count]
     gc_log = stack.tmp / "gc.log"
@@ -104,7 +104,7 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
     # each sync's own log line (JSON) says how long its fetch, map and write took
     lines = (json.loads(line) for n in range(processes)
              for line in (stack.tmp / f"worker{n}.log").read_text().splitlines() if line.startswith("{"))
-    times = [e["seconds"] for e in lines if e.get("logger") == "worker.sync" and "seconds" in e]
+    times = [e["seconds"] for e in lines if e.get("logger") == "worker.sync.task" and "seconds" in e]
     latencies = sorted(t - started for t in synced)
     extra = {}
     if gc_time:         # the collections during the run (not start-up's), per generation
@@ -134,7 +134,7 @@ def celery_floor(stack: Stack, count: int, concurrency: int, processes: int, lat
     """Celery's own CPU per task (``bench.floor``): the same workers, tasks that do nothing of
     ours, once returning at once and once waiting as long as a sync's three API calls."""
     from bench.floor import noop, waits
-    from worker.lanes import LIVE_QUEUE
+    from worker.store.lanes import LIVE_QUEUE
     procs = [stack.start_worker(concurrency, f"floor{n}.log", app="bench.floor")
              for n in range(processes)]
     r = stack.redis
@@ -186,7 +186,7 @@ def main() -> None:
                     "seed_customers": args.baseline_records}], latency=args.latency)
     try:
         from worker.runtime import Runtime
-        from worker.settings import Settings
+        from worker.config.settings import Settings
         rt = Runtime(Settings.from_env())
         base = baseline(stack, rt, args.baseline_records)
         work = through_worker(stack, rt, args.records, args.concurrency, args.processes, args.rate,

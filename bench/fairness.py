@@ -1,4 +1,4 @@
-"""Benchmark: live changes during a big backfill (worker.lanes).
+"""Benchmark: live changes during a big backfill (worker.store.lanes).
 
     .venv/bin/python -m bench.fairness                    # 10,000 customers, 20 ms per call
     .venv/bin/python -m bench.fairness --records 2000     # shorter
@@ -76,9 +76,9 @@ def main() -> None:
 
 
 def run(stack: Stack, args) -> dict:
-    from worker.producer import enqueue
+    from worker.intake.producer import enqueue
     from worker.runtime import Runtime
-    from worker.settings import Settings
+    from worker.config.settings import Settings
     rt = Runtime(Settings.from_env())
     workers = [stack.start_worker(args.concurrency, f"worker{n}.log")
                for n in range(args.processes)]

@@ -17,7 +17,7 @@ import time
 
 from celery import Task
 
-from worker.app import app
+from worker.broker import app
 
 # what a customer sync waits for: the Moment fetch, the SpareBank 1 look-up, the write
 API_CALLS_PER_CUSTOMER = 3

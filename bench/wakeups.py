@@ -39,7 +39,7 @@ def main() -> None:
     stack = Stack([{"moment_company": "bench", "moment_api_key": "bench-key", "seed_customers": 50}], latency=0)
     try:
         from worker.runtime import Runtime
-        from worker.settings import Settings
+        from worker.config.settings import Settings
         rt = Runtime(Settings.from_env())
         integration = rt.integration("bench")
         moment, sb1 = rt.moment(integration), rt.sb1(integration)

@@ -75,12 +75,13 @@ class Bucket:
 
 class RateLimiter:
     def __init__(self, r: redis.Redis, prefix: str, max_wait: float = 30.0):
+        """``prefix``: what every bucket's Redis key starts with (``Keys.rate_limits``)."""
         self.redis, self.prefix, self.max_wait = r, prefix, max_wait
         self._reserve = r.register_script(_RESERVE)
         self._penalize = r.register_script(_PENALIZE)
 
     def _keys(self, buckets: tuple[Bucket, ...]) -> list[str]:
-        state = [f"{self.prefix}:rate:{b.key}" for b in buckets]
+        state = [f"{self.prefix}:{b.key}" for b in buckets]
         return state + [f"{k}:penalty" for k in state]
 
     def acquire(self, buckets: tuple[Bucket, ...], service: str) -> float:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import threading
@@ -92,13 +91,12 @@ class TokenProvider:
     service = "SpareBank 1 identity server"
 
     def __init__(self, token_url: str, credentials: Credentials, *, redis_client: redis.Redis,
-                 key_prefix: str = "msb1", http: Http | None = None,
+                 cache_key: str, http: Http | None = None,
                  timeouts: Timeouts = Timeouts(), refresh_margin: float = 300):
         self.token_url = token_url
         self.credentials = credentials
         self.redis = redis_client
-        digest = hashlib.sha256(f"{token_url}|{credentials.client_id}".encode()).hexdigest()[:16]
-        self.key = f"{key_prefix}:sb1-token:{digest}"
+        self.key = cache_key          # where the token is shared (``Keys.sb1_token``)
         self.http = http or Http()
         self.timeouts = timeouts
         self.refresh_margin = refresh_margin

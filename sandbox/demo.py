@@ -41,7 +41,7 @@ def main() -> None:
 class Demo:
     def __init__(self, stack: Stack, mailbox: Mailbox):
         from worker.runtime import Runtime
-        from worker.settings import Settings
+        from worker.config.settings import Settings
         self.stack, self.mailbox = stack, mailbox
         self.rt = Runtime(Settings.from_env())
         self.moment = f"{stack.moment_url}/api/1.0/companies/demo"
@@ -75,7 +75,7 @@ class Demo:
             print(f"  {c['CustomerNumber']:>7}  {info['Name']:<28} {email:<30} {city:<12} {fax}")
 
     def run(self) -> None:
-        from worker.producer import enqueue
+        from worker.intake.producer import enqueue
         stack = self.stack
         self.stack.start_worker(8)
         receiver = stack.start_receiver()

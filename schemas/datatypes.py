@@ -13,8 +13,15 @@ from typing import Any, Callable
 from marshmallow import Schema
 
 from .moment import MOMENT_CUSTOMER, MOMENT_INVOICE, MOMENT_PROJECT
-from .sb1 import (CUSTOMER_EXPAND, check_customer, check_project, customer_body, customer_fields, project_body,
-                  project_fields)
+from .sb1 import (
+    CUSTOMER_EXPAND,
+    check_customer,
+    check_project,
+    customer_body,
+    customer_fields,
+    project_body,
+    project_fields,
+)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ from errors import RecordInvalid
 from schemas.datatypes import CUSTOMERS
 from schemas.moment import MomentCustomer
 from schemas.text import shown
-from worker.app import sync_task
-from worker.sync import SyncContext
+from worker.sync.context import SyncContext
+from worker.sync.registry import sync_task
+
 from .upsert import record_body
 
 TYPE = CUSTOMERS

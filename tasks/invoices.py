@@ -4,17 +4,26 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
-from errors import AuthError, DuplicateCreate, NotFound, RecordInvalid
 from clients.sb1 import quote
+from errors import AuthError, DuplicateCreate, NotFound, RecordInvalid
 from schemas.datatypes import CUSTOMERS, INVOICES, PROJECTS
 from schemas.moment import MomentInvoice
-from schemas.sb1 import (INVOICE_FINAL_STATUS, RECEIVABLE_ACCOUNT_FIELD, VOUCHER_KEY_FIELD,
-                         VOUCHER_LINES_ROUTE, VatRate, Voucher, check_invoice, create_guid,
-                         voucher_body)
+from schemas.sb1 import create_guid
 from schemas.text import kroner, label
-from worker.app import sync_task
-from worker.outcomes import Outcome
-from worker.sync import SyncContext
+from schemas.vouchers import (
+    INVOICE_FINAL_STATUS,
+    RECEIVABLE_ACCOUNT_FIELD,
+    VOUCHER_KEY_FIELD,
+    VOUCHER_LINES_ROUTE,
+    VatRate,
+    Voucher,
+    check_invoice,
+    voucher_body,
+)
+from worker.sync.context import SyncContext
+from worker.sync.outcomes import Outcome
+from worker.sync.registry import sync_task
+
 from .customers import upsert_customer
 from .projects import upsert_project
 from .upsert import ensure_in_books, fetch

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 
-from worker.app import app
+from worker.broker import DIGEST_TASK, app
+from worker.sync.task import SyncTask
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name="notices.digest", bind=True)
+@app.task(name=DIGEST_TASK, bind=True, base=SyncTask)
 def send_digest(self, integration_id: str) -> int:
     rt = self.runtime
     integration = rt.integrations.get(integration_id)

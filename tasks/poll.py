@@ -20,14 +20,16 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from errors import IntegrationError
-from worker.app import TASKS, app
-from worker.producer import enqueue, refill_bulk
-from worker.observability import report_failure
+from schemas.datatypes import DATA_TYPES
+from worker.broker import POLL_ALL_TASK, POLL_TASK, app, publish_poll
+from worker.intake.producer import enqueue, refill_bulk
+from worker.ops.sentry import report_failure
+from worker.sync.task import SyncTask
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name="poll.changes")
+@app.task(name=POLL_ALL_TASK, base=SyncTask)
 def poll_changes() -> int:
     """Fan out: one poll task per integration and selected data type. Also makes sure a
     collected digest is due (its send message may have been lost), and tries again a dead
@@ -40,15 +42,15 @@ def poll_changes() -> int:
     for integration in rt.integrations.values():
         if integration.id in paused:        # its cursor stays: the poll after the resume finds it all
             continue
-        for data_type in TASKS:
+        for data_type in DATA_TYPES:
             if integration.wants(data_type):
-                poll_integration.delay(integration.id, data_type)
+                publish_poll(integration.id, data_type)
                 n += 1
         if rt.notices.pending(integration.id):
             rt.notices.schedule(integration.id)
         collected = rt.notices.collected(integration.id)
         for letter in rt.dead_letters.list(integration.id):
-            if not letter.notified and letter.field not in collected and letter.data_type in TASKS:
+            if not letter.notified and letter.field not in collected and letter.data_type in DATA_TYPES:
                 enqueue(integration.id, letter.data_type, letter.record_id, runtime=rt)
     return n
 
@@ -72,7 +74,7 @@ def aware_time(value: object) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
-@app.task(name="poll.integration", bind=True)
+@app.task(name=POLL_TASK, bind=True, base=SyncTask)
 def poll_integration(self, integration_id: str, data_type: str) -> int:
     rt = self.runtime
     settings = rt.settings

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from schemas.datatypes import CUSTOMERS, PROJECTS
 from schemas.moment import MomentProject
-from worker.app import sync_task
-from worker.sync import SyncContext
+from worker.sync.context import SyncContext
+from worker.sync.registry import sync_task
+
 from .customers import upsert_customer
 from .upsert import ensure_in_books, record_body
 

@@ -14,14 +14,13 @@ from typing import Any, Callable, NoReturn
 from marshmallow import Schema, ValidationError
 
 from errors import DuplicateCreate, IntegrationError, NotFound, RecordInvalid, TransientError
-from schemas.datatypes import DataType
+from schemas.datatypes import DATA_TYPES, DataType
 from schemas.sb1 import create_guid, field_digests, fingerprint
 from schemas.text import label, plain
-from worker.templates import record_name
-from worker.notify import DATA_TYPE_NAMES
-from worker.outcomes import Outcome
-from worker.state import new_token, release_lock
-from worker.sync import SyncContext
+from worker.notices.templates import record_name
+from worker.store.batch import new_token, release_lock
+from worker.sync.context import SyncContext
+from worker.sync.outcomes import Outcome
 
 Build = Callable[[dict | None], dict]
 
@@ -37,7 +36,7 @@ def fetch(ctx: SyncContext, schema: Schema) -> Any | None:
     except ValidationError as err:
         ctx.version = _version_of(raw)
         fields = ", ".join(sorted(err.normalized_messages()))
-        raise RecordInvalid(f"Moment returned a {DATA_TYPE_NAMES[ctx.data_type]} we cannot read "
+        raise RecordInvalid(f"Moment returned a {DATA_TYPES[ctx.data_type].noun} we cannot read "
                             f"(fields: {fields})", code="moment-unreadable",
                             params={"noun": ctx.data_type, "fields": fields}) from None
     ctx.version = record.last_modified_date
@@ -157,7 +156,7 @@ def _found_by_number(ctx: SyncContext, route: str, key_field: str, key: Any, exp
 
 
 def _refuse_shared_number(ctx: SyncContext, holder: dict, key: Any, owner: int | None = None) -> NoReturn:
-    rt, iid, noun = ctx.runtime, ctx.integration.id, DATA_TYPE_NAMES[ctx.data_type]
+    rt, iid, noun = ctx.runtime, ctx.integration.id, DATA_TYPES[ctx.data_type].noun
     owner = owner if owner is not None else rt.state.owner(iid, ctx.data_type, holder["ID"])
     if owner is None:
         raise RecordInvalid(
@@ -196,7 +195,7 @@ def ensure_in_books(ctx: SyncContext, data_type: str, moment_id: int,
     does not matter: a project never lands without its customer."""
     rt = ctx.runtime
     iid = ctx.integration.id
-    noun = DATA_TYPE_NAMES[data_type]
+    noun = DATA_TYPES[data_type].noun
     known = rt.state.get(iid, data_type, moment_id)
     if known and known.get("sb1_id"):
         return known["sb1_id"]

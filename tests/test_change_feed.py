@@ -22,7 +22,7 @@ def stat(r, name, integration="acme"):
 
 
 def send_task(name, *args):
-    from worker.app import app
+    from worker.broker import app
     app.send_task(name, args=list(args))
 
 
@@ -206,7 +206,7 @@ def queued(r):
 
 
 def test_producer_api_and_cli_enqueue_ids_only(r, worker_env):
-    from worker.producer import UnknownDataType, enqueue
+    from worker.intake.producer import UnknownDataType, enqueue
     assert enqueue("acme", "customers", 1000001) is not None
     assert enqueue("acme", "customers", 1000001) is None          # already queued: folded
     with pytest.raises(UnknownDataType, match="unknown data type 'expenses'"):
@@ -222,7 +222,7 @@ def test_producer_api_and_cli_enqueue_ids_only(r, worker_env):
 
 
 def test_status_shows_queue_dead_letters_and_cursor(r, worker_env):
-    from worker.producer import enqueue
+    from worker.intake.producer import enqueue
     enqueue("acme", "customers", 1000001)
     r.hset("msb1test:dead:acme", "customers:5", json.dumps({
         "integration_id": "acme", "data_type": "customers", "record_id": 5, "what": "customer 99",

@@ -16,7 +16,7 @@ FAST = {"MSB1_OPERATOR_EMAIL": OPS, "MSB1_CIRCUIT_THRESHOLD": "3", "MSB1_CIRCUIT
 
 
 def enqueue(integration, record_id, data_type="customers"):
-    from worker.app import TASKS, app
+    from worker.broker import TASKS, app
     app.send_task(TASKS[data_type], args=[integration, record_id])
 
 

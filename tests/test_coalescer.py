@@ -3,7 +3,8 @@ import time
 
 import pytest
 
-from worker.state import Coalescer, Keys
+from worker.store.coalescer import Coalescer
+from worker.store.keys import Keys
 
 
 @pytest.fixture
@@ -90,7 +91,7 @@ def test_the_poll_cursor_waits_for_unfinished_changes_within_a_bound():
 def test_the_start_takes_the_lock_reads_the_state_and_stops_at_the_gate(co, r):
     """The sync's one round trip at its start: counted, held back by a pause or an open
     circuit (then nothing else happens), else the record's lock and its state."""
-    from worker.state import Gate
+    from worker.store.coalescer import Gate
     r.hset("msb1test:state:acme:customers", "1", '{"sb1_id": 7}')
     lock = ("msb1test:lock:acme:customers:1", "token-a", 30)
     gate = Gate(("msb1test:lane:acme:live", "started"), "msb1test:paused", ("msb1test:circuit:acme:sb1",))
@@ -118,7 +119,7 @@ def test_the_start_takes_the_lock_reads_the_state_and_stops_at_the_gate(co, r):
 
 
 def test_a_batch_sends_everything_at_once_and_hands_each_its_answers(r):
-    from worker.state import Batch, release_lock
+    from worker.store.batch import Batch, release_lock
     batch = Batch(r)
     got = {}
     since = batch.mark()

@@ -119,7 +119,7 @@ def test_a_missing_password_or_login_stops_compose_with_a_reason(tmp_path):
 
 def test_env_example_lists_every_setting_and_every_secret_the_examples_use():
     from dataclasses import fields
-    from worker.settings import Settings
+    from worker.config.settings import Settings
     listed = {line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines()
               if "=" in line and not line.startswith("#")}
     missing = {f"MSB1_{f.name.upper()}" for f in fields(Settings)} - listed
@@ -128,12 +128,12 @@ def test_env_example_lists_every_setting_and_every_secret_the_examples_use():
                if not line.lstrip().startswith("#")]
     refs = set(re.findall(r'env = "([A-Z0-9_]+)"', "\n".join(example)))
     assert refs and refs <= listed, f".env.example lacks {sorted(refs - listed)}"
-    from worker.settings import unknown_variables
+    from worker.config.settings import unknown_variables
     assert unknown_variables({k: "x" for k in listed}) == []
 
 
 def test_the_sandbox_profiles_example_files_work(tmp_path):
-    from worker.integrations import load_integrations
+    from worker.config.integrations import load_integrations
     [integration] = load_integrations(ROOT / "deploy" / "integrations.sandbox.toml",
                                       env={"SANDBOX_MOMENT_KEY": "sandbox-moment-key"}).values()
     config = json.loads((ROOT / "deploy" / "sandbox.example.json").read_text())

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from worker.integrations import IntegrationsError, load_integrations, parse_integrations
-from worker.settings import Settings, SettingsError, unknown_variables
+from worker.config.integrations import IntegrationsError, load_integrations, parse_integrations
+from worker.config.settings import Settings, SettingsError, unknown_variables
 
 GOOD = {
     "id": "acme", "moment_company": "acme", "moment_api_key": {"env": "ACME_KEY"}, "bank": "smn",

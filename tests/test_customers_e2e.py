@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def enqueue(integration, record_id, data_type="customers"):
     """Publish a sync task directly, without the producer's coalescing: these tests want
     every task to run, as redeliveries and replays do."""
-    from worker.app import TASKS, app
+    from worker.broker import TASKS, app
     app.send_task(TASKS[data_type], args=[integration, record_id])
 
 
@@ -249,7 +249,7 @@ def test_worker_killed_mid_run_every_customer_exactly_once(sandbox, start_worker
     # safety-net poll finds that record again
     wait_until(lambda: r.llen("moment-sb1") == 0 and r.hlen("unacked") == 0, 120,
                message="the queue to drain", describe=lambda: broker_state(r, second))
-    from worker.app import app
+    from worker.broker import app
     app.send_task("poll.integration", args=["acme", "customers"])
     wait_until(lambda: len(sandbox.sb1.customers(ACME)) >= 200, 60, message="200 customers",
                describe=lambda: f"{len(sandbox.sb1.customers(ACME))} in the books; "
@@ -265,8 +265,8 @@ def test_a_worker_killed_holding_the_restore_lock_holds_up_recovery_only_briefly
     """Workers look for a dead worker's messages under one Redis lock (kombu's default
     expiry is 300 s). A worker killed while holding it must not hold up recovery for long."""
     from celery import Celery
-    from worker.app import celery_config
-    from worker.settings import Settings
+    from worker.broker import celery_config
+    from worker.config.settings import Settings
     settings = Settings.from_env(worker_env)
     records = seed_customers(sandbox.moment, "acme", 12)
     sandbox.sb1_faults.latency = 1.0               # tasks are mid-flight when the worker dies
@@ -304,7 +304,7 @@ def test_failure_email_is_sent_later_when_the_mail_server_was_down(sandbox, smtp
     assert json.loads(next(iter(r.hgetall(key).values())))["notified"] is False
     box = Mailbox(port=smtp.port)                      # back up
     try:
-        from worker.app import app
+        from worker.broker import app
         app.send_task("poll.changes")                  # what beat runs every MSB1_POLL_INTERVAL
         wait_until(lambda: len(box.messages) == 1, 30, message="the late email")
         wait_until(lambda: json.loads(next(iter(r.hgetall(key).values())))["notified"], 10,
@@ -320,7 +320,7 @@ def test_eight_attempts_configured_eight_made_then_a_dead_letter(sandbox, smtp, 
     w = start_worker(MSB1_RETRY_MAX_ATTEMPTS=8, MSB1_RETRY_BASE_DELAY=0.05, MSB1_RETRY_MAX_DELAY=0.2)
     [rec] = seed_customers(sandbox.moment, "acme", 1)
     sandbox.moment_faults.script(f"/customers/{rec['id']}", 503, times=9)     # one more than allowed
-    from worker.producer import enqueue as produce
+    from worker.intake.producer import enqueue as produce
     assert produce("acme", "customers", rec["id"])
     wait_until(lambda: len(smtp.messages) == 1, 30, message="the failure email")
     time.sleep(1)

@@ -46,7 +46,7 @@ def invoices_selected(worker_env, sandbox, tmp_path):
 
 
 def send(name, *args):
-    from worker.app import app
+    from worker.broker import app
     app.send_task(name, args=list(args))
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from worker.lanes import BULK_QUEUE, Lanes
+from worker.store.keys import Keys
+from worker.store.lanes import BULK_QUEUE, Lanes
 
 
 class Publisher:
@@ -24,7 +25,7 @@ class Publisher:
 
 @pytest.fixture
 def lanes(r):
-    return Lanes(r, "msb1test", target=40)
+    return Lanes(r, Keys("msb1test"), target=40)
 
 
 def test_companies_take_turns_a_chunk_at_a_time(lanes, r):

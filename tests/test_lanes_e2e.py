@@ -1,4 +1,4 @@
-"""Live before bulk, company by company (worker.lanes), with a real worker: a live change
+"""Live before bulk, company by company (worker.store.lanes), with a real worker: a live change
 overtakes a big backfill, a second company's backfill is not held up by the first's, and a
 record in a backfill that also changes live is written once, promptly."""
 from __future__ import annotations
@@ -20,7 +20,7 @@ def in_books(sandbox, company: str) -> dict[int, dict]:
 
 
 def test_live_overtakes_bulk_and_companies_take_turns_in_bulk(sandbox, start_worker, worker_env, r):
-    from worker.producer import enqueue, enqueue_bulk
+    from worker.intake.producer import enqueue, enqueue_bulk
     sandbox.moment_faults.latency = sandbox.sb1_faults.latency = 0.02
     acme = seed_customers(sandbox.moment, "acme", 400)
     fjord = seed_customers(sandbox.moment, "fjord", 41, start_number=150001)
@@ -52,7 +52,7 @@ def test_live_overtakes_bulk_and_companies_take_turns_in_bulk(sandbox, start_wor
 
 
 def test_a_backfilled_record_that_changes_live_is_written_once_promptly(sandbox, start_worker, r):
-    from worker.producer import enqueue, enqueue_bulk
+    from worker.intake.producer import enqueue, enqueue_bulk
     sandbox.sb1_faults.latency = 0.02
     acme = seed_customers(sandbox.moment, "acme", 300)
     last = acme[-1]

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def enqueue(integration, record_id, data_type="customers"):
-    from worker.app import TASKS, app
+    from worker.broker import TASKS, app
     app.send_task(TASKS[data_type], args=[integration, record_id])
 
 

@@ -49,7 +49,7 @@ def metric(text: str, name: str, **labels) -> float | None:
 def test_pause_holds_everything_and_resume_picks_up_the_pause(sandbox, start_worker, worker_env, r):
     seeded = seed_customers(sandbox.moment, "acme", 3)
     env = dict(worker_env, MSB1_POLL_INTERVAL="3600")          # no beat here: resume polls itself
-    from worker.producer import enqueue
+    from worker.intake.producer import enqueue
     for rec in seeded:
         enqueue("acme", "customers", rec["id"])                 # queued before the pause
     assert "acme paused" in ok(env, "pause", "acme")
@@ -209,7 +209,7 @@ def test_worker_metrics_and_json_logs(sandbox, start_worker, worker_env, r, tmp_
     created = [e for e in entries if e.get("message", "").endswith(f"customer {seeded[0]['customerNumber']}: created")]
     assert created, [e.get("message") for e in entries][-20:]
     line = created[0]
-    assert line["level"] == "INFO" and line["process"] == "worker" and line["logger"] == "worker.sync"
+    assert line["level"] == "INFO" and line["process"] == "worker" and line["logger"] == "worker.sync.task"
     assert line["integration"] == "acme" and line["data_type"] == "customers"
     assert line["moment_id"] == seeded[0]["id"] and line["number"] == seeded[0]["customerNumber"]
     assert len(line["task_id"]) == 36 and line["time"].endswith("Z")

@@ -26,7 +26,7 @@ def busiest_second(times: list[float]) -> int:
 
 
 def test_four_processes_share_one_limit_and_every_record_arrives(sandbox, start_worker, r):
-    from worker.producer import enqueue
+    from worker.intake.producer import enqueue
     key = COMPANY_KEYS["acme"]
     seeded = seed_customers(sandbox.moment, "acme", 150)
     limits = {"MSB1_SB1_RATE_LIMIT": LIMIT, "MSB1_SB1_HOST_RATE_LIMIT": 0}

@@ -21,7 +21,7 @@ def aof(make_redis):
 
 
 def publish(url, integration, record_id):
-    from worker.app import app
+    from worker.broker import app
     with app.connection_for_write(url) as conn:
         app.send_task("sync.customer", args=[integration, record_id], connection=conn)
 

@@ -62,8 +62,8 @@ def test_pem_key_and_client_secret(tmp_path, key_and_cert):
 def test_token_shared_between_providers_and_refreshed_on_401(sandbox, r, rsa_key):
     from conftest import CLIENT_ID, COMPANY_KEYS
     creds = Credentials.load(CLIENT_ID, key_file=str(rsa_key[0]))
-    one = TokenProvider(sandbox.token_url, creds, redis_client=r, key_prefix="msb1test")
-    two = TokenProvider(sandbox.token_url, creds, redis_client=r, key_prefix="msb1test")
+    one = TokenProvider(sandbox.token_url, creds, redis_client=r, cache_key="msb1test:sb1-token")
+    two = TokenProvider(sandbox.token_url, creds, redis_client=r, cache_key="msb1test:sb1-token")
     token = one.token()
     assert two.token() == token and sandbox.sb1.token_requests == 1
     client = SB1Client(sandbox.sb1_url, COMPANY_KEYS["acme"], two)
@@ -91,10 +91,10 @@ from clients.http import Timeouts
 from clients.sb1 import Credentials, TokenProvider
 creds = Credentials.load({CLIENT_ID!r}, key_file={str(rsa_key[0])!r})
 TokenProvider({sandbox.token_url!r}, creds, redis_client=redis.Redis.from_url({redis_server!r}),
-              key_prefix="msb1test", timeouts=Timeouts(1, 4)).token()
+              cache_key="msb1test:sb1-token", timeouts=Timeouts(1, 4)).token()
 """], cwd=ROOT)
     creds = Credentials.load(CLIENT_ID, key_file=str(rsa_key[0]))
-    provider = TokenProvider(sandbox.token_url, creds, redis_client=r, key_prefix="msb1test",
+    provider = TokenProvider(sandbox.token_url, creds, redis_client=r, cache_key="msb1test:sb1-token",
                              timeouts=Timeouts(1, 4))
     try:
         wait_until(lambda: r.exists(f"{provider.key}:lock"), 20, message="the child holding the lock")
@@ -114,7 +114,7 @@ def test_bad_credentials_are_refused(sandbox, r):
     wrong = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     from conftest import CLIENT_ID
     provider = TokenProvider(sandbox.token_url, Credentials(CLIENT_ID, private_key=wrong), redis_client=r,
-                             key_prefix="msb1test")
+                             cache_key="msb1test:sb1-token")
     with pytest.raises(AuthError) as err:
         provider.token()
     assert str(err.value) == "SpareBank 1 identity server POST /connect/token: HTTP 400: invalid_client"
@@ -140,7 +140,7 @@ def test_the_platform_refusing_a_createguid_it_has_is_a_duplicate_create(sandbox
     from errors import DuplicateCreate, RecordInvalid
     creds = Credentials.load(CLIENT_ID, key_file=str(rsa_key[0]))
     client = SB1Client(sandbox.sb1_url, COMPANY_KEYS["acme"],
-                       TokenProvider(sandbox.token_url, creds, redis_client=r, key_prefix="msb1test"))
+                       TokenProvider(sandbox.token_url, creds, redis_client=r, cache_key="msb1test:sb1-token"))
     body = {"CustomerNumber": 100001, "Info": {"Name": "Fjord Bygg AS"}, "_createguid": "g-1"}
     client.create("customers", body)
     with pytest.raises(DuplicateCreate) as twin:

@@ -6,8 +6,7 @@ import pytest
 
 from errors import RecordInvalid
 from schemas.moment import MOMENT_CUSTOMER
-from schemas.sb1 import (PHONE_TYPE_FAX, PHONE_TYPE_PHONE, check_customer, create_guid,
-                         customer_body, customer_fields, fingerprint)
+from schemas.sb1 import PHONE_TYPE_FAX, PHONE_TYPE_PHONE, check_customer, create_guid, customer_body, customer_fields, fingerprint
 
 # The platform's Swagger definitions we use, kept in the repo (scripts/update-contract)
 SWAGGER = Path(__file__).resolve().parents[1] / "contract" / "unieconomy-swagger.json"
@@ -86,7 +85,7 @@ def test_norwegian_organization_number_rule(org, country, error):
 ])
 def test_kid_rule(kid, ok):
     from schemas.moment import MOMENT_INVOICE
-    from schemas.sb1 import check_invoice
+    from schemas.vouchers import check_invoice
     inv = MOMENT_INVOICE.load({**INVOICE, "paymentId": kid})
     if ok:
         check_invoice(inv)
@@ -254,7 +253,7 @@ VAT = {"0": (1, "0"), "3": (2, "25"), "31": (3, "15"), "33": (4, "12"), "5": (5,
 def voucher(lines, **invoice):
     from decimal import Decimal
     from schemas.moment import MOMENT_INVOICE
-    from schemas.sb1 import VatRate, check_invoice, voucher_body
+    from schemas.vouchers import VatRate, check_invoice, voucher_body
     inv = MOMENT_INVOICE.load({**INVOICE, **invoice, "lines": lines})
     check_invoice(inv)
     return voucher_body(inv, receivable_id=100, revenue_ids={"HOURS": 30, "EXPENSES": 31, "PRODUCTS": 32},
@@ -268,7 +267,7 @@ def line(amount, code="3", kind="HOURS", text="x", **more):
 def booked_vat(draft_lines):
     """What the platform books as VAT from our draft lines, per VAT type ID (its rounding)."""
     from decimal import Decimal
-    from schemas.sb1 import platform_vat
+    from schemas.vouchers import platform_vat
     out = {}
     rates = {i: Decimal(p) for i, p in VAT.values()}
     for ln in draft_lines:
@@ -353,7 +352,7 @@ def test_an_amount_the_platform_cannot_hold_is_refused():
 ])
 def test_invoice_rules(change, error):
     from schemas.moment import MOMENT_INVOICE
-    from schemas.sb1 import check_invoice
+    from schemas.vouchers import check_invoice
     with pytest.raises(RecordInvalid) as err:
         check_invoice(MOMENT_INVOICE.load({**INVOICE, **change}))
     assert error in str(err.value)

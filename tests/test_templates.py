@@ -5,7 +5,7 @@ import pytest
 
 from errors import AuthError, PermanentError, RecordInvalid, TransientError
 from schemas.text import kroner, label, plain, shown
-from worker import templates
+from worker.notices import templates
 
 SAMPLES = {
     "customer-number-missing": {}, "customer-number-not-digits": {"value": "'1A'"},

@@ -21,23 +21,27 @@ and when it closes; the company when its own access was refused (at once), or wh
 outage of its services lasts longer than ``MSB1_OUTAGE_NOTICE_AFTER``, and then when it is
 over. Credential problems of the integrator are the operator's alone.
 
-``{p}:circuit:{scope}:{service}``        hash  an open circuit (reason, since, last error, told)
-``{p}:circuit-fails:{scope}:{service}``  transient failures in a row (a success clears it)
-``{p}:circuit-probe:{scope}:{service}``  set while one sync probes
+Its Redis keys: ``worker.store.keys`` (outages).
 """
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from email.message import EmailMessage
 from typing import Any, Callable
 
+import redis
 import sentry_sdk
 
 from errors import AuthError, IntegrationError
-from . import templates
-from .notices import make_email
+from worker.config.integrations import Integration
+from worker.config.settings import Settings
+from worker.notices import templates
+from worker.notices.mail import make_email
+from worker.store.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +73,15 @@ def service_of(exc: BaseException) -> str | None:
 
 
 class Circuits:
-    def __init__(self, runtime):
-        self.rt = runtime
-        self.redis = runtime.redis
-        self.prefix = runtime.keys.prefix
-        self.settings = runtime.settings
+    """The circuits of every integration, in Redis. Given what they use: ``integrations()``
+    (the integrations by id, for a company's notice), ``probe(integration, service)`` (a
+    cheap read of the service that raises when it fails) and ``send_email``."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, settings: Settings, *,
+                 integrations: Callable[[], Mapping[str, Integration]],
+                 probe: Callable[[Integration, str], None], send_email: Callable[[EmailMessage], None]):
+        self.redis, self.keys, self.settings = r, keys, settings
+        self._integrations, self._probe, self._send_email = integrations, probe, send_email
 
     # --- keys and reading ------------------------------------------------------------------
 
@@ -82,7 +90,7 @@ class Circuits:
         return SHARED if service == "identity" else integration_id
 
     def _key(self, kind: str, scope: str, service: str) -> str:
-        return f"{self.prefix}:{kind}:{scope}:{service}"
+        return self.keys.circuit(kind, scope, service)
 
     @staticmethod
     def _services(integration_id: str) -> list[tuple[str, str]]:
@@ -119,7 +127,7 @@ class Circuits:
     def all_open(self) -> list[dict[str, Any]]:
         """Every open circuit, for status and metrics."""
         out = []
-        for key in self.redis.scan_iter(match=f"{self.prefix}:circuit:*", count=200):
+        for key in self.redis.scan_iter(match=self.keys.open_circuits_pattern(), count=200):
             _, _, scope, service = key.rsplit(":", 3)
             data = self.redis.hgetall(key)
             if data:
@@ -214,15 +222,6 @@ class Circuits:
         if data.get("company_told") and circuit.scope != SHARED:
             self._tell_company(circuit, over=True)
 
-    def _probe(self, integration, service: str) -> None:
-        """A cheap read that needs the service (and, for SpareBank 1, a token)."""
-        if service == "moment":
-            self.rt.moment(integration).probe()
-        elif service == "sb1":
-            self.rt.sb1(integration).query("currencycodes", top=1, select="ID")
-        else:
-            self.rt.tokens.token()
-
     # --- notices ----------------------------------------------------------------------------
 
     def _late_company_notice(self, circuit: Circuit) -> None:
@@ -236,13 +235,13 @@ class Circuits:
         key = self._key("circuit", circuit.scope, circuit.service)
         if not over and not self.redis.hsetnx(key, "company_told", "1"):
             return                      # told already
-        integration = self.rt.integrations.get(circuit.scope)
+        integration = self._integrations().get(circuit.scope)
         if integration is None:
             return
         subject, body = templates.outage_notice(integration.language, integration.moment_company, circuit.service,
                                                 circuit.reason, circuit.since_text, over)
         try:
-            self.rt.send_email(make_email(self.settings, integration.notify_email, subject, body))
+            self._send_email(make_email(self.settings, integration.notify_email, subject, body))
         except Exception as exc:
             log.error("%s: could not send the %s notice (%s)", circuit.scope, "recovery" if over else "outage",
                       type(exc).__name__)
@@ -263,6 +262,6 @@ class Circuits:
             log.exception("could not report the circuit to Sentry")
         if self.settings.operator_email:
             try:
-                self.rt.send_email(make_email(self.settings, self.settings.operator_email, subject, body))
+                self._send_email(make_email(self.settings, self.settings.operator_email, subject, body))
             except Exception as exc:
                 log.error("could not email the operator about the circuit (%s)", type(exc).__name__)

@@ -6,7 +6,6 @@ import hashlib
 import threading
 from email.message import EmailMessage
 from functools import cached_property
-
 from urllib.parse import urlsplit
 
 from redis import Redis
@@ -15,15 +14,18 @@ from clients.http import POOL_SIZE, Http
 from clients.moment import MomentClient
 from clients.ratelimit import Bucket, Limited, RateLimiter
 from clients.sb1 import Credentials, SB1Client, TokenProvider
-from .integrations import Integration, load_integrations
-from .circuit import Circuits
-from .notices import Notices
-from .notify import send_email
-from .redis_url import RedisTarget
-from .lanes import Lanes
-from .runs import Runs
-from .settings import Settings
-from .state import Coalescer, DeadLetters, History, Keys, Pauses, Stats, SyncState
+from worker.broker import publish_digest
+from worker.circuit import Circuits
+from worker.config.integrations import Integration, load_integrations
+from worker.config.redis_url import RedisTarget
+from worker.config.settings import Settings
+from worker.notices.digest import Notices
+from worker.notices.mail import send_email
+from worker.store.coalescer import Coalescer
+from worker.store.keys import Keys
+from worker.store.lanes import Lanes
+from worker.store.records import DeadLetters, History, Pauses, Stats, SyncState
+from worker.store.runs import Runs
 
 
 class UnknownIntegration(KeyError):
@@ -77,15 +79,26 @@ class Runtime:
 
     @cached_property
     def circuits(self) -> Circuits:
-        return Circuits(self)
+        return Circuits(self.redis, self.keys, self.settings, integrations=lambda: self.integrations,
+                        probe=self.probe, send_email=self.send_email)
+
+    def probe(self, integration: Integration, service: str) -> None:
+        """A cheap read that needs the service (and, for SpareBank 1, a token); raises when
+        it fails. Circuits probe with it."""
+        if service == "moment":
+            self.moment(integration).probe()
+        elif service == "sb1":
+            self.sb1(integration).query("currencycodes", top=1, select="ID")
+        else:
+            self.tokens.token()
 
     @cached_property
     def lanes(self) -> Lanes:
-        return Lanes(self.redis, self.keys.prefix, self.settings.bulk_queue_target)
+        return Lanes(self.redis, self.keys, self.settings.bulk_queue_target)
 
     @cached_property
     def runs(self) -> Runs:
-        return Runs(self.redis, self.keys.prefix)
+        return Runs(self.redis, self.keys)
 
     @cached_property
     def pauses(self) -> Pauses:
@@ -97,7 +110,8 @@ class Runtime:
 
     @cached_property
     def notices(self) -> Notices:
-        return Notices(self)
+        return Notices(self.redis, self.keys, self.settings, self.dead_letters, send_email=self.send_email,
+                       publish_digest=publish_digest)
 
     def send_email(self, msg: EmailMessage) -> None:
         send_email(self.settings, msg)
@@ -134,13 +148,14 @@ class Runtime:
                                          p12_file=s.sb1_p12_file, p12_password=s.sb1_p12_password,
                                          client_secret=s.sb1_client_secret)
                 self._tokens = TokenProvider(s.token_url, creds, redis_client=self.redis, http=self.http,
-                                             key_prefix=s.key_prefix, timeouts=s.timeouts,
+                                             cache_key=self.keys.sb1_token(s.token_url, creds.client_id),
+                                             timeouts=s.timeouts,
                                              refresh_margin=s.token_refresh_margin)
             return self._tokens
 
     @cached_property
     def limiter(self) -> RateLimiter:
-        return RateLimiter(self.redis, self.keys.prefix)
+        return RateLimiter(self.redis, self.keys.rate_limits())
 
     def moment(self, integration: Integration) -> MomentClient:
         rate = integration.moment_rate_limit if integration.moment_rate_limit is not None \

@@ -10,9 +10,7 @@
   email, so a worker killed between the two sends that email once more (at most one
   duplicate per crash); none is lost.
 
-``{p}:notice-window:{integration}``  set while a window is open (expires at its end)
-``{p}:digest:{integration}``         hash  dead letter field → the item to mail
-``{p}:digest-due:{integration}``     set while a digest send is scheduled
+Its Redis keys: ``worker.store.keys`` (notices).
 """
 from __future__ import annotations
 
@@ -20,44 +18,38 @@ import json
 import logging
 import time
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
-from typing import Any
+from typing import Any, Callable
 
+import redis
 from redis.exceptions import LockError
 
-from . import templates
-from .integrations import Integration
-from .state import DeadLetter
+from worker.config.integrations import Integration
+from worker.config.settings import Settings
+from worker.notices import templates
+from worker.notices.mail import make_email
+from worker.store.keys import Keys
+from worker.store.records import DeadLetter, DeadLetters
 
 log = logging.getLogger(__name__)
 
-DIGEST_TASK = "notices.digest"
-
-
-def make_email(settings, to: str, subject: str, body: str) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = settings.smtp_sender
-    msg["To"] = to
-    msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(domain="moment-sb1")
-    msg["Subject"] = " ".join(subject.split())        # never a line break in a header
-    msg.set_content(body)
-    return msg
 
 
 class Notices:
-    def __init__(self, runtime):
-        self.rt = runtime
-        self.redis = runtime.redis
-        self.prefix = runtime.keys.prefix
+    """Given what it uses: the dead letters (to mark them told), ``send_email``, and
+    ``publish_digest(integration_id, countdown)`` to schedule a digest's send."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, settings: Settings, dead_letters: DeadLetters, *,
+                 send_email: Callable[[EmailMessage], None], publish_digest: Callable[[str, float], None]):
+        self.redis, self.keys, self.settings, self.dead_letters = r, keys, settings, dead_letters
+        self._send_email, self._publish_digest = send_email, publish_digest
 
     def _key(self, name: str, integration_id: str) -> str:
-        return f"{self.prefix}:{name}:{integration_id}"
+        return self.keys.notice(name, integration_id)
 
     def failure(self, integration: Integration, letter: DeadLetter, item: dict[str, Any]) -> None:
         """Tell the company about one failed record: now if no window is open, else in the
         window's digest. Never raises: the dead letter is kept whatever happens here."""
-        settings = self.rt.settings
+        settings = self.settings
         window = max(1, int(settings.digest_window))
         item = {**item, "at": time.time(), "field": letter.field}
         try:
@@ -67,12 +59,12 @@ class Notices:
                                  templates.failure_subject(lang, letter.data_type, item.get("number")),
                                  item["body"])
                 try:
-                    self.rt.send_email(msg)
+                    self._send_email(msg)
                 except Exception as exc:   # the mail server is away: the digest sends it later
                     log.error("%s %s: could not send the failure email (%s); it goes with the next digest",
                               integration.id, letter.what, type(exc).__name__)
                 else:
-                    self.rt.dead_letters.mark_notified(letter)
+                    self.dead_letters.mark_notified(letter)
                     return
             self.redis.hset(self._key("digest", integration.id), letter.field, json.dumps(item))
             self.schedule(integration.id)
@@ -88,8 +80,7 @@ class Notices:
             countdown = max(1, ttl if ttl and ttl > 0 else 1)
         hold = int(countdown) + 300        # a lost send message frees the mark by itself
         if self.redis.set(self._key("digest-due", integration_id), "1", nx=True, ex=hold):
-            from .app import app
-            app.send_task(DIGEST_TASK, args=[integration_id], countdown=countdown)
+            self._publish_digest(integration_id, countdown)
 
     def pending(self, integration_id: str) -> int:
         return self.redis.hlen(self._key("digest", integration_id))
@@ -114,7 +105,7 @@ class Notices:
                 pass
 
     def _send_digest(self, integration: Integration) -> int:
-        settings = self.rt.settings
+        settings = self.settings
         key = self._key("digest", integration.id)
         self.redis.delete(self._key("digest-due", integration.id))
         raw = self.redis.hgetall(key)
@@ -130,11 +121,11 @@ class Notices:
             subject = templates.digest_subject(lang, len(items))
             body = templates.digest_body(lang, integration.moment_company,
                                          max(1, round(settings.digest_window / 60)), items)
-        self.rt.send_email(make_email(settings, integration.notify_email, subject, body))
+        self._send_email(make_email(settings, integration.notify_email, subject, body))
         # sent: forget exactly what was sent (new items may have come meanwhile), open a window
         self.redis.hdel(key, *raw.keys())
         self.redis.set(self._key("notice-window", integration.id), "1", ex=max(1, int(settings.digest_window)))
-        self.rt.dead_letters.mark_notified_fields(integration.id, [item["field"] for item in items])
+        self.dead_letters.mark_notified_fields(integration.id, [item["field"] for item in items])
         groups = sorted({i["group"] for i in items})
         log.info("%s: one email for %d failed records (%s)", integration.id, len(items), ", ".join(groups))
         if self.pending(integration.id):

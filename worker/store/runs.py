@@ -19,6 +19,8 @@ from typing import Iterable
 
 import redis
 
+from worker.store.keys import Keys
+
 KEEP = 7 * 86400         # seconds a run's record is kept
 
 
@@ -54,14 +56,14 @@ class Run:
 
 
 class Runs:
-    def __init__(self, r: redis.Redis, prefix: str):
-        self.redis, self.prefix = r, prefix
+    def __init__(self, r: redis.Redis, keys: Keys):
+        self.redis, self.keys = r, keys
 
     def _run_key(self, run_id: str) -> str:
-        return f"{self.prefix}:run:{run_id}"
+        return self.keys.run(run_id)
 
     def _map_key(self, integration_id: str, data_type: str) -> str:
-        return f"{self.prefix}:run-of:{integration_id}:{data_type}"
+        return self.keys.run_of(integration_id, data_type)
 
     def start(self, integration_id: str, data_type: str, kind: str) -> Run:
         run = Run(uuid.uuid4().hex[:12], integration_id, data_type, kind, time.time())
@@ -70,7 +72,7 @@ class Runs:
                                                    "kind": kind, "started": f"{run.started:.3f}",
                                                    "total": 0, "done": 0, "queued_all": 0})
         pipe.expire(self._run_key(run.id), KEEP)
-        pipe.zadd(f"{self.prefix}:runs", {run.id: run.started})
+        pipe.zadd(self.keys.runs(), {run.id: run.started})
         pipe.execute()
         return run
 
@@ -131,10 +133,10 @@ class Runs:
     def unfinished(self, integration_id: str | None = None) -> list[Run]:
         """Runs not yet done (their records still syncing), oldest first."""
         out = []
-        for run_id in self.redis.zrange(f"{self.prefix}:runs", 0, -1):
+        for run_id in self.redis.zrange(self.keys.runs(), 0, -1):
             run = self.get(run_id)
             if run is None:
-                self.redis.zrem(f"{self.prefix}:runs", run_id)       # expired
+                self.redis.zrem(self.keys.runs(), run_id)       # expired
                 continue
             if not run.finished and (integration_id is None or run.integration_id == integration_id):
                 out.append(run)

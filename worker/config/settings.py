@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import difflib
 import os
-from functools import cached_property
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any, Mapping
 
 from environs import Env, EnvError
-from marshmallow import ValidationError
 from marshmallow.validate import OneOf, Range
 
 from clients.http import Timeouts
@@ -175,7 +174,7 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        from .redis_url import RedisTarget, RedisUrlError
+        from worker.config.redis_url import RedisTarget, RedisUrlError
         try:
             RedisTarget.parse(self.redis_url)
         except RedisUrlError as err:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from errors import IntegrationError
-from .integrations import Integration
-from .notify import smtp_session
+from worker.config.integrations import Integration
+from worker.notices.mail import smtp_session
 
 
 @dataclass

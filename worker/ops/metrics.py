@@ -21,12 +21,19 @@ import time
 from datetime import datetime
 from typing import Any, Iterator
 
-from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram,
-                               disable_created_metrics, generate_latest)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .lanes import BULK_QUEUE, LIVE_QUEUE
+from worker.store.lanes import BULK_QUEUE, LIVE_QUEUE
 
 log = logging.getLogger(__name__)
 disable_created_metrics()       # no *_created series: they double every counter for nothing

@@ -26,10 +26,10 @@ from marshmallow import ValidationError
 
 from schemas.text import plain
 from schemas.webhooks import WEBHOOK
-from .logs import configure_logging
-from .metrics import WEBHOOKS, exposition, registry
-from .producer import Paused, enqueue
-from .runtime import Runtime, get_runtime
+from worker.intake.producer import Paused, enqueue
+from worker.ops.logs import configure_logging
+from worker.ops.metrics import WEBHOOKS, exposition, registry
+from worker.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
 

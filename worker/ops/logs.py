@@ -24,7 +24,7 @@ from celery import current_task
 from celery.app.trace import LOG_SUCCESS
 from pythonjsonlogger.json import JsonFormatter
 
-from .settings import Settings
+from worker.config.settings import Settings
 
 # what the running sync is about; set by the sync mechanism, read by every log line
 _RECORD: ContextVar[dict[str, Any]] = ContextVar("msb1_record", default={})

@@ -24,7 +24,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 
 from clients.moment import DEFAULT_BASE_URL as MOMENT_BASE_URL
 from schemas.datatypes import DATA_TYPES as DECLARED
-from .banks import BANKS
+from worker.config.banks import BANKS
 
 DATA_TYPES = tuple(DECLARED)
 # Revenue account per invoice line product type; account numbers are the same in Moment

@@ -15,149 +15,28 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Callable, NoReturn
+from dataclasses import dataclass
 
 from celery import Task
 from celery.exceptions import Retry
 from redis.exceptions import RedisError
 
 from errors import AuthError, IntegrationError, TransientError
-from clients.moment import MomentClient
-from clients.sb1 import SB1Client
-from .integrations import Integration
-from schemas.text import label
-from . import templates
-from .notify import DATA_TYPE_NAMES
-from .outcomes import Outcome
-from .observability import report_failure
-from .circuit import Circuit
-from .lanes import BULK, BULK_QUEUE, LIVE, LIVE_QUEUE
-from .logs import bind, record_context
-from .metrics import SYNC_SECONDS
-from .runtime import Runtime, UnknownIntegration, get_runtime
-from .state import Batch, DeadLetter, Gate, new_token, release_lock
+from schemas.datatypes import DATA_TYPES
+from worker.broker import publish_sync
+from worker.circuit import Circuit
+from worker.intake.producer import refill_bulk
+from worker.ops.logs import record_context
+from worker.ops.metrics import SYNC_SECONDS
+from worker.runtime import Runtime, UnknownIntegration, get_runtime
+from worker.store.batch import Batch, new_token, release_lock
+from worker.store.coalescer import Gate
+from worker.store.lanes import BULK, BULK_QUEUE, LIVE
+from worker.sync.context import Body, SyncContext
+from worker.sync.failure import DeadLettered, give_up, settle, wait
+from worker.sync.outcomes import Outcome
 
 log = logging.getLogger(__name__)
-
-_UNREAD = object()
-
-
-@dataclass
-class SyncContext:
-    """What a task body works with; it fills in how to name the record once it knows."""
-    runtime: Runtime
-    integration: Integration
-    data_type: str
-    record_id: int
-    # "customer 100001": safe for logs, Sentry and dead letters (no personal data)
-    what: str = ""
-    # the record as a person knows it (number, name, ...): only for the company's own email
-    person: dict = field(default_factory=dict)
-    dry_run: bool = False       # the CLI's dry run: read everything, remember nothing
-    # the lastModifiedDate of the record as fetched: the version this sync handles
-    version: datetime | None = None
-    changed: list[str] | None = None   # the fields this sync wrote anew (names only), for the history
-    error: str | None = None           # why it was dead-lettered, for the history
-    # A task's own sync gathers its Redis writes in one batch (the record's state, the
-    # number's owner, the locks, counters, history, the follow-up): a try that ends the chain
-    # sends it all at the end of the task, one that goes on (a retry, a wait) sends what it
-    # has when it lets go of the record. None (a dependency's sync, whose state its caller
-    # reads at once): each write is sent at once.
-    writes: Batch | None = None
-    started: bool = False       # the record's start is marked: its end (``follow_up``) must be too
-    _clients: dict = field(default_factory=dict)
-    _previous: Any = field(default=_UNREAD, repr=False)   # the state, read with the record's lock
-
-    def __post_init__(self) -> None:
-        noun = DATA_TYPE_NAMES[self.data_type]
-        self.what = self.what or f"{noun} with Moment id {self.record_id}"
-
-    def describe(self, number: Any, **person: Any) -> None:
-        """Name the record once it is fetched: by its number in logs ("customer 100001"),
-        and with ``person`` (name, ...) in the company's email."""
-        shown_number = label(number) if number not in (None, "") else "(no number)"
-        bind(number=shown_number)
-        self.what = f"{DATA_TYPE_NAMES[self.data_type]} {shown_number}"
-        self.person = {"number": shown_number, **person}
-
-    @property
-    def what_for_person(self) -> str:
-        """"customer Fjord Bygg AS (customer number 100001)": only for the company's email."""
-        return templates.record_name("en", self.data_type, self.person or {"moment_id": self.record_id})
-
-    @property
-    def moment(self) -> MomentClient:
-        if "moment" not in self._clients:
-            self._clients["moment"] = self.runtime.moment(self.integration)
-        return self._clients["moment"]
-
-    @property
-    def sb1(self) -> SB1Client:
-        if "sb1" not in self._clients:
-            self._clients["sb1"] = self.runtime.sb1(self.integration)
-        return self._clients["sb1"]
-
-    def read_under_lock(self, state: dict[str, Any] | None) -> None:
-        """The record's state, as read together with taking its lock: ``previous`` needs no
-        round trip of its own."""
-        self._previous = state
-
-    def previous(self) -> dict[str, Any] | None:
-        """What the books held after this record's last transfer (None: nothing yet)."""
-        if self._previous is not _UNREAD:
-            return self._previous
-        return self.runtime.state.get(self.integration.id, self.data_type, self.record_id)
-
-    def already_done(self, previous: dict[str, Any] | None, digest: str,
-                     modified: datetime | None) -> Outcome | None:
-        """"unchanged" when the books already hold exactly this, "stale" when Moment
-        answered with an older version than the books hold; else None (write it)."""
-        if previous and previous.get("fingerprint") == digest:
-            return Outcome.UNCHANGED
-        if self.is_stale(previous, modified):
-            return Outcome.STALE
-        return None
-
-    def posted(self, voucher_id: int | None, modified: datetime | None, note: str | None) -> None:
-        """Remember that an invoice has its voucher: it is never posted again."""
-        self.remember(posted=True, sb1_id=voucher_id, modified=modified.isoformat() if modified else None,
-                      **({"note": note} if note else {}))
-
-    @staticmethod
-    def was_posted(previous: dict[str, Any] | None) -> bool:
-        # "fingerprint": "posted" is how the state said it before it had a field of its own
-        return bool(previous and (previous.get("posted") or previous.get("fingerprint") == "posted"))
-
-    def transferred(self, digest: str, sb1_id: int | None, modified: datetime | None, *,
-                    previous: dict[str, Any] | None = None, fields: dict[str, str] | None = None,
-                    **extra: Any) -> None:
-        """Remember a successful write: what was written, where, which version (and any
-        ``extra`` worth keeping with it, such as a VAT rounding note). ``fields``: a digest
-        per field, so the next write can name the fields it changes."""
-        if fields is not None:
-            before = (previous or {}).get("fields") or {}
-            self.changed = sorted(name for name, d in fields.items() if before.get(name) != d)
-        self.remember(fingerprint=digest, sb1_id=sb1_id, modified=modified.isoformat() if modified else None,
-                      **{k: v for k, v in {**extra, "fields": fields}.items() if v is not None})
-
-    def is_stale(self, previous: dict[str, Any] | None, modified: datetime | None) -> bool:
-        """True when Moment answered with an older version than the one already in the books
-        (a lagging read): writing it would put an older state over a newer one."""
-        if not previous or not previous.get("modified") or modified is None:
-            return False
-        return modified < datetime.fromisoformat(previous["modified"])
-
-    def remember(self, **values: Any) -> None:
-        if self.dry_run:
-            return
-        # what previous() gives from now on: the save may wait in the batch until the task ends
-        self._previous = self.runtime.state.save(self.integration.id, self.data_type, self.record_id,
-                                                 self.writes.pipe if self.writes else None, **values)
-
-
-Body = Callable[[SyncContext], Outcome]
 
 
 class SyncTask(Task):
@@ -175,13 +54,6 @@ class SyncTask(Task):
     @property
     def runtime(self) -> Runtime:
         return get_runtime()
-
-
-class DeadLettered(Exception):
-    """A sync chain that ended in a dead letter. Raised as the task's last word, after the
-    dead letter, the email and the counters are settled, so Celery and Flower show the task
-    as failed; declared in the task's ``throws``, so it is logged without a traceback and
-    never retried (the message is acked)."""
 
 
 @dataclass
@@ -247,7 +119,6 @@ class RecordSync(SyncTask):
                     raise
             if lane == BULK:
                 try:
-                    from .producer import refill_bulk   # the producer publishes through the app
                     refill_bulk(rt)
                 except Exception as exc:    # the poll and the next bulk sync refill too
                     log.warning("the bulk lane was not refilled (%s)", type(exc).__name__)
@@ -280,8 +151,7 @@ class RecordSync(SyncTask):
             if countdown is None or ctx.dry_run:
                 return
             try:
-                self.app.send_task(self.name, args=[ctx.integration.id, ctx.record_id], queue=LIVE_QUEUE,
-                                   countdown=countdown or None)
+                publish_sync(ctx.data_type, ctx.integration.id, ctx.record_id, countdown=countdown, quick=False)
                 rt.lanes.queued(ctx.integration.id, LIVE)
             except Exception as exc:     # the poll finds the change (its version is unfinished)
                 log.warning("%s %s: the follow-up of a change made during the sync was not queued (%s)",
@@ -341,7 +211,7 @@ class RecordSync(SyncTask):
             return token
         if rt.record_lock(iid, ctx.data_type, ctx.record_id).acquire(token=token):
             return token
-        busy = TransientError(f"another transfer of this {DATA_TYPE_NAMES[ctx.data_type]} held it for "
+        busy = TransientError(f"another transfer of this {DATA_TYPES[ctx.data_type].noun} held it for "
                               f"{rt.settings.lock_wait:g}s at every try")
         if attempt < policy.max_attempts:
             countdown = max(1 + random.random() * 2, policy.delay(attempt - 1))
@@ -444,64 +314,3 @@ class RecordSync(SyncTask):
             rt.coalescer.requeued(ctx.integration.id, ctx.data_type, ctx.record_id, done.retry_in)
             raise self.retry(countdown=done.retry_in, exc=done.error, kwargs={"attempt": done.attempt})
         return settle(ctx, done.outcome, done.attempt)
-
-
-def wait(task: Task, ctx: SyncContext, attempt: int, why: str) -> NoReturn:
-    """Put the sync back for a while: a service it needs is out, or an operator paused the
-    integration. Spends no try."""
-    rt = ctx.runtime
-    countdown = rt.settings.circuit_probe_interval * (0.8 + random.random() * 0.4)
-    log.info("%s %s: waits: %s", ctx.integration.id, ctx.what, why)
-    rt.stats.incr(ctx.integration.id, ctx.data_type, Outcome.WAITING)
-    rt.coalescer.requeued(ctx.integration.id, ctx.data_type, ctx.record_id, countdown)
-    raise task.retry(countdown=countdown, kwargs={"attempt": attempt})
-
-
-def settle(ctx: SyncContext, outcome: Outcome, attempt: int) -> str:
-    """Count the chain's outcome and add it to the record's history; a dead letter ends the
-    task as failed (``DeadLettered``). The task's result is the outcome's word ("created")."""
-    rt, iid = ctx.runtime, ctx.integration.id
-    batch = ctx.writes        # counters, history, run: with the sync's end
-    since = batch.mark()
-    rt.stats.incr(iid, ctx.data_type, outcome, batch.pipe)
-    if not ctx.dry_run:
-        rt.history.add(iid, ctx.data_type, ctx.record_id, batch.pipe, outcome=str(outcome), attempt=attempt,
-                       number=ctx.person.get("number"), changed=ctx.changed, error=ctx.error)
-    batch.then(since, rt.runs.settle(iid, ctx.data_type, ctx.record_id, str(outcome), batch.pipe))
-    if outcome == Outcome.FAILED:
-        raise DeadLettered(f"{ctx.integration.id} {ctx.what}: not transferred; kept as a dead letter")
-    return str(outcome)
-
-
-def give_up(ctx: SyncContext, exc: BaseException, *, kind: str, error: str | None = None) -> Outcome:
-    """Dead-letter the record; report it and tell the company when the failure is new.
-
-    The dead letter comes first and nothing after it can undo it: the Sentry event and the
-    email are each built and sent inside a guard."""
-    rt, integration = ctx.runtime, ctx.integration
-    error = error or str(exc)
-    ctx.error = error
-    letter, news = rt.dead_letters.record(DeadLetter(
-        integration.id, ctx.data_type, ctx.record_id, what=ctx.what, error=error, kind=kind))
-    log.error("%s %s: not transferred (%s): %s", integration.id, ctx.what, kind, error)
-    if not news and letter.notified:
-        return Outcome.FAILED
-    group = templates.group_of(exc, kind)
-    try:
-        report_failure(exc, integration_id=integration.id, data_type=ctx.data_type,
-                       record_id=ctx.record_id, kind=group)
-    except Exception:
-        log.exception("%s %s: could not report to Sentry", integration.id, ctx.what)
-    lang = integration.language
-    try:
-        what, todo = templates.problem(lang, exc, kind, error)
-    except Exception:
-        log.exception("%s %s: no text for this problem; a plain one is used", integration.id, ctx.what)
-        what, todo = templates.problem(lang, Exception(), "unexpected", error)
-    record = templates.record_name(lang, ctx.data_type, ctx.person or {"moment_id": ctx.record_id})
-    body = templates.failure_body(lang, integration.moment_company, record, what, todo,
-                                  getattr(exc, "detail", None), getattr(exc, "service", None))
-    rt.notices.failure(integration, letter, {
-        "data_type": ctx.data_type, "number": ctx.person.get("number"), "record": record,
-        "what": what, "todo": todo, "group": group, "body": body})
-    return Outcome.FAILED

@@ -24,6 +24,8 @@ from typing import Callable, Iterable
 
 import redis
 
+from worker.store.keys import Keys
+
 log = logging.getLogger(__name__)
 
 LIVE_QUEUE = "moment-sb1"
@@ -80,29 +82,29 @@ class LaneStatus:
 
 
 class Lanes:
-    def __init__(self, r: redis.Redis, prefix: str, target: int):
-        self.redis, self.prefix, self.target = r, prefix, target
+    def __init__(self, r: redis.Redis, keys: Keys, target: int):
+        self.redis, self.keys, self.target = r, keys, target
         self._take = r.register_script(_TAKE)
         self._join = r.register_script(_JOIN)
 
     # --- keys
     @property
     def rotation(self) -> str:
-        return f"{self.prefix}:bulk-turns"
+        return self.keys.bulk_turns()
 
     @property
     def handover(self) -> str:
         """Items taken from a company's list whose task is not published yet."""
-        return f"{self.prefix}:bulk-handover"
+        return self.keys.bulk_handover()
 
     def _list(self, integration_id: str) -> str:
-        return f"{self.prefix}:bulk:{integration_id}"
+        return self.keys.bulk_list(integration_id)
 
     def _counts(self, integration_id: str, lane: str) -> str:
-        return f"{self.prefix}:lane:{integration_id}:{lane}"
+        return self.keys.lane_counts(integration_id, lane)
 
     def _done(self, integration_id: str, lane: str, bucket: int) -> str:
-        return f"{self.prefix}:lane-done:{integration_id}:{lane}:{bucket}"
+        return self.keys.lane_done(integration_id, lane, bucket)
 
     # --- bulk work in
     def add_bulk(self, integration_id: str, data_type: str, record_ids: Iterable[int]) -> int:
@@ -131,7 +133,7 @@ class Lanes:
         queued, handed = self.redis.pipeline(transaction=False).llen(BULK_QUEUE).llen(self.handover).execute()
         if queued >= self.target // 2 and not handed:
             return 0
-        if not self.redis.set(f"{self.prefix}:bulk-refill", "1", nx=True, px=5000):
+        if not self.redis.set(self.keys.bulk_refill(), "1", nx=True, px=5000):
             return 0
         sent = 0
         try:
@@ -144,14 +146,14 @@ class Lanes:
             room = self.target - self.redis.llen(BULK_QUEUE)
             while room > 0:
                 got = self._take(keys=[self.rotation, self.handover],
-                                 args=[min(CHUNK, room), f"{self.prefix}:bulk:", *paused])
+                                 args=[min(CHUNK, room), self.keys.bulk_list_prefix(), *paused])
                 if not got:
                     break
                 company, items = got[0], got[1:]
                 sent += self._publish(send, [(company, item) for item in items])
                 room -= len(items)
         finally:
-            self.redis.delete(f"{self.prefix}:bulk-refill")
+            self.redis.delete(self.keys.bulk_refill())
         return sent
 
     def _publish(self, send, entries: list[tuple[str, str]]) -> int:

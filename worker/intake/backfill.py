@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Callable
 
 from errors import IntegrationError, TransientError
-from .integrations import Integration
-from .lanes import BULK
-from .producer import enqueue, enqueue_bulk
-from .runs import Run
+from worker.config.integrations import Integration
+from worker.intake.producer import enqueue, enqueue_bulk
+from worker.store.lanes import BULK
+from worker.store.runs import Run
 
 KEEP_PROGRESS = 7 * 86400       # seconds a stopped backfill can be resumed
 
@@ -35,7 +35,7 @@ class Backfill:
 
 
 def progress_key(rt, integration_id: str, data_type: str, since: datetime | None) -> str:
-    return f"{rt.keys.prefix}:backfill:{integration_id}:{data_type}:{since.isoformat() if since else 'all'}"
+    return rt.keys.backfill(integration_id, data_type, since.isoformat() if since else "all")
 
 
 def run_backfill(rt, integration: Integration, data_type: str, since: datetime | None, *,

@@ -1,18 +1,16 @@
-"""Sending mail (the texts live in ``worker.templates``, the digest in ``worker.notices``)."""
+"""Building and sending mail (the texts live in ``worker.notices.templates``, the digest in
+``worker.notices.digest``)."""
 from __future__ import annotations
 
 import logging
 import smtplib
 import ssl
 from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
 
-from schemas.datatypes import DATA_TYPES
-from .settings import Settings
+from worker.config.settings import Settings
 
 log = logging.getLogger(__name__)
-
-DATA_TYPE_NAMES = {name: t.noun for name, t in DATA_TYPES.items()}     # "customers" → "customer"
-
 
 def smtp_session(settings: Settings, timeout: float = 30) -> smtplib.SMTP:
     """A connection to the configured SMTP server (plain, STARTTLS or TLS), logged in when
@@ -37,3 +35,14 @@ def send_email(settings: Settings, msg: EmailMessage) -> None:
     """Send one message with the configured SMTP server."""
     with smtp_session(settings) as smtp:
         smtp.send_message(msg)
+
+
+def make_email(settings, to: str, subject: str, body: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = settings.smtp_sender
+    msg["To"] = to
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain="moment-sb1")
+    msg["Subject"] = " ".join(subject.split())        # never a line break in a header
+    msg.set_content(body)
+    return msg

@@ -13,7 +13,7 @@ from typing import Any
 import sentry_sdk
 from sentry_sdk.integrations.logging import LoggingIntegration
 
-from .settings import Settings
+from worker.config.settings import Settings
 
 log = logging.getLogger(__name__)
 

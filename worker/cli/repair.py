@@ -1,0 +1,278 @@
+"""Commands that change what happens: pause, queue, replay, purge, backfill."""
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime, timezone
+
+import click
+import simplejson
+from redis.exceptions import RedisError
+
+from clients.sb1 import SB1Client
+from errors import IntegrationError
+from schemas.text import plain
+from worker.broker import app, publish_poll, task_name
+from worker.cli.base import INTEGRATION_OPTION, TIMEOUT_OPTION, WAIT_OPTION, duration, load_runtime, main, pick, when
+from worker.cli.inspect import letters
+from worker.config.integrations import DATA_TYPES
+from worker.intake.backfill import run_backfill
+from worker.intake.producer import Paused, enqueue_bulk
+from worker.intake.producer import enqueue as put
+from worker.ops.metrics import WRITTEN
+from worker.sync.context import SyncContext
+
+
+@main.command()
+@click.argument("integration_id")
+def pause(integration_id: str) -> None:
+    """Switch an integration off: nothing is queued for it and its queued syncs wait.
+
+    Webhooks are answered (202, "paused") and the poll leaves its cursor where it is, so
+    `resume` picks up every change made during the pause."""
+    rt = load_runtime()
+    [integration] = pick(rt, integration_id)
+    if not rt.pauses.pause(integration.id):
+        click.echo(f"{integration.id} was already paused (since {when(rt.pauses.since(integration.id))})")
+        return
+    click.echo(f"{integration.id} paused: nothing is queued for it, its queued syncs wait. "
+               f"`moment-sb1 resume {integration.id}` switches it on again.")
+
+
+@main.command()
+@click.argument("integration_id")
+def resume(integration_id: str) -> None:
+    """Switch a paused integration on again, and poll Moment for what changed meanwhile."""
+    rt = load_runtime()
+    [integration] = pick(rt, integration_id)
+    if not rt.pauses.resume(integration.id):
+        click.echo(f"{integration.id} was not paused")
+        return
+    for data_type in sorted(integration.data_types):
+        publish_poll(integration.id, data_type)
+    click.echo(f"{integration.id} resumed; its waiting syncs go on, and Moment is polled now for the changes "
+               "made during the pause")
+
+
+@main.command()
+@click.argument("integration_id")
+@click.argument("data_type", type=click.Choice(DATA_TYPES))
+@click.argument("record_ids", nargs=-1, type=int, required=True)
+def enqueue(integration_id: str, data_type: str, record_ids: tuple[int, ...]) -> None:
+    """Queue syncs of records by Moment id."""
+    rt = load_runtime()
+    [integration] = pick(rt, integration_id)
+    if not integration.wants(data_type):
+        raise click.ClickException(f"{integration_id} does not transfer {data_type}")
+    try:
+        queued = sum(1 for rid in record_ids if put(integration_id, data_type, rid))
+    except Paused as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"queued {queued} {data_type} sync(s) for {integration_id}"
+               + (f" ({len(record_ids) - queued} already queued)" if queued < len(record_ids) else ""))
+
+
+def _wait_for(rt, runs: list, timeout: float | None) -> dict[str, int]:
+    """Follow runs to their end; return the outcome counts of all of them."""
+    deadline = time.monotonic() + timeout if timeout else None
+    tty = sys.stderr.isatty()
+    last_line = 0.0
+    total = sum(r.total for r in runs)
+    bar = click.progressbar(length=total, label="syncing", show_eta=False, file=sys.stderr) if tty else None
+    shown = 0
+    try:
+        while True:
+            current = [rt.runs.get(r.id) or r for r in runs]
+            done = sum(r.done for r in current)
+            total = sum(r.total for r in current)
+            elapsed = max(1e-6, time.time() - min(r.started for r in current))
+            rate = done / elapsed
+            eta = (total - done) / rate if rate > 0 else None
+            if bar is not None:
+                bar.label = f"{done}/{total} done, {rate:.0f}/s, ETA {duration(eta)}"
+                bar.update(done - shown)
+                shown = done
+            elif time.monotonic() - last_line >= 5 or done >= total:
+                click.echo(f"{done} of {total} done, {rate:.1f}/s, ETA {duration(eta)}", err=True)
+                last_line = time.monotonic()
+            if all(r.finished for r in current):
+                break
+            if deadline and time.monotonic() > deadline:
+                raise click.ClickException(f"stopped waiting after {timeout:g}s with {done} of {total} done; "
+                                           "the syncs go on (see `moment-sb1 status`)")
+            time.sleep(0.5)
+    finally:
+        if bar is not None:
+            bar.render_finish()
+    counts: dict[str, int] = {}
+    for r in current:
+        for outcome, n in r.outcomes.items():
+            counts[outcome] = counts.get(outcome, 0) + n
+    return counts
+
+
+def _report(counts: dict[str, int]) -> str:
+    written = sum(counts.get(o, 0) for o in WRITTEN)
+    failed = counts.get("failed", 0)
+    rest = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()) if o not in (*WRITTEN, "failed"))
+    return f"{written} written, {failed} failed" + (f", {rest}" if rest else "") + \
+        (f" ({', '.join(f'{counts[o]} {o}' for o in WRITTEN if counts.get(o))})" if written else "")
+
+
+@main.command()
+@INTEGRATION_OPTION
+@click.option("--data-type", type=click.Choice(DATA_TYPES), default=None, help="only this data type")
+@click.option("--id", "record_id", type=int, default=None, help="only this record (Moment id)")
+@click.option("--dry-run", is_flag=True, help="list what would be queued; queue nothing")
+@WAIT_OPTION
+@TIMEOUT_OPTION
+def replay(integration_id: str | None, data_type: str | None, record_id: int | None, dry_run: bool,
+           wait: bool, timeout: float | None) -> None:
+    """Queue dead-lettered records again (they stay listed until they succeed)."""
+    rt = load_runtime()
+    chosen = list(letters(rt, integration_id, data_type, record_id))
+    if dry_run:
+        for _, d in chosen:
+            click.echo(f"would replay {d.integration_id} {d.data_type} {d.record_id} ({plain(d.what, 60)}): "
+                       f"{plain(d.error, 200)}")
+        click.echo(f"{len(chosen)} replay(s) would be queued")
+        return
+    runs, n = [], 0
+    by_type: dict[tuple[str, str], list] = {}
+    for i, d in chosen:
+        by_type.setdefault((i.id, d.data_type), []).append(d)
+    for (iid, dt), letters in sorted(by_type.items()):
+        if rt.pauses.is_paused(iid):
+            click.echo(f"skipped {len(letters)} {dt} of {iid}: the integration is paused", err=True)
+            continue
+        if dt not in DATA_TYPES:
+            click.echo(f"skipped {len(letters)} dead letter(s) of unknown data type {dt!r}", err=True)
+            continue
+        run = rt.runs.start(iid, dt, "replay")
+        rt.runs.mark(run, [d.record_id for d in letters])
+        if len(letters) > 1:                # many: the bulk lane, in turn with other companies
+            n += enqueue_bulk(iid, dt, [d.record_id for d in letters], runtime=rt)
+        else:
+            put(iid, dt, letters[0].record_id)
+            n += 1
+        rt.runs.all_queued(run)
+        runs.append(run)
+    click.echo(f"queued {n} replay(s)")
+    if wait and runs:
+        click.echo(f"replay: {_report(_wait_for(rt, [rt.runs.get(r.id) or r for r in runs], timeout))}")
+
+
+@main.command()
+@INTEGRATION_OPTION
+@click.option("--data-type", type=click.Choice(DATA_TYPES), default=None, help="only this data type")
+@click.option("--id", "record_id", type=int, default=None, help="only this record (Moment id)")
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
+def purge(integration_id: str | None, data_type: str | None, record_id: int | None, yes: bool) -> None:
+    """Delete dead letters for good (they are not replayed). Asks first."""
+    rt = load_runtime()
+    chosen = list(letters(rt, integration_id, data_type, record_id))
+    if not chosen:
+        click.echo("no dead letters match")
+        return
+    scope = ", ".join(sorted({f"{i.id} {d.data_type}" for i, d in chosen}))
+    if not yes:
+        click.confirm(f"Delete {len(chosen)} dead letter(s) ({scope})? They will not be replayed.", abort=True)
+    removed = sum(rt.dead_letters.resolve(i.id, d.data_type, d.record_id) for i, d in chosen)
+    click.echo(f"deleted {removed} dead letter(s)")
+
+
+@main.command()
+@click.argument("integration_id")
+@click.option("--data-type", type=click.Choice(DATA_TYPES), default="customers", show_default=True,
+              help="what to backfill")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
+              help="only records modified since (UTC)")
+@click.option("--restart", is_flag=True, help="start from the first page, not where a stopped run ended")
+@click.option("--page-size", type=click.IntRange(1, 1000), default=200, show_default=True,
+              help="records per page asked of Moment")
+@click.option("--lane", type=click.Choice(["bulk", "live"]), default="bulk", show_default=True,
+              help="bulk: behind live changes, in turn with other companies' bulk work; live: "
+              "queued like changes (only to compare, as the fairness benchmark does)")
+@WAIT_OPTION
+@TIMEOUT_OPTION
+def backfill(integration_id: str, data_type: str, since: datetime | None, restart: bool, page_size: int,
+             lane: str, wait: bool, timeout: float | None) -> None:
+    """Queue a sync of every Moment record of one type (or those modified since a date).
+
+    A page that fails is tried again; if it keeps failing, the backfill stops and the same
+    command resumes where it stopped. `status` shows its progress; --wait follows it here."""
+    rt = load_runtime()
+    [integration] = pick(rt, integration_id)
+    if not integration.wants(data_type):
+        raise click.ClickException(f"{integration_id} does not transfer {data_type}")
+    if rt.pauses.is_paused(integration.id):
+        raise click.ClickException(f"{integration_id} is paused; `moment-sb1 resume {integration_id}` first")
+    since_utc = since.replace(tzinfo=timezone.utc) if since else None
+    run = rt.runs.start(integration.id, data_type, "backfill")
+    try:
+        result = run_backfill(rt, integration, data_type, since_utc, page_size=page_size, restart=restart,
+                              say=lambda line: click.echo(line, err=True), run=run, lane=lane)
+    except RedisError as err:
+        raise click.ClickException(f"Redis is not reachable ({type(err).__name__}); nothing more was queued. "
+                                   "Run the same command again when it is back: it resumes.") from None
+    finally:
+        try:
+            rt.runs.all_queued(run)
+        except RedisError:
+            pass
+    extra = [f"{result.already} already queued"] if result.already else []
+    extra += [f"{result.skipped} listed without a usable id, skipped"] if result.skipped else []
+    click.echo(f"queued {result.queued} {data_type} sync(s) for {integration_id} from {result.pages} page(s)"
+               + (f" ({'; '.join(extra)})" if extra else ""))
+    if result.stopped_at is not None:
+        raise click.ClickException(f"stopped at page {result.stopped_at}: {result.error}. Run the same command "
+                                   "again to resume there.")
+    if wait:
+        counts = _wait_for(rt, [rt.runs.get(run.id) or run], timeout)
+        click.echo(f"backfill: {_report(counts)}")
+
+
+@main.command("dry-run")
+@click.argument("integration_id")
+@click.argument("data_type", type=click.Choice(DATA_TYPES))
+@click.argument("record_id", type=int)
+def dry_run(integration_id: str, data_type: str, record_id: int) -> None:
+    """Fetch, map and check one record and show what would be written; write nothing."""
+
+    rt = load_runtime()
+    [integration] = pick(rt, integration_id)
+    writes: list[tuple[str, str, dict]] = []
+
+    class ReadOnly(SB1Client):
+        def request(self, method, route, **kwargs):
+            if method != "GET":       # a safety net under the overrides below
+                raise RuntimeError(f"dry run: refused to send {method} {route}")
+            return super().request(method, route, **kwargs)
+
+        def create(self, route, body):
+            writes.append(("POST", route, body))
+            return {"ID": 0}
+
+        def update(self, route, entity_id, body):
+            writes.append(("PUT", f"{route}/{entity_id}", body))
+            return body
+
+        def action(self, route, action, body):
+            writes.append(("POST", f"{route}?action={action}", body))
+            return [{"ID": 0}]
+
+    real = rt.sb1(integration)
+    ro = ReadOnly(integration.sb1_base_url, integration.company_key, real.tokens, http=real.http,
+                  timeouts=real.timeouts)
+    ctx = SyncContext(rt, integration, data_type, record_id, dry_run=True, _clients={"sb1": ro})
+    app.loader.import_default_modules()      # the task modules the worker loads (conf.include)
+    body = app.tasks[task_name(data_type)].body
+    try:
+        outcome = body(ctx)
+    except IntegrationError as err:
+        click.echo(f"{ctx.what}: would FAIL: {err}")
+        sys.exit(1)
+    click.echo(f"{ctx.what}: would be {outcome}")
+    for method, route, payload in writes:
+        text = simplejson.dumps(payload, indent=2, ensure_ascii=False, use_decimal=True)
+        click.echo(f"{method} {route}\n{text}")

@@ -1,0 +1,164 @@
+"""Every Redis key the product uses, in one registry, all under one prefix (``MSB1_KEY_PREFIX``,
+``msb1`` by default; ``{p}`` below). No other module spells a key name.
+
+Records (``worker.store.records``, ``worker.store.batch``):
+  ``{p}:state:{integration}:{type}``          hash  record id → last successful transfer
+  ``{p}:handled:{integration}:{type}``        hash  record id → version a sync last finished with
+  ``{p}:owner:{integration}:{type}``          hash  platform id → the Moment record id that wrote it
+  ``{p}:dead:{integration}``                  hash  "{type}:{record id}" → dead letter
+  ``{p}:stats:{integration}``                 hash  counters (created, updated, unchanged, failed, ...)
+  ``{p}:history:{integration}:{type}:{id}``   list  the record's last syncs, newest first
+  ``{p}:lock:{integration}:{type}:{id}``      one writer per record
+  ``{p}:number-lock:{integration}:{type}:{number}``  one writer per customer/project number
+  ``{p}:paused``                              hash  integration → when it was paused
+Coalescing (``worker.store.coalescer``):
+  ``{p}:pending:{integration}:{type}:{id}``   a sync of this record is queued (its due time)
+  ``{p}:started:{integration}:{type}:{id}:running|dirty|bucket``  a sync runs; a change came
+                                              meanwhile; the record's start bucket
+Lanes and runs (``worker.store.lanes``, ``worker.store.runs``):
+  ``{p}:bulk:{integration}``                  list  the company's bulk work, waiting its turn
+  ``{p}:bulk-turns``                          list  companies with bulk work, in turn
+  ``{p}:bulk-handover``                       list  bulk work taken but not yet published
+  ``{p}:bulk-refill``                         one refiller at a time
+  ``{p}:lane:{integration}:{lane}``           hash  queued / started / finished counts
+  ``{p}:lane-done:{integration}:{lane}:{bucket}``  finishes per ten seconds
+  ``{p}:run:{run id}``                        hash  a backfill's or replay's progress
+  ``{p}:run-of:{integration}:{type}``         hash  record id → run id
+  ``{p}:runs``                                zset  run ids by start time
+  ``{p}:backfill:{integration}:{type}:{since}``  the page a stopped backfill resumes from
+Change feed (``tasks.poll``):
+  ``{p}:cursor:{integration}:{type}``         the poll's "modified since" cursor
+  ``{p}:poll-guard:{integration}:{type}``     one poll of an integration and type at a time
+  ``{p}:last-poll``                           when beat's poll last ran (beat's health)
+  ``{p}:redbeat:*``                           beat's schedule and lock (RedBeat)
+Outages (``worker.circuit``):
+  ``{p}:circuit:{scope}:{service}``           hash  an open circuit (reason, since, last error, told)
+  ``{p}:circuit-fails:{scope}:{service}``     transient failures in a row
+  ``{p}:circuit-probe:{scope}:{service}``     set while one sync probes
+Notices (``worker.notices.digest``):
+  ``{p}:notice-window:{integration}``         set while a window is open
+  ``{p}:digest:{integration}``                hash  dead letter → the item to mail
+  ``{p}:digest-due:{integration}``            set while a digest send is scheduled
+  ``{p}:digest-lock:{integration}``           one digest sender at a time
+API clients (``clients``):
+  ``{p}:rate:{bucket}``, ``…:penalty``        the shared rate limits and their 429 penalties
+  ``{p}:sb1-token:{digest}``                  the shared SpareBank 1 access token
+"""
+from __future__ import annotations
+
+import hashlib
+
+
+class Keys:
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    # --- records
+    def state(self, integration_id: str, data_type: str) -> str:
+        return f"{self.prefix}:state:{integration_id}:{data_type}"
+
+    def handled(self, integration_id: str, data_type: str) -> str:
+        return f"{self.prefix}:handled:{integration_id}:{data_type}"
+
+    def owner(self, integration_id: str, data_type: str) -> str:
+        return f"{self.prefix}:owner:{integration_id}:{data_type}"
+
+    def dead(self, integration_id: str) -> str:
+        return f"{self.prefix}:dead:{integration_id}"
+
+    def stats(self, integration_id: str) -> str:
+        return f"{self.prefix}:stats:{integration_id}"
+
+    def history(self, integration_id: str, data_type: str, record_id: int) -> str:
+        return f"{self.prefix}:history:{integration_id}:{data_type}:{record_id}"
+
+    def lock(self, integration_id: str, data_type: str, record_id: int) -> str:
+        return f"{self.prefix}:lock:{integration_id}:{data_type}:{record_id}"
+
+    def number_lock(self, integration_id: str, data_type: str, number: object) -> str:
+        return f"{self.prefix}:number-lock:{integration_id}:{data_type}:{number}"
+
+    def paused(self) -> str:
+        return f"{self.prefix}:paused"
+
+    # --- coalescing
+    def pending(self, integration_id: str, data_type: str, record_id: int) -> str:
+        return f"{self.prefix}:pending:{integration_id}:{data_type}:{record_id}"
+
+    def started(self, integration_id: str, data_type: str, record_id: int) -> str:
+        return f"{self.prefix}:started:{integration_id}:{data_type}:{record_id}"
+
+    # --- lanes and runs
+    def bulk_list_prefix(self) -> str:
+        """What a company's bulk list's key starts with (the company's id follows)."""
+        return f"{self.prefix}:bulk:"
+
+    def bulk_list(self, integration_id: str) -> str:
+        return f"{self.bulk_list_prefix()}{integration_id}"
+
+    def bulk_turns(self) -> str:
+        return f"{self.prefix}:bulk-turns"
+
+    def bulk_handover(self) -> str:
+        return f"{self.prefix}:bulk-handover"
+
+    def bulk_refill(self) -> str:
+        return f"{self.prefix}:bulk-refill"
+
+    def lane_counts(self, integration_id: str, lane: str) -> str:
+        return f"{self.prefix}:lane:{integration_id}:{lane}"
+
+    def lane_done(self, integration_id: str, lane: str, bucket: int) -> str:
+        return f"{self.prefix}:lane-done:{integration_id}:{lane}:{bucket}"
+
+    def run(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}"
+
+    def run_of(self, integration_id: str, data_type: str) -> str:
+        return f"{self.prefix}:run-of:{integration_id}:{data_type}"
+
+    def runs(self) -> str:
+        return f"{self.prefix}:runs"
+
+    def backfill(self, integration_id: str, data_type: str, since: str) -> str:
+        return f"{self.prefix}:backfill:{integration_id}:{data_type}:{since}"
+
+    # --- change feed
+    def cursor(self, integration_id: str, data_type: str) -> str:
+        return f"{self.prefix}:cursor:{integration_id}:{data_type}"
+
+    def poll_guard(self, integration_id: str, data_type: str) -> str:
+        return f"{self.prefix}:poll-guard:{integration_id}:{data_type}"
+
+    def last_poll(self) -> str:
+        """When beat's poll last ran (seconds since the epoch): the health signal of beat."""
+        return f"{self.prefix}:last-poll"
+
+    def redbeat(self) -> str:
+        """RedBeat's own key prefix (its schedule and lock)."""
+        return f"{self.prefix}:redbeat"
+
+    # --- outages
+    def circuit(self, kind: str, scope: str, service: str) -> str:
+        """``kind``: circuit (open), circuit-fails (failures in a row) or circuit-probe."""
+        assert kind in ("circuit", "circuit-fails", "circuit-probe"), kind
+        return f"{self.prefix}:{kind}:{scope}:{service}"
+
+    def open_circuits_pattern(self) -> str:
+        return f"{self.prefix}:circuit:*"
+
+    # --- notices
+    def notice(self, kind: str, integration_id: str) -> str:
+        """``kind``: notice-window, digest, digest-due or digest-lock."""
+        assert kind in ("notice-window", "digest", "digest-due", "digest-lock"), kind
+        return f"{self.prefix}:{kind}:{integration_id}"
+
+    # --- API clients
+    def rate_limits(self) -> str:
+        """The prefix of the rate limiter's buckets (``clients.ratelimit``)."""
+        return f"{self.prefix}:rate"
+
+    def sb1_token(self, token_url: str, client_id: str) -> str:
+        """The cached access token of one client at one identity server."""
+        digest = hashlib.sha256(f"{token_url}|{client_id}".encode()).hexdigest()[:16]
+        return f"{self.prefix}:sb1-token:{digest}"

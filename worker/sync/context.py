@@ -1,0 +1,135 @@
+"""What a data type's task body works with: the record, its clients and what the books held."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+from clients.moment import MomentClient
+from clients.sb1 import SB1Client
+from schemas.datatypes import DATA_TYPES
+from schemas.text import label
+from worker.config.integrations import Integration
+from worker.notices import templates
+from worker.ops.logs import bind
+from worker.runtime import Runtime
+from worker.store.batch import Batch
+from worker.sync.outcomes import Outcome
+
+_UNREAD = object()
+
+
+@dataclass
+class SyncContext:
+    """What a task body works with; it fills in how to name the record once it knows."""
+    runtime: Runtime
+    integration: Integration
+    data_type: str
+    record_id: int
+    # "customer 100001": safe for logs, Sentry and dead letters (no personal data)
+    what: str = ""
+    # the record as a person knows it (number, name, ...): only for the company's own email
+    person: dict = field(default_factory=dict)
+    dry_run: bool = False       # the CLI's dry run: read everything, remember nothing
+    # the lastModifiedDate of the record as fetched: the version this sync handles
+    version: datetime | None = None
+    changed: list[str] | None = None   # the fields this sync wrote anew (names only), for the history
+    error: str | None = None           # why it was dead-lettered, for the history
+    # A task's own sync gathers its Redis writes in one batch (the record's state, the
+    # number's owner, the locks, counters, history, the follow-up): a try that ends the chain
+    # sends it all at the end of the task, one that goes on (a retry, a wait) sends what it
+    # has when it lets go of the record. None (a dependency's sync, whose state its caller
+    # reads at once): each write is sent at once.
+    writes: Batch | None = None
+    started: bool = False       # the record's start is marked: its end (``follow_up``) must be too
+    _clients: dict = field(default_factory=dict)
+    _previous: Any = field(default=_UNREAD, repr=False)   # the state, read with the record's lock
+
+    def __post_init__(self) -> None:
+        noun = DATA_TYPES[self.data_type].noun
+        self.what = self.what or f"{noun} with Moment id {self.record_id}"
+
+    def describe(self, number: Any, **person: Any) -> None:
+        """Name the record once it is fetched: by its number in logs ("customer 100001"),
+        and with ``person`` (name, ...) in the company's email."""
+        shown_number = label(number) if number not in (None, "") else "(no number)"
+        bind(number=shown_number)
+        self.what = f"{DATA_TYPES[self.data_type].noun} {shown_number}"
+        self.person = {"number": shown_number, **person}
+
+    @property
+    def what_for_person(self) -> str:
+        """"customer Fjord Bygg AS (customer number 100001)": only for the company's email."""
+        return templates.record_name("en", self.data_type, self.person or {"moment_id": self.record_id})
+
+    @property
+    def moment(self) -> MomentClient:
+        if "moment" not in self._clients:
+            self._clients["moment"] = self.runtime.moment(self.integration)
+        return self._clients["moment"]
+
+    @property
+    def sb1(self) -> SB1Client:
+        if "sb1" not in self._clients:
+            self._clients["sb1"] = self.runtime.sb1(self.integration)
+        return self._clients["sb1"]
+
+    def read_under_lock(self, state: dict[str, Any] | None) -> None:
+        """The record's state, as read together with taking its lock: ``previous`` needs no
+        round trip of its own."""
+        self._previous = state
+
+    def previous(self) -> dict[str, Any] | None:
+        """What the books held after this record's last transfer (None: nothing yet)."""
+        if self._previous is not _UNREAD:
+            return self._previous
+        return self.runtime.state.get(self.integration.id, self.data_type, self.record_id)
+
+    def already_done(self, previous: dict[str, Any] | None, digest: str,
+                     modified: datetime | None) -> Outcome | None:
+        """"unchanged" when the books already hold exactly this, "stale" when Moment
+        answered with an older version than the books hold; else None (write it)."""
+        if previous and previous.get("fingerprint") == digest:
+            return Outcome.UNCHANGED
+        if self.is_stale(previous, modified):
+            return Outcome.STALE
+        return None
+
+    def posted(self, voucher_id: int | None, modified: datetime | None, note: str | None) -> None:
+        """Remember that an invoice has its voucher: it is never posted again."""
+        self.remember(posted=True, sb1_id=voucher_id, modified=modified.isoformat() if modified else None,
+                      **({"note": note} if note else {}))
+
+    @staticmethod
+    def was_posted(previous: dict[str, Any] | None) -> bool:
+        # "fingerprint": "posted" is how the state said it before it had a field of its own
+        return bool(previous and (previous.get("posted") or previous.get("fingerprint") == "posted"))
+
+    def transferred(self, digest: str, sb1_id: int | None, modified: datetime | None, *,
+                    previous: dict[str, Any] | None = None, fields: dict[str, str] | None = None,
+                    **extra: Any) -> None:
+        """Remember a successful write: what was written, where, which version (and any
+        ``extra`` worth keeping with it, such as a VAT rounding note). ``fields``: a digest
+        per field, so the next write can name the fields it changes."""
+        if fields is not None:
+            before = (previous or {}).get("fields") or {}
+            self.changed = sorted(name for name, d in fields.items() if before.get(name) != d)
+        self.remember(fingerprint=digest, sb1_id=sb1_id, modified=modified.isoformat() if modified else None,
+                      **{k: v for k, v in {**extra, "fields": fields}.items() if v is not None})
+
+    def is_stale(self, previous: dict[str, Any] | None, modified: datetime | None) -> bool:
+        """True when Moment answered with an older version than the one already in the books
+        (a lagging read): writing it would put an older state over a newer one."""
+        if not previous or not previous.get("modified") or modified is None:
+            return False
+        return modified < datetime.fromisoformat(previous["modified"])
+
+    def remember(self, **values: Any) -> None:
+        if self.dry_run:
+            return
+        # what previous() gives from now on: the save may wait in the batch until the task ends
+        self._previous = self.runtime.state.save(self.integration.id, self.data_type, self.record_id,
+                                                 self.writes.pipe if self.writes else None, **values)
+
+
+Body = Callable[[SyncContext], Outcome]
