@@ -24,8 +24,7 @@ import os
 import subprocess
 import time
 
-from sandbox.stack import (ROOT, Stack, context_switches, cpu_seconds, cpu_times, peak_rss_mib,
-                           percentile, wait_for)
+from sandbox.stack import ROOT, Stack, context_switches, cpu_seconds, cpu_times, peak_rss_mib, percentile, wait_for
 
 
 def baseline(stack: Stack, rt, count: int) -> dict:
@@ -134,7 +133,7 @@ def celery_floor(stack: Stack, count: int, concurrency: int, processes: int, lat
     """Celery's own CPU per task (``bench.floor``): the same workers, tasks that do nothing of
     ours, once returning at once and once waiting as long as a sync's three API calls."""
     from bench.floor import noop, waits
-    from worker.store.lanes import LIVE_QUEUE
+    from worker.config.queues import LIVE_QUEUE
     procs = [stack.start_worker(concurrency, f"floor{n}.log", app="bench.floor")
              for n in range(processes)]
     r = stack.redis
@@ -185,8 +184,8 @@ def main() -> None:
                    {"moment_company": "baseline", "moment_api_key": "baseline-key",
                     "seed_customers": args.baseline_records}], latency=args.latency)
     try:
-        from worker.runtime import Runtime
         from worker.config.settings import Settings
+        from worker.runtime import Runtime
         rt = Runtime(Settings.from_env())
         base = baseline(stack, rt, args.baseline_records)
         work = through_worker(stack, rt, args.records, args.concurrency, args.processes, args.rate,

@@ -76,9 +76,9 @@ def main() -> None:
 
 
 def run(stack: Stack, args) -> dict:
+    from worker.config.settings import Settings
     from worker.intake.producer import enqueue
     from worker.runtime import Runtime
-    from worker.config.settings import Settings
     rt = Runtime(Settings.from_env())
     workers = [stack.start_worker(args.concurrency, f"worker{n}.log")
                for n in range(args.processes)]

@@ -38,8 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     stack = Stack([{"moment_company": "bench", "moment_api_key": "bench-key", "seed_customers": 50}], latency=0)
     try:
-        from worker.runtime import Runtime
         from worker.config.settings import Settings
+        from worker.runtime import Runtime
         rt = Runtime(Settings.from_env())
         integration = rt.integration("bench")
         moment, sb1 = rt.moment(integration), rt.sb1(integration)

@@ -49,9 +49,9 @@ def main() -> None:
 
 
 def run(stack: Stack, args) -> dict:
+    from worker.config.settings import Settings
     from worker.intake.producer import enqueue
     from worker.runtime import Runtime
-    from worker.config.settings import Settings
     rt = Runtime(Settings.from_env())
     moment = f"{stack.moment_url}/api/1.0/companies/hooks/customers"
     auth = ("apikey", "hooks-key")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import redis
 
+from worker.config.queues import BULK_QUEUE
 from worker.store.keys import Keys
-from worker.store.lanes import BULK_QUEUE, Lanes
+from worker.store.lanes import Lanes
 
 
 class Publisher:

@@ -15,10 +15,10 @@ from celery import Celery
 from kombu import Queue
 
 from schemas.datatypes import DATA_TYPES
+from worker.config.queues import BULK_QUEUE, LIVE_QUEUE
 from worker.config.redis_url import RedisTarget
 from worker.config.settings import Settings, SettingsError
 from worker.store.keys import Keys
-from worker.store.lanes import BULK_QUEUE, LIVE_QUEUE
 
 TASK_MODULES = ["tasks.customers", "tasks.projects", "tasks.invoices", "tasks.poll", "tasks.notices"]
 # the tasks that are not a data type's sync (each sync task is named by its DataType)

@@ -10,7 +10,7 @@ import click
 from schemas.text import plain
 from worker.cli.base import INTEGRATION_OPTION, duration, load_runtime, main, pick, when
 from worker.config.integrations import DATA_TYPES
-from worker.store.lanes import BULK_QUEUE, LIVE_QUEUE
+from worker.config.queues import BULK_QUEUE, LIVE_QUEUE
 from worker.store.records import same_problem
 
 

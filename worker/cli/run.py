@@ -12,9 +12,9 @@ from worker.broker import app
 from worker.cli.base import NODE_PREFIX, load_runtime, load_settings, main
 from worker.cli.checks import online_checks
 from worker.config.integrations import IntegrationsError, load_integrations
+from worker.config.queues import BULK_QUEUE, LIVE_QUEUE
 from worker.config.settings import unknown_variables
 from worker.intake.receiver import serve
-from worker.store.lanes import BULK_QUEUE, LIVE_QUEUE
 
 
 @main.command("check-config")

@@ -16,8 +16,8 @@ from typing import Callable
 
 from errors import IntegrationError, TransientError
 from worker.config.integrations import Integration
+from worker.config.queues import BULK
 from worker.intake.producer import enqueue, enqueue_bulk
-from worker.store.lanes import BULK
 from worker.store.runs import Run
 
 KEEP_PROGRESS = 7 * 86400       # seconds a stopped backfill can be resumed

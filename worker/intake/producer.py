@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Iterable
 
 from worker.broker import UnknownDataType, publish_sync, task_name
+from worker.config.queues import LIVE
 from worker.runtime import Runtime, get_runtime
-from worker.store.lanes import LIVE
 from worker.store.records import Paused
 
 __all__ = ["Paused", "UnknownDataType", "enqueue", "enqueue_bulk", "refill_bulk"]

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from marshmallow import ValidationError
 
 from schemas.text import plain
@@ -66,7 +66,7 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     def answer(status: int, decision: str, reason: str, integration_id: str | None = None,
                body: dict | None = None, level: int = logging.INFO, **fields):
         """One log line and one count per webhook, whatever became of it (never the path)."""
-        started = getattr(request, "_msb1_started", None)
+        started = g.get("started")
         ms = (time.perf_counter() - started) * 1000 if started else 0.0
         WEBHOOKS.labels(integration_id or "unknown", decision).inc()
         log.log(level, "webhook %s (%d): %s", decision, status, reason,
@@ -78,7 +78,7 @@ def create_app(runtime: Runtime | None = None) -> Flask:
 
     @app.before_request
     def start_clock():
-        request._msb1_started = time.perf_counter()
+        g.started = time.perf_counter()
 
     @app.post("/webhooks/<integration_id>/<secret>")
     def hook_with_path_secret(integration_id: str, secret: str):

@@ -33,7 +33,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from worker.store.lanes import BULK_QUEUE, LIVE_QUEUE
+from worker.config.queues import BULK_QUEUE, LIVE_QUEUE
 
 log = logging.getLogger(__name__)
 disable_created_metrics()       # no *_created series: they double every counter for nothing

@@ -24,13 +24,11 @@ from typing import Callable, Iterable
 
 import redis
 
+from worker.config.queues import BULK, BULK_QUEUE, LIVE
 from worker.store.keys import Keys
 
 log = logging.getLogger(__name__)
 
-LIVE_QUEUE = "moment-sb1"
-BULK_QUEUE = "moment-sb1-bulk"
-LIVE, BULK = "live", "bulk"
 CHUNK = 16                  # records taken from one company at a time
 RATE_BUCKET = 10            # seconds per bucket of finished syncs
 RATE_BUCKETS = 6            # the rate is taken over the last minute

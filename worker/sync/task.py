@@ -25,13 +25,13 @@ from errors import AuthError, IntegrationError, TransientError
 from schemas.datatypes import DATA_TYPES
 from worker.broker import publish_sync
 from worker.circuit import Circuit
+from worker.config.queues import BULK, BULK_QUEUE, LIVE
 from worker.intake.producer import refill_bulk
 from worker.ops.logs import record_context
 from worker.ops.metrics import SYNC_SECONDS
 from worker.runtime import Runtime, UnknownIntegration, get_runtime
 from worker.store.batch import Batch, new_token, release_lock
 from worker.store.coalescer import Gate
-from worker.store.lanes import BULK, BULK_QUEUE, LIVE
 from worker.sync.context import Body, SyncContext
 from worker.sync.failure import DeadLettered, give_up, settle, wait
 from worker.sync.outcomes import Outcome
