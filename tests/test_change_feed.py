@@ -9,8 +9,8 @@ import time
 
 import pytest
 import requests
-
 from conftest import COMPANY_KEYS, ROOT, wait_until
+
 from sandbox.moment import seed_customers
 
 ACME = COMPANY_KEYS["acme"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from conftest import CLIENT_ID, COMPANY_KEYS, wait_until, write_integrations
+from conftest import publish_task as enqueue
+
 from sandbox.moment import seed_customers
 
 ACME = COMPANY_KEYS["acme"]
@@ -15,9 +16,6 @@ FAST = {"MSB1_OPERATOR_EMAIL": OPS, "MSB1_CIRCUIT_THRESHOLD": "3", "MSB1_CIRCUIT
         "MSB1_CIRCUIT_PROBE_INTERVAL": "1"}
 
 
-def enqueue(integration, record_id, data_type="customers"):
-    from worker.broker import TASKS, app
-    app.send_task(TASKS[data_type], args=[integration, record_id])
 
 
 def stat(r, name, integration="acme"):

@@ -76,6 +76,7 @@ def test_a_retry_counts_as_queued_until_it_is_due(co, r):
 
 def test_the_poll_cursor_waits_for_unfinished_changes_within_a_bound():
     from datetime import datetime, timedelta, timezone
+
     from tasks.poll import _next_cursor
     started = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
     oslo = timezone(timedelta(hours=1))

@@ -13,7 +13,6 @@ import tomllib
 
 import pytest
 import yaml
-
 from conftest import ROOT
 
 SECRET_NAMES = re.compile(r"MSB1_SB1_|SMTP_PASSWORD|SMTP_USER|SENTRY_DSN|MOMENT|WEBHOOK_SECRET")
@@ -119,6 +118,7 @@ def test_a_missing_password_or_login_stops_compose_with_a_reason(tmp_path):
 
 def test_env_example_lists_every_setting_and_every_secret_the_examples_use():
     from dataclasses import fields
+
     from worker.config.settings import Settings
     listed = {line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines()
               if "=" in line and not line.startswith("#")}

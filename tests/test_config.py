@@ -146,6 +146,7 @@ def test_the_celery_app_reads_the_environment_only_when_it_is_used():
     """Importing worker.app needs no settings; a bad one is refused when the app is used."""
     import subprocess
     import sys
+
     from conftest import ROOT
     code = ("import worker.app as a\nprint('imported')\na.app.conf.broker_url\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,

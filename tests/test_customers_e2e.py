@@ -7,19 +7,15 @@ import sys
 import time
 
 import pytest
-
 from conftest import API_KEYS, COMPANY_KEYS, ROOT, broker_state, wait_until
+from conftest import publish_task as enqueue
+
 from sandbox.moment import seed_customers
 
 ACME = COMPANY_KEYS["acme"]
 pytestmark = pytest.mark.slow
 
 
-def enqueue(integration, record_id, data_type="customers"):
-    """Publish a sync task directly, without the producer's coalescing: these tests want
-    every task to run, as redeliveries and replays do."""
-    from worker.broker import TASKS, app
-    app.send_task(TASKS[data_type], args=[integration, record_id])
 
 
 def cli(env, *args) -> str:
@@ -265,6 +261,7 @@ def test_a_worker_killed_holding_the_restore_lock_holds_up_recovery_only_briefly
     """Workers look for a dead worker's messages under one Redis lock (kombu's default
     expiry is 300 s). A worker killed while holding it must not hold up recovery for long."""
     from celery import Celery
+
     from worker.broker import celery_config
     from worker.config.settings import Settings
     settings = Settings.from_env(worker_env)

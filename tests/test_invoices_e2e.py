@@ -9,8 +9,8 @@ from collections import defaultdict
 from decimal import Decimal
 
 import pytest
-
 from conftest import COMPANY_KEYS, wait_until, write_integrations
+
 from sandbox.moment import seed_customers
 
 ACME = COMPANY_KEYS["acme"]
@@ -269,6 +269,7 @@ def test_moment_webhooks_bring_customer_project_and_invoice_to_the_books(sandbox
 def test_dry_run_shows_the_voucher_and_writes_nothing(sandbox, worker_env, r):
     import subprocess
     import sys
+
     from conftest import ROOT
     _, invoice = new_invoice(sandbox)
     out = subprocess.run([sys.executable, "-m", "worker.cli", "dry-run", "acme", "invoices", str(invoice["id"])],

@@ -8,8 +8,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import COMPANY_KEYS, ROOT, wait_until
+
 from sandbox.moment import seed_customers
 
 pytestmark = pytest.mark.slow
@@ -30,13 +30,14 @@ def test_live_overtakes_bulk_and_companies_take_turns_in_bulk(sandbox, start_wor
     wait_until(lambda: len(in_books(sandbox, "acme")) >= 20, 30, message="the backfill under way")
     # fjord's own backfill arrives behind acme's 380 waiting: it gets turns, not a place at the end
     enqueue_bulk("fjord", "customers", [c["id"] for c in fjord[:40]])
-    # and a live change of fjord goes before all of it
-    t0 = time.monotonic()
+    # and a live change of fjord goes before all of it: it overtakes the 200 bulk syncs on the
+    # queue (only those already running, 4 threads' worth, may finish meanwhile), however slow
+    # the machine is
+    acme_before = len(in_books(sandbox, "acme"))
     enqueue("fjord", "customers", fjord[40]["id"])
     wait_until(lambda: 150041 in in_books(sandbox, "fjord"), 10, 0.01, message="fjord's live change")
-    live_s = time.monotonic() - t0
     acme_then = len(in_books(sandbox, "acme"))
-    assert live_s < 1.0, f"the live change took {live_s:.2f}s behind the backfill"
+    assert acme_then - acme_before <= 20, f"{acme_then - acme_before} bulk syncs went before the live change"
     assert acme_then < 300, "the backfill was nearly done: the test proves nothing"
     wait_until(lambda: len(in_books(sandbox, "fjord")) == 41, 60, message="fjord's backfill")
     acme_when_fjord_done = len(in_books(sandbox, "acme"))
@@ -60,12 +61,13 @@ def test_a_backfilled_record_that_changes_live_is_written_once_promptly(sandbox,
     start_worker(concurrency=4)
     wait_until(lambda: len(in_books(sandbox, "acme")) >= 10, 30, message="the backfill under way")
     sandbox.moment.update("acme", "customers", last["id"], {"name": "Endret AS"})
-    t0 = time.monotonic()
+    before = len(in_books(sandbox, "acme"))
     enqueue("acme", "customers", last["id"])
     number = int(last["customerNumber"])
     wait_until(lambda: in_books(sandbox, "acme").get(number, {}).get("Info", {}).get("Name") == "Endret AS",
                10, 0.01, message="the live change")
-    assert time.monotonic() - t0 < 1.0
+    # promptly: ahead of the backfill's queued syncs (only those already running may finish first)
+    assert len(in_books(sandbox, "acme")) - before <= 20
     wait_until(lambda: len(in_books(sandbox, "acme")) == 300, 90, message="the backfill")
     wait_until(lambda: int(r.hget("msb1test:stats:acme", "customers:unchanged") or 0) == 1, 10,
                message="the record's bulk sync, finding it in the books already")

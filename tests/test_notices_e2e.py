@@ -6,17 +6,15 @@ import json
 import time
 
 import pytest
-
 from conftest import COMPANY_KEYS, wait_until, write_integrations
+from conftest import publish_task as enqueue
+
 from sandbox.moment import seed_customers
 
 ACME = COMPANY_KEYS["acme"]
 pytestmark = pytest.mark.slow
 
 
-def enqueue(integration, record_id, data_type="customers"):
-    from worker.broker import TASKS, app
-    app.send_task(TASKS[data_type], args=[integration, record_id])
 
 
 def stat(r, name, integration="acme", data_type="customers"):

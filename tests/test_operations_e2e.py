@@ -11,8 +11,8 @@ import time
 
 import pytest
 import requests
-
 from conftest import API_KEYS, COMPANY_KEYS, ROOT, free_port, log_entries, wait_until
+
 from sandbox.moment import seed_customers
 
 ACME = COMPANY_KEYS["acme"]
@@ -300,6 +300,7 @@ def test_broken_configuration_is_one_line(worker_env, tmp_path, setup, message):
 
 def test_version_and_help(worker_env):
     import click
+
     from worker.cli import main
     assert ok(worker_env, "--version").startswith("moment-sb1, version ")
     assert "Usage: python -m worker.cli backfill" in ok(worker_env, "backfill", "-h")

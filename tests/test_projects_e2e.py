@@ -5,8 +5,8 @@ import json
 import time
 
 import pytest
-
 from conftest import COMPANY_KEYS, wait_until, write_integrations
+
 from sandbox.moment import seed_customers
 
 ACME = COMPANY_KEYS["acme"]

@@ -8,8 +8,8 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import COMPANY_KEYS, log_entries, wait_until
+
 from sandbox.moment import seed_customers
 
 pytestmark = pytest.mark.slow
@@ -68,6 +68,7 @@ def test_beat_goes_on_polling_after_a_redis_restart(worker_env, aof, tmp_path):
     import os
     import signal
     import sys
+
     from conftest import ROOT
     env = dict(worker_env, MSB1_REDIS_URL=aof.url, MSB1_POLL_INTERVAL="1", MSB1_POLL_OVERLAP="1")
     log = tmp_path / "beat.log"

@@ -2,9 +2,9 @@ import random
 
 import pytest
 
-from errors import AuthError, NotFound, PermanentError, RecordInvalid, TransientError
 from clients.http import parse_retry_after, validation_messages
 from clients.retry import RetryPolicy, is_retriable_status, jitter
+from errors import AuthError, NotFound, PermanentError, RecordInvalid, TransientError
 
 
 @pytest.mark.parametrize("status,retriable", [

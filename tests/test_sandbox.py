@@ -560,6 +560,7 @@ def test_the_contract_in_the_repo_is_cut_from_the_vendors_swagger():
     platform's Swagger (checked where the domain brief's copy is beside the repo, as in CI)."""
     import importlib.machinery
     import importlib.util
+
     from conftest import ROOT
     loader = importlib.machinery.SourceFileLoader("update_contract", str(ROOT / "scripts" / "update-contract"))
     spec = importlib.util.spec_from_loader("update_contract", loader)
@@ -577,6 +578,7 @@ def test_look_ups_by_number_use_an_index_that_follows_every_write():
     """The SpareBank 1 stand-in answers `CustomerNumber eq N` from an index: the same rows a
     scan would give, after creates, renumbering updates and deletes, for every spelling."""
     import random
+
     from sandbox.sb1 import SB1Store
     store = SB1Store()
     key = str(uuid.uuid4())

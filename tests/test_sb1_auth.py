@@ -5,15 +5,15 @@ import sys
 
 import jwt
 import pytest
+from conftest import ROOT
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from errors import AuthError
 from clients.sb1 import Credentials, SB1Client, TokenProvider
-from conftest import ROOT
+from errors import AuthError
 
 TOKEN_URL = "https://login.example/connect/token"
 
@@ -82,8 +82,10 @@ def test_a_process_killed_while_fetching_a_token_holds_up_the_others_only_briefl
         sandbox, r, rsa_key, redis_server):
     """The token lock lasts about as long as a fetch may: the HTTP timeouts plus 5 s."""
     import time
-    from clients.http import Timeouts
+
     from conftest import CLIENT_ID, wait_until
+
+    from clients.http import Timeouts
     sandbox.sb1_faults.latency = 30                 # the identity server hangs
     child = subprocess.Popen([sys.executable, "-c", f"""
 import redis
@@ -137,6 +139,7 @@ def test_the_platform_refusing_a_createguid_it_has_is_a_duplicate_create(sandbox
     """The vendor's way of saying "this create happened already" is one typed error; any
     other 400 is a RecordInvalid naming the fields, without the platform's own words."""
     from conftest import CLIENT_ID, COMPANY_KEYS
+
     from errors import DuplicateCreate, RecordInvalid
     creds = Credentials.load(CLIENT_ID, key_file=str(rsa_key[0]))
     client = SB1Client(sandbox.sb1_url, COMPANY_KEYS["acme"],

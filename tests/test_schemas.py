@@ -6,7 +6,15 @@ import pytest
 
 from errors import RecordInvalid
 from schemas.moment import MOMENT_CUSTOMER
-from schemas.sb1 import PHONE_TYPE_FAX, PHONE_TYPE_PHONE, check_customer, create_guid, customer_body, customer_fields, fingerprint
+from schemas.sb1 import (
+    PHONE_TYPE_FAX,
+    PHONE_TYPE_PHONE,
+    check_customer,
+    create_guid,
+    customer_body,
+    customer_fields,
+    fingerprint,
+)
 
 # The platform's Swagger definitions we use, kept in the repo (scripts/update-contract)
 SWAGGER = Path(__file__).resolve().parents[1] / "contract" / "unieconomy-swagger.json"
@@ -252,6 +260,7 @@ VAT = {"0": (1, "0"), "3": (2, "25"), "31": (3, "15"), "33": (4, "12"), "5": (5,
 
 def voucher(lines, **invoice):
     from decimal import Decimal
+
     from schemas.moment import MOMENT_INVOICE
     from schemas.vouchers import VatRate, check_invoice, voucher_body
     inv = MOMENT_INVOICE.load({**INVOICE, **invoice, "lines": lines})
@@ -267,6 +276,7 @@ def line(amount, code="3", kind="HOURS", text="x", **more):
 def booked_vat(draft_lines):
     """What the platform books as VAT from our draft lines, per VAT type ID (its rounding)."""
     from decimal import Decimal
+
     from schemas.vouchers import platform_vat
     out = {}
     rates = {i: Decimal(p) for i, p in VAT.values()}

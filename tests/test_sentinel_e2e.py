@@ -13,8 +13,8 @@ import time
 
 import pytest
 import requests
-
 from conftest import COMPANY_KEYS, ROOT, Worker, free_port, wait_until
+
 from sandbox.local import SentinelGroup
 from sandbox.moment import seed_customers
 

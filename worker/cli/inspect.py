@@ -106,7 +106,7 @@ def history(integration_id: str, data_type: str, record_id: int, as_json: bool) 
         click.echo(line)
 
 
-def letters(rt, integration_id: str | None, data_type: str | None = None, record_id: int | None = None):
+def find_dead_letters(rt, integration_id: str | None, data_type: str | None = None, record_id: int | None = None):
     for i in pick(rt, integration_id):
         for d in rt.dead_letters.list(i.id):
             if (data_type and d.data_type != data_type) or (record_id and d.record_id != record_id):
@@ -121,7 +121,7 @@ def letters(rt, integration_id: str | None, data_type: str | None = None, record
 def dead_letters(integration_id: str | None, as_json: bool, group: bool) -> None:
     """List records that could not be transferred (kept until a replay succeeds)."""
     rt = load_runtime()
-    letters = [d for _, d in letters(rt, integration_id)]
+    letters = [d for _, d in find_dead_letters(rt, integration_id)]
     if group:
         groups: dict[tuple, list] = {}
         for d in letters:

@@ -14,7 +14,7 @@ from errors import IntegrationError
 from schemas.text import plain
 from worker.broker import app, publish_poll, task_name
 from worker.cli.base import INTEGRATION_OPTION, TIMEOUT_OPTION, WAIT_OPTION, duration, load_runtime, main, pick, when
-from worker.cli.inspect import letters
+from worker.cli.inspect import find_dead_letters
 from worker.config.integrations import DATA_TYPES
 from worker.intake.backfill import run_backfill
 from worker.intake.producer import Paused, enqueue_bulk
@@ -130,7 +130,7 @@ def replay(integration_id: str | None, data_type: str | None, record_id: int | N
            wait: bool, timeout: float | None) -> None:
     """Queue dead-lettered records again (they stay listed until they succeed)."""
     rt = load_runtime()
-    chosen = list(letters(rt, integration_id, data_type, record_id))
+    chosen = list(find_dead_letters(rt, integration_id, data_type, record_id))
     if dry_run:
         for _, d in chosen:
             click.echo(f"would replay {d.integration_id} {d.data_type} {d.record_id} ({plain(d.what, 60)}): "
@@ -170,7 +170,7 @@ def replay(integration_id: str | None, data_type: str | None, record_id: int | N
 def purge(integration_id: str | None, data_type: str | None, record_id: int | None, yes: bool) -> None:
     """Delete dead letters for good (they are not replayed). Asks first."""
     rt = load_runtime()
-    chosen = list(letters(rt, integration_id, data_type, record_id))
+    chosen = list(find_dead_letters(rt, integration_id, data_type, record_id))
     if not chosen:
         click.echo("no dead letters match")
         return
