@@ -6,6 +6,7 @@ every API call, and in the same run a naive baseline (one record at a time, no q
     .venv/bin/python -m bench.customers --rate 100     # a steady 100 records/s, not all at once
     .venv/bin/python -m bench.customers --gc-time      # + the workers' time in the garbage collector
     .venv/bin/python -m bench.customers --floor        # + Celery's own CPU per task (bench/floor.py)
+    .venv/bin/python -m bench.customers --gc-time --no-gc-freeze   # the workers without gc.freeze()
 
 Prints records/s, p50/p99 time per record, the worker's peak memory (VmHWM), its CPU and
 thread switches per record, and the Redis commands per record.
@@ -56,7 +57,7 @@ def baseline(stack: Stack, rt, count: int) -> dict:
 
 
 def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: int, rate: float = 0,
-                   gc_time: bool = False) -> dict:
+                   gc_time: bool = False, app: str = "worker.app") -> dict:
     from worker.intake.producer import enqueue
     integration = rt.integration("bench")
     ids = [rec["id"] for rec in rt.moment(integration).list("customers")][:count]
@@ -64,7 +65,7 @@ def through_worker(stack: Stack, rt, count: int, concurrency: int, processes: in
     if gc_time:         # bench/gctime/sitecustomize.py times each collection in the workers
         stack.env.update(PYTHONPATH=f"{ROOT / 'bench' / 'gctime'}:{stack.env['PYTHONPATH']}",
                          BENCH_GC_LOG=str(gc_log))
-    procs = [stack.start_worker(concurrency, f"worker{n}.log", ) for n in range(processes)]
+    procs = [stack.start_worker(concurrency, f"worker{n}.log", app=app) for n in range(processes)]
     sandbox_pid = stack.sandbox_proc.pid
 
     def usage() -> dict:
@@ -176,6 +177,8 @@ def main() -> None:
                         help="enqueue at this many records/s instead of all at once")
     parser.add_argument("--gc-time", action="store_true",
                         help="time every garbage collection in the workers (bench/gctime)")
+    parser.add_argument("--no-gc-freeze", action="store_true",
+                        help="workers without the product's gc.freeze() after start-up (bench/nofreeze.py)")
     parser.add_argument("--floor", action="store_true",
                         help="after the run, Celery's own CPU per task with the same workers (bench/floor.py)")
     args = parser.parse_args()
@@ -189,7 +192,7 @@ def main() -> None:
         rt = Runtime(Settings.from_env())
         base = baseline(stack, rt, args.baseline_records)
         work = through_worker(stack, rt, args.records, args.concurrency, args.processes, args.rate,
-                              args.gc_time)
+                              args.gc_time, "bench.nofreeze" if args.no_gc_freeze else "worker.app")
         state = stack.sb1_state()
         if args.floor:
             work["celery_floor"] = celery_floor(stack, args.records, args.concurrency, args.processes,

@@ -18,7 +18,7 @@ system's own wording (which can quote names, emails and phone numbers). What onl
 company's own notification email may carry lives apart and is never logged: ``hint`` (what
 to do, naming the record), ``detail`` (the other system's own messages).
 
-``code`` and ``params`` name the problem for the notice templates (``worker.templates``),
+``code`` and ``params`` name the problem for the notice templates (``worker.notices.templates``),
 which say it in the company's language; ``str()`` stays in our own English words.
 """
 from __future__ import annotations

@@ -7,9 +7,9 @@ from dataclasses import asdict
 
 import click
 
+from schemas.datatypes import DATA_TYPES
 from schemas.text import plain
 from worker.cli.base import INTEGRATION_OPTION, duration, load_runtime, main, pick, when
-from worker.config.integrations import DATA_TYPES
 from worker.config.queues import BULK_QUEUE, LIVE_QUEUE
 from worker.store.records import same_problem
 
@@ -79,7 +79,7 @@ def status(integration_id: str | None, as_json: bool) -> None:
 
 @main.command()
 @click.argument("integration_id")
-@click.argument("data_type", type=click.Choice(DATA_TYPES))
+@click.argument("data_type", type=click.Choice(list(DATA_TYPES)))
 @click.argument("record_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def history(integration_id: str, data_type: str, record_id: int, as_json: bool) -> None:

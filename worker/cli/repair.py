@@ -11,11 +11,11 @@ from redis.exceptions import RedisError
 
 from clients.sb1 import SB1Client
 from errors import IntegrationError
+from schemas.datatypes import DATA_TYPES
 from schemas.text import plain
 from worker.broker import app, publish_poll, task_name
 from worker.cli.base import INTEGRATION_OPTION, TIMEOUT_OPTION, WAIT_OPTION, duration, load_runtime, main, pick, when
 from worker.cli.inspect import find_dead_letters
-from worker.config.integrations import DATA_TYPES
 from worker.intake.backfill import run_backfill
 from worker.intake.producer import Paused, enqueue_bulk
 from worker.intake.producer import enqueue as put
@@ -56,7 +56,7 @@ def resume(integration_id: str) -> None:
 
 @main.command()
 @click.argument("integration_id")
-@click.argument("data_type", type=click.Choice(DATA_TYPES))
+@click.argument("data_type", type=click.Choice(list(DATA_TYPES)))
 @click.argument("record_ids", nargs=-1, type=int, required=True)
 def enqueue(integration_id: str, data_type: str, record_ids: tuple[int, ...]) -> None:
     """Queue syncs of records by Moment id."""
@@ -121,7 +121,7 @@ def _report(counts: dict[str, int]) -> str:
 
 @main.command()
 @INTEGRATION_OPTION
-@click.option("--data-type", type=click.Choice(DATA_TYPES), default=None, help="only this data type")
+@click.option("--data-type", type=click.Choice(list(DATA_TYPES)), default=None, help="only this data type")
 @click.option("--id", "record_id", type=int, default=None, help="only this record (Moment id)")
 @click.option("--dry-run", is_flag=True, help="list what would be queued; queue nothing")
 @WAIT_OPTION
@@ -164,7 +164,7 @@ def replay(integration_id: str | None, data_type: str | None, record_id: int | N
 
 @main.command()
 @INTEGRATION_OPTION
-@click.option("--data-type", type=click.Choice(DATA_TYPES), default=None, help="only this data type")
+@click.option("--data-type", type=click.Choice(list(DATA_TYPES)), default=None, help="only this data type")
 @click.option("--id", "record_id", type=int, default=None, help="only this record (Moment id)")
 @click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
 def purge(integration_id: str | None, data_type: str | None, record_id: int | None, yes: bool) -> None:
@@ -183,7 +183,7 @@ def purge(integration_id: str | None, data_type: str | None, record_id: int | No
 
 @main.command()
 @click.argument("integration_id")
-@click.option("--data-type", type=click.Choice(DATA_TYPES), default="customers", show_default=True,
+@click.option("--data-type", type=click.Choice(list(DATA_TYPES)), default="customers", show_default=True,
               help="what to backfill")
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
               help="only records modified since (UTC)")
@@ -234,7 +234,7 @@ def backfill(integration_id: str, data_type: str, since: datetime | None, restar
 
 @main.command("dry-run")
 @click.argument("integration_id")
-@click.argument("data_type", type=click.Choice(DATA_TYPES))
+@click.argument("data_type", type=click.Choice(list(DATA_TYPES)))
 @click.argument("record_id", type=int)
 def dry_run(integration_id: str, data_type: str, record_id: int) -> None:
     """Fetch, map and check one record and show what would be written; write nothing."""

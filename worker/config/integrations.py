@@ -5,7 +5,7 @@
 id = "acme"                                  # our name for it; appears in logs and task args
 moment_company = "acme"                      # Moment company code
 moment_api_key = { env = "ACME_MOMENT_KEY" } # a secret: inline string or { env = "VAR" }
-bank = "sor-norge"                           # a name from worker/banks.py ...
+bank = "sor-norge"                           # a name from worker/config/banks.py ...
 # sb1_base_url = "https://regnskap.example"  # ... or the address itself
 company_key = "0f8fad5b-d9cb-469f-a165-70867728950e"
 notify_email = "regnskap@acme.no"
@@ -23,10 +23,9 @@ from typing import Any, Mapping
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from clients.moment import DEFAULT_BASE_URL as MOMENT_BASE_URL
-from schemas.datatypes import DATA_TYPES as DECLARED
+from schemas.datatypes import DATA_TYPES
 from worker.config.banks import BANKS
 
-DATA_TYPES = tuple(DECLARED)
 # Revenue account per invoice line product type; account numbers are the same in Moment
 # and SpareBank 1 Regnskap. Overridable per integration. (Output VAT needs no account of
 # ours: the platform books it on the account of each VAT code.)
@@ -97,7 +96,7 @@ class IntegrationSchema(Schema):
     company_key = fields.UUID(required=True, error_messages={"invalid_uuid": "must be a GUID"})
     notify_email = fields.Email(required=True)
     data_types = fields.List(fields.String(validate=validate.OneOf(
-        DATA_TYPES, error="unknown data type {input!r}; choose from {choices}")), required=True,
+        list(DATA_TYPES), error="unknown data type {input!r}; choose from {choices}")), required=True,
                              validate=validate.Length(min=1))
     webhook_secret = Secret(load_default=None, validate=validate.Length(min=16))
     revenue_accounts = fields.Dict(

@@ -43,7 +43,7 @@ def run_backfill(rt, integration: Integration, data_type: str, since: datetime |
                  sleep: Callable[[float], None] = time.sleep, run: Run | None = None,
                  lane: str = BULK) -> Backfill:
     """Queue every record in the bulk lane (``run``: follow them to their end, see
-    ``worker.runs``). ``lane="live"`` queues them like changes, as before there were lanes
+    ``worker.store.runs``). ``lane="live"`` queues them like changes, as before there were lanes
     (the fairness benchmark's baseline)."""
     result = Backfill()
     key = progress_key(rt, integration.id, data_type, since)

@@ -4,9 +4,9 @@
 Each line carries ``time``, ``level``, ``logger``, ``process`` (worker, beat, webhooks) and
 ``message``; a line written while a sync runs also carries ``task_id``, ``integration``,
 ``data_type``, ``moment_id`` and, once the record is fetched, ``number``. Nothing else of a
-record is logged: no names, emails or addresses (see ``worker.observability``).
+record is logged: no names, emails or addresses (see ``worker.ops.sentry``).
 
-    {"time": "2026-11-27T09:12:01.532Z", "level": "INFO", "logger": "worker.sync",
+    {"time": "2026-11-27T09:12:01.532Z", "level": "INFO", "logger": "worker.sync.task",
      "process": "worker", "message": "acme customer 100001: created", "task_id": "1f0c…",
      "integration": "acme", "data_type": "customers", "moment_id": 1000123, "number": "100001"}
 """
@@ -79,7 +79,7 @@ class _Json(JsonFormatter):
 
 
 class _Text(logging.Formatter):
-    """``2026-11-27 09:12:01 INFO worker.sync [acme customers 1000123 task 1f0c…] message``"""
+    """``2026-11-27 09:12:01 INFO worker.sync.task [acme customers 1000123 task 1f0c…] message``"""
 
     def format(self, record: logging.LogRecord) -> str:
         context = [str(getattr(record, k)) for k in ("integration", "data_type", "moment_id") if hasattr(record, k)]

@@ -9,7 +9,7 @@ With a prefork pool (several processes per worker), set ``PROMETHEUS_MULTIPROC_D
 empty directory: the counters of every child are then summed (prometheus_client's
 multiprocess mode). The thread pool this project runs by default needs nothing.
 
-Outcome labels are the words of ``worker.outcomes.Outcome``: created, updated, posted
+Outcome labels are the words of ``worker.sync.outcomes.Outcome``: created, updated, posted
 (written), unchanged, stale, already-posted, not-finalized, gone, failed (dead-lettered),
 retried (a try that will be repeated), waiting (for a service that is out, or a pause).
 """

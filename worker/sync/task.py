@@ -72,7 +72,7 @@ class Try:
 
 class RecordSync(SyncTask):
     """The sync mechanism as a task class: one record of one data type, named by its
-    ``data_type`` and written by its ``body`` (both set by ``worker.app.sync_task``).
+    ``data_type`` and written by its ``body`` (both set by ``worker.sync.registry.sync_task``).
 
     ``attempt`` counts the tries of a chain (the first is 1): a passing failure or a busy
     record spends one, and at ``MSB1_RETRY_MAX_ATTEMPTS`` the chain ends in a dead letter.
