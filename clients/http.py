@@ -13,17 +13,19 @@ import logging
 import threading
 import urllib.request
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from functools import cached_property
 from typing import Any, Mapping
 from urllib.parse import urlencode, urlsplit
 
 import certifi
 import urllib3
-from urllib3.exceptions import HTTPError, NewConnectionError, ProxyError, TimeoutError as Urllib3Timeout
+from urllib3.exceptions import HTTPError, NewConnectionError, ProxyError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from errors import AuthError, DuplicateCreate, NotFound, PermanentError, RecordInvalid, TransientError
+
 from .retry import is_retriable_status
 
 log = logging.getLogger(__name__)

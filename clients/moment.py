@@ -10,6 +10,7 @@ from typing import Any, Iterator
 from urllib3.util import make_headers
 
 from errors import TransientError
+
 from .http import Http, Timeouts, send
 from .ratelimit import Limited
 
@@ -17,6 +18,7 @@ DEFAULT_BASE_URL = "https://app.moment.team"
 API_PREFIX = "/api/1.0/companies"
 # Paging and filter parameter names (assumed, from a third-party client).
 PAGE_PARAM, SIZE_PARAM, MODIFIED_FROM_PARAM = "page", "size", "lastModifiedDateFrom"
+MODIFIED_FIELD = "lastModifiedDate"        # a record's version, as a listed or fetched record has it
 FIRST_PAGE = 1
 PAGE_SIZE = 200
 PROBE_ROUTE = "customers"   # the cheapest read, to see whether Moment takes our key

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from redis.exceptions import LockError
 
 from errors import AuthError, PermanentError, TransientError
+
 from .http import Http, Response, Timeouts, send
 from .ratelimit import Limited
 
@@ -37,6 +38,10 @@ SCOPE = "AppFramework"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = 300  # seconds
 API_PREFIX = "/api/biz"
+# the platform's routes we read (under API_PREFIX; the data types' own routes are in schemas.datatypes)
+CURRENCIES_ROUTE = "currencycodes"
+ACCOUNTS_ROUTE = "accounts"
+VAT_TYPES_ROUTE = "vattypes"
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,10 @@ class SB1Client:
         self.timeouts = timeouts
         self._lookups = lookup_cache if lookup_cache is not None else {}
         self._lookup_ttl = lookup_ttl
+
+    def probe(self) -> None:
+        """The cheapest read there is that needs a token and the company's key."""
+        self.query(CURRENCIES_ROUTE, top=1, select="ID")
 
     def request(self, method: str, route: str, **kwargs: Any) -> Response:
         """One call; on a 401 the token is refreshed once and the call repeated. ``json``: a

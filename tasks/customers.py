@@ -1,6 +1,7 @@
 """``sync.customer``: one Moment customer into SpareBank 1 Regnskap."""
 from __future__ import annotations
 
+from clients.sb1 import CURRENCIES_ROUTE
 from errors import RecordInvalid
 from schemas.datatypes import CUSTOMERS
 from schemas.moment import MomentCustomer
@@ -15,7 +16,7 @@ TYPE = CUSTOMERS
 
 def references(ctx: SyncContext, customer: MomentCustomer, wanted: dict) -> dict:
     """The platform's ID of the customer's currency (the company's own when Moment has none)."""
-    currency_id = ctx.sb1.lookup_id("currencycodes", "Code", wanted["currency_code"])
+    currency_id = ctx.sb1.lookup_id(CURRENCIES_ROUTE, "Code", wanted["currency_code"])
     if currency_id is None:
         raise RecordInvalid(
             f"currency code {shown(wanted['currency_code'], 10)} does not exist in SpareBank 1 Regnskap",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
-from clients.sb1 import quote
+from clients.sb1 import ACCOUNTS_ROUTE, VAT_TYPES_ROUTE, quote
 from errors import AuthError, DuplicateCreate, NotFound, RecordInvalid
 from schemas.datatypes import CUSTOMERS, INVOICES, PROJECTS
 from schemas.moment import MomentInvoice
@@ -54,7 +54,7 @@ def lookups(ctx: SyncContext, invoice: MomentInvoice) -> tuple[dict[str, int], d
     revenue: dict[str, int] = {}
     for product_type in sorted({ln.product_type for ln in invoice.lines}):
         number = integration.revenue_accounts[product_type]
-        found = sb1.lookup_id("accounts", "AccountNumber", number)
+        found = sb1.lookup_id(ACCOUNTS_ROUTE, "AccountNumber", number)
         if found is None:
             no_accounts.append((number, product_type))
         else:
@@ -62,7 +62,7 @@ def lookups(ctx: SyncContext, invoice: MomentInvoice) -> tuple[dict[str, int], d
     no_codes: list[str] = []
     vat: dict[str, VatRate] = {}
     for code in sorted({ln.vat_code for ln in invoice.lines}):
-        row = sb1.lookup("vattypes", "VatCode", code)
+        row = sb1.lookup(VAT_TYPES_ROUTE, "VatCode", code)
         if row is None:
             no_codes.append(label(code))
         else:
@@ -79,7 +79,7 @@ def lookups(ctx: SyncContext, invoice: MomentInvoice) -> tuple[dict[str, int], d
 
 
 def receivable_account(ctx: SyncContext, customer_id: int) -> int:
-    row = ctx.sb1.find_by("accounts", RECEIVABLE_ACCOUNT_FIELD, customer_id, what="customer ledger account")
+    row = ctx.sb1.find_by(ACCOUNTS_ROUTE, RECEIVABLE_ACCOUNT_FIELD, customer_id, what="customer ledger account")
     if row is None:
         raise RecordInvalid("the customer has no ledger account (receivable) in SpareBank 1 Regnskap",
                             code="receivable-missing")

@@ -4,12 +4,12 @@ from __future__ import annotations
 import logging
 
 from worker.broker import DIGEST_TASK, app
-from worker.sync.task import SyncTask
+from worker.sync.task import RuntimeTask
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name=DIGEST_TASK, bind=True, base=SyncTask)
+@app.task(name=DIGEST_TASK, bind=True, base=RuntimeTask)
 def send_digest(self, integration_id: str) -> int:
     rt = self.runtime
     integration = rt.integrations.get(integration_id)

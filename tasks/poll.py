@@ -19,17 +19,18 @@ import logging
 import time
 from datetime import datetime, timedelta, timezone
 
+from clients.moment import MODIFIED_FIELD
 from errors import IntegrationError
 from schemas.datatypes import DATA_TYPES
 from worker.broker import POLL_ALL_TASK, POLL_TASK, app, publish_poll
 from worker.intake.producer import enqueue, refill_bulk
 from worker.ops.sentry import report_failure
-from worker.sync.task import SyncTask
+from worker.sync.task import RuntimeTask
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name=POLL_ALL_TASK, base=SyncTask)
+@app.task(name=POLL_ALL_TASK, base=RuntimeTask)
 def poll_changes() -> int:
     """Fan out: one poll task per integration and selected data type. Also makes sure a
     collected digest is due (its send message may have been lost), and tries again a dead
@@ -74,7 +75,7 @@ def aware_time(value: object) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
-@app.task(name=POLL_TASK, bind=True, base=SyncTask)
+@app.task(name=POLL_TASK, bind=True, base=RuntimeTask)
 def poll_integration(self, integration_id: str, data_type: str) -> int:
     rt = self.runtime
     settings = rt.settings
@@ -113,7 +114,7 @@ def poll_integration(self, integration_id: str, data_type: str) -> int:
                             data_type, seen)
                 open_since = since
                 continue
-            modified = aware_time(record.get("lastModifiedDate"))
+            modified = aware_time(record.get(MODIFIED_FIELD))
             if modified is not None:
                 done = rt.state.finished_version(integration_id, data_type, record_id)
                 if done is not None and modified <= done:

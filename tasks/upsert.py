@@ -13,6 +13,7 @@ from typing import Any, Callable, NoReturn
 
 from marshmallow import Schema, ValidationError
 
+from clients.moment import MODIFIED_FIELD
 from errors import DuplicateCreate, IntegrationError, NotFound, RecordInvalid, TransientError
 from schemas.datatypes import DATA_TYPES, DataType
 from schemas.sb1 import create_guid, field_digests, fingerprint
@@ -46,7 +47,7 @@ def fetch(ctx: SyncContext, schema: Schema) -> Any | None:
 def _version_of(raw: Any) -> datetime | None:
     """The lastModifiedDate of a record the schema refused, if it has a readable one."""
     try:
-        value = datetime.fromisoformat(raw["lastModifiedDate"])
+        value = datetime.fromisoformat(raw[MODIFIED_FIELD])
     except (TypeError, KeyError, ValueError):
         return None
     return value if value.tzinfo else None

@@ -70,10 +70,10 @@ def _serve_metrics(**_):
 @signals.worker_ready.connect
 def _settle_memory(**_):
     """Leave what start-up built (modules, Celery, the runtime: most of the heap) out of
-    every later full collection, and collect the young generation less often. In the
-    customer benchmark (``--gc-time``) the collector's time fell from 0.15-0.17 ms per record
-    (3-4 % of the worker's CPU; four full collections of 80 ms each in 4,000 records) to
-    0.003 ms. Objects made after start-up are collected as before."""
+    every later full collection, and collect the young generation less often: no full
+    collection then stops every thread for tens of milliseconds. Objects made after start-up
+    are collected as before. What it measurably changes: bench/README.md (bench.customers,
+    ``--no-gc-freeze``)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])

@@ -2,7 +2,6 @@
 Redis, and the API clients for each integration (HTTP connections are shared by its threads)."""
 from __future__ import annotations
 
-import hashlib
 import threading
 from email.message import EmailMessage
 from functools import cached_property
@@ -88,7 +87,7 @@ class Runtime:
         if service == "moment":
             self.moment(integration).probe()
         elif service == "sb1":
-            self.sb1(integration).query("currencycodes", top=1, select="ID")
+            self.sb1(integration).probe()
         else:
             self.tokens.token()
 
@@ -160,17 +159,16 @@ class Runtime:
     def moment(self, integration: Integration) -> MomentClient:
         rate = integration.moment_rate_limit if integration.moment_rate_limit is not None \
             else self.settings.moment_rate_limit
-        limits = Limited(self.limiter, (Bucket(f"moment:{integration.moment_company}", rate),), "Moment")
+        limits = Limited(self.limiter, (Bucket(Keys.moment_bucket(integration.moment_company), rate),), "Moment")
         return MomentClient(integration.moment_company, integration.moment_api_key,
                             base_url=integration.moment_base_url, http=self.http,
                             timeouts=self.settings.timeouts, limits=limits)
 
     def sb1(self, integration: Integration) -> SB1Client:
         rate = integration.sb1_rate_limit if integration.sb1_rate_limit is not None else self.settings.sb1_rate_limit
-        company = hashlib.sha256(integration.company_key.encode()).hexdigest()[:16]
         host = urlsplit(integration.sb1_base_url).netloc
-        limits = Limited(self.limiter, (Bucket(f"sb1:company:{company}", rate),
-                                        Bucket(f"sb1:host:{host}", self.settings.sb1_host_rate_limit)),
+        limits = Limited(self.limiter, (Bucket(Keys.sb1_company_bucket(integration.company_key), rate),
+                                        Bucket(Keys.sb1_host_bucket(host), self.settings.sb1_host_rate_limit)),
                          SB1Client.service)
         return SB1Client(integration.sb1_base_url, integration.company_key, self.tokens,
                          http=self.http, timeouts=self.settings.timeouts,

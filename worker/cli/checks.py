@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from clients.sb1 import ACCOUNTS_ROUTE, VAT_TYPES_ROUTE
 from errors import IntegrationError
 from worker.config.integrations import Integration
 from worker.notices.mail import smtp_session
@@ -66,7 +67,7 @@ def _integration_checks(rt, integration: Integration) -> Iterator[Check]:
     yield _run(f"{iid}: Moment", moment_ok)
 
     def company_ok() -> str:
-        rt.sb1(integration).query("currencycodes", top=1, select="ID")
+        rt.sb1(integration).probe()
         return f"the company key opens the company at {integration.sb1_base_url}"
     company = _run(f"{iid}: SpareBank 1 Regnskap", company_ok)
     yield company
@@ -77,13 +78,13 @@ def _integration_checks(rt, integration: Integration) -> Iterator[Check]:
         kinds = ", ".join(k.lower() for k, n in sorted(integration.revenue_accounts.items()) if n == number)
 
         def account_ok(number: int = number, kinds: str = kinds) -> str:
-            if sb1.find_by("accounts", "AccountNumber", number) is None:
+            if sb1.find_by(ACCOUNTS_ROUTE, "AccountNumber", number) is None:
                 raise LookupError(f"account {number} ({kinds}) is not in the books")
             return f"account {number} ({kinds}) exists"
         yield _run(f"{iid}: revenue account {number}", account_ok)
     for code in integration.vat_codes:
         def vat_ok(code: str = code) -> str:
-            if sb1.find_by("vattypes", "VatCode", code) is None:
+            if sb1.find_by(VAT_TYPES_ROUTE, "VatCode", code) is None:
                 raise LookupError(f"VAT code {code} is not in the books")
             return f"VAT code {code} exists"
         yield _run(f"{iid}: VAT code {code}", vat_ok)

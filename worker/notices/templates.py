@@ -5,7 +5,7 @@ record, or a digest of many), the outage notices, and what each problem is calle
 what to do about it. A problem is named by the ``code`` of the error (set where the rule
 is checked) and its ``params``; errors without a code are described by their kind.
 
-Tone (see the project's ``norsk.md``): "du", short sentences, the record and the exact
+Tone (see ``norsk.md`` in the domain brief, ``../shared/domain/``): "du", short sentences, the record and the exact
 field named, what to change and where: in Moment (the master) or in SpareBank 1 Regnskap.
 No operator commands in a company's email.
 """
@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from errors import AuthError, IntegrationError, PermanentError, RecordInvalid
 from schemas.datatypes import DATA_TYPES
+from schemas.sb1 import CUSTOMER_NUMBER_MAX, CUSTOMER_NUMBER_MIN
 from schemas.text import kroner, plain
 
 LANGUAGES = ("nb", "en")
@@ -57,7 +58,7 @@ OPERATOR = {"nb": "den som drifter integrasjonen", "en": "the operator of the in
 
 
 def _nb_customer_number(p: dict) -> str:
-    return "Endre kundenummeret i Moment til et tall mellom 100000 og 199999."
+    return f"Endre kundenummeret i Moment til et tall mellom {CUSTOMER_NUMBER_MIN} og {CUSTOMER_NUMBER_MAX}."
 
 
 def _nb_lookups(p: dict) -> tuple[str, str]:
@@ -94,9 +95,10 @@ NB_PROBLEMS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "customer-number-missing": lambda p: ("Kunden har ikke noe kundenummer i Moment.", _nb_customer_number(p)),
     "customer-number-not-digits": lambda p: (
         f"Kundenummeret {p['value']} er ikke et tall. SpareBank 1 Regnskap godtar bare sifrene 0–9, "
-        "mellom 100000 og 199999.", _nb_customer_number(p)),
+        f"mellom {CUSTOMER_NUMBER_MIN} og {CUSTOMER_NUMBER_MAX}.", _nb_customer_number(p)),
     "customer-number-range": lambda p: (
-        f"Kundenummeret {p['value']} er utenfor det tillatte området 100000–199999.", _nb_customer_number(p)),
+        f"Kundenummeret {p['value']} er utenfor det tillatte området "
+        f"{CUSTOMER_NUMBER_MIN}–{CUSTOMER_NUMBER_MAX}.", _nb_customer_number(p)),
     "name-missing": lambda p: (f"{noun('nb', p['noun']).capitalize()} {p['number']} har ikke noe navn.",
                                f"Gi {noun('nb', p['noun'], 1)} et navn i Moment."),
     "org-number-format": lambda p: (

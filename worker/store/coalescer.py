@@ -134,9 +134,8 @@ class Coalescer:
         self._start = r.register_script(_START)
 
     def _keys(self, integration_id: str, data_type: str, record_id: int) -> list[str]:
-        base = self.keys.started(integration_id, data_type, record_id)
-        return [self.keys.pending(integration_id, data_type, record_id), f"{base}:running", f"{base}:dirty",
-                f"{base}:bucket"]
+        return [self.keys.pending(integration_id, data_type, record_id),
+                *self.keys.started(integration_id, data_type, record_id)]
 
     def _args(self, stale_after: float | None) -> list:
         return [f"{time.time():.6f}", "" if stale_after is None else stale_after, self.window,

@@ -41,8 +41,10 @@ Notices (``worker.notices.digest``):
   ``{p}:digest-due:{integration}``            set while a digest send is scheduled
   ``{p}:digest-lock:{integration}``           one digest sender at a time
 API clients (``clients``):
-  ``{p}:rate:{bucket}``, ``…:penalty``        the shared rate limits and their 429 penalties
-  ``{p}:sb1-token:{digest}``                  the shared SpareBank 1 access token
+  ``{p}:rate:{bucket}``, ``…:penalty``        the shared rate limits and their 429 penalties;
+                                              buckets moment:{company}, sb1:company:{digest},
+                                              sb1:host:{host}
+  ``{p}:sb1-token:{digest}``, ``…:lock``      the shared SpareBank 1 access token, and who fetches it
 """
 from __future__ import annotations
 
@@ -85,8 +87,10 @@ class Keys:
     def pending(self, integration_id: str, data_type: str, record_id: int) -> str:
         return f"{self.prefix}:pending:{integration_id}:{data_type}:{record_id}"
 
-    def started(self, integration_id: str, data_type: str, record_id: int) -> str:
-        return f"{self.prefix}:started:{integration_id}:{data_type}:{record_id}"
+    def started(self, integration_id: str, data_type: str, record_id: int) -> tuple[str, str, str]:
+        """A sync of the record runs; a change came while it ran; the record's start bucket."""
+        base = f"{self.prefix}:started:{integration_id}:{data_type}:{record_id}"
+        return f"{base}:running", f"{base}:dirty", f"{base}:bucket"
 
     # --- lanes and runs
     def bulk_list_prefix(self) -> str:
@@ -155,8 +159,22 @@ class Keys:
 
     # --- API clients
     def rate_limits(self) -> str:
-        """The prefix of the rate limiter's buckets (``clients.ratelimit``)."""
+        """The prefix of the rate limiter's buckets (``clients.ratelimit`` adds a bucket's
+        name, below, and ``:penalty`` for its 429 penalty)."""
         return f"{self.prefix}:rate"
+
+    @staticmethod
+    def moment_bucket(moment_company: str) -> str:
+        return f"moment:{moment_company}"
+
+    @staticmethod
+    def sb1_company_bucket(company_key: str) -> str:
+        """By a digest of the company key: the key itself is a secret."""
+        return f"sb1:company:{hashlib.sha256(company_key.encode()).hexdigest()[:16]}"
+
+    @staticmethod
+    def sb1_host_bucket(host: str) -> str:
+        return f"sb1:host:{host}"
 
     def sb1_token(self, token_url: str, client_id: str) -> str:
         """The cached access token of one client at one identity server."""

@@ -33,13 +33,13 @@ from worker.runtime import Runtime, UnknownIntegration, get_runtime
 from worker.store.batch import Batch, new_token, release_lock
 from worker.store.coalescer import Gate
 from worker.sync.context import Body, SyncContext
-from worker.sync.failure import DeadLettered, give_up, settle, wait
+from worker.sync.ending import DeadLettered, give_up, settle, wait
 from worker.sync.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 
 
-class SyncTask(Task):
+class RuntimeTask(Task):
     """Base of every task: gives the body the process's runtime (clients, Redis).
 
     ``max_retries = None``: how often a chain tries is ours to decide
@@ -70,7 +70,7 @@ class Try:
         return self.retry_in is None and self.outage is None
 
 
-class RecordSync(SyncTask):
+class RecordSync(RuntimeTask):
     """The sync mechanism as a task class: one record of one data type, named by its
     ``data_type`` and written by its ``body`` (both set by ``worker.sync.registry.sync_task``).
 

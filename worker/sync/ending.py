@@ -1,5 +1,6 @@
-"""How a sync chain ends when it cannot write: a wait (no try spent), or a dead letter with
-one email and one Sentry event; and how every chain's outcome is counted."""
+"""How a sync chain ends: settled (counted, added to the record's history; a dead letter
+ends the task as failed), put back to wait (a pause or an outage: no try spent), or given up
+(a dead letter, one email to the company, one Sentry event)."""
 from __future__ import annotations
 
 import logging
