@@ -2,6 +2,7 @@
 worker into the sandbox SpareBank 1, with latency on every API call.
 
     .venv/bin/python -m bench.webhooks                  # 50/s for 60 s, 20 ms per call
+    .venv/bin/python -m bench.webhooks --slow-clients 200   # while 200 sockets trickle headers
 
 For each event: a change in the sandbox Moment (the customer's website becomes a marker
 unique to the event), then its webhook. Reported: the receiver's response time as the
@@ -32,6 +33,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--slow-clients", type=int, default=0,
+                        help="sockets that send a request's headers one byte a second throughout (slowloris)")
     args = parser.parse_args()
 
     company = {"moment_company": "hooks", "moment_api_key": "hooks-key", "seed_customers": args.customers}
@@ -48,6 +51,20 @@ def main() -> None:
           f"{b['p50'] * 1000:.0f} ms | {b['p99'] * 1000:.0f} ms | {b['max'] * 1000:.0f} ms |")
 
 
+def slow_client(url: str, stop: threading.Event) -> None:
+    """A request whose headers never end, one byte a second, until ``stop``."""
+    import socket
+    from urllib.parse import urlsplit
+    where = urlsplit(url)
+    try:
+        with socket.create_connection((where.hostname, where.port), timeout=5) as sock:
+            sock.sendall(b"POST /webhooks/hooks/x HTTP/1.1\r\nHost: x\r\n")
+            while not stop.wait(1.0):
+                sock.sendall(b"X")
+    except OSError:
+        pass
+
+
 def run(stack: Stack, args) -> dict:
     from worker.config.settings import Settings
     from worker.intake.producer import enqueue
@@ -61,7 +78,13 @@ def run(stack: Stack, args) -> dict:
     for rid in ids:                                   # the customers exist in the books first
         enqueue("hooks", "customers", rid, runtime=rt)
     wait_for(lambda: rt.state.count("hooks", "customers") >= len(ids), 300, "the initial sync")
-    hook_url = f"{stack.start_receiver()}/webhooks/hooks/{stack.webhook_secret('hooks')}"
+    receiver_url = stack.start_receiver()
+    hook_url = f"{receiver_url}/webhooks/hooks/{stack.webhook_secret('hooks')}"
+    stop_slow = threading.Event()
+    slow = [threading.Thread(target=slow_client, args=(receiver_url, stop_slow), daemon=True)
+            for _ in range(args.slow_clients)]
+    for t in slow:
+        t.start()
     requests.post(f"{stack.sb1_url}/_sandbox/write-log", json={"enabled": True}, timeout=10).raise_for_status()
 
     n_events = int(args.rate * args.seconds)
@@ -121,6 +144,7 @@ def run(stack: Stack, args) -> dict:
         for f in futures:
             f.result()
     sent_for = time.perf_counter() - start
+    stop_slow.set()
 
     def log() -> list[dict]:
         return requests.get(f"{stack.sb1_url}/_sandbox/write-log", timeout=30).json()
@@ -157,6 +181,7 @@ def run(stack: Stack, args) -> dict:
                         "max": max(receiver_ms)},
         "change_to_books_s": {"p50": percentile(delays, 50), "p99": percentile(delays, 99), "max": max(delays)},
         "latency_ms": args.latency * 1000, "workers": f"{args.processes} x {args.concurrency} threads",
+        "slow_clients": args.slow_clients,
         "changes_again_within_1s": repeats_within_1s,
     }
 
