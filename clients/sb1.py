@@ -3,7 +3,8 @@
 * ``Credentials`` – the integrator's identity: a client id and either a private key
   (PEM, or PKCS#12 with password) for a JWT client assertion, or a client secret.
 * ``TokenProvider`` – one access token per identity server and client, cached in Redis
-  and shared by every worker process until shortly before it expires.
+  (encrypted with a key derived from the credentials, which Redis never sees) and shared by
+  every worker process until shortly before it expires.
 * ``SB1Client`` – one company's business API (``{base}/api/biz/{route}``).
 """
 from __future__ import annotations
@@ -21,7 +22,9 @@ from typing import Any
 import jwt
 import redis
 import simplejson
+from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import pkcs12
 from redis.exceptions import LockError
 
@@ -37,6 +40,8 @@ TOKEN_PATH = "/connect/token"
 SCOPE = "AppFramework"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = 300  # seconds
+# what each key derived from the credentials is for (HKDF's ``info``): one key, one use
+TOKEN_CACHE_KEY_INFO = b"moment-sb1/sb1-token-cache/v1"
 API_PREFIX = "/api/biz"
 # the platform's routes we read (under API_PREFIX; the data types' own routes are in schemas.datatypes)
 CURRENCIES_ROUTE = "currencycodes"
@@ -68,6 +73,22 @@ class Credentials:
             return cls(client_id, client_secret=client_secret)
         raise ValueError("SpareBank 1 credentials need a private key, a PKCS#12 file or a client secret")
 
+    def derive_key(self, info: bytes) -> bytes:
+        """32 bytes for one use (``info``), derived (HKDF-SHA256) from the secret only this
+        integrator's processes hold: the private key (the same key from a PEM or a PKCS#12
+        file), else the client secret. Redis, Flower and the receiver never have it, so what
+        it encrypts or keys there stays closed to them. It changes when the key or secret does."""
+        if self.private_key is not None:
+            material = self.private_key.private_bytes(serialization.Encoding.DER,
+                                                      serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption())
+        elif self.client_secret:
+            material = self.client_secret.encode()
+        else:
+            raise ValueError("SpareBank 1 credentials need a private key or a client secret")
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"moment-sb1:" + self.client_id.encode(),
+                    info=info).derive(material)
+
     def token_form(self, token_url: str) -> dict[str, str]:
         form = {"grant_type": "client_credentials", "scope": SCOPE, "client_id": self.client_id}
         if self.private_key is not None:
@@ -91,6 +112,12 @@ class TokenProvider:
     Only one process asks the identity server at a time (a Redis lock); the others wait
     and read what it stored. A token is reused until ``refresh_margin`` seconds before it
     expires, so the identity server sees about one request an hour.
+
+    The cached token is encrypted (Fernet: AES-128-CBC and HMAC-SHA256) with a key derived
+    from the credentials (``Credentials.derive_key``): anything that reads Redis (Flower, a
+    dump, a leaked broker password) sees ciphertext. A value that does not decrypt (another
+    key, tampered, or cached in clear by an older version) counts as absent: a new token is
+    fetched and written over it.
     """
 
     service = "SpareBank 1 identity server"
@@ -107,6 +134,7 @@ class TokenProvider:
         self.refresh_margin = refresh_margin
         self._local: tuple[str, float] | None = None
         self._mutex = threading.Lock()
+        self._fernet = Fernet(base64.urlsafe_b64encode(credentials.derive_key(TOKEN_CACHE_KEY_INFO)))
 
     def token(self) -> str:
         now = time.time()
@@ -145,15 +173,30 @@ class TokenProvider:
         with self._mutex:
             if self._local and self._local[0] == token:
                 self._local = None
-            raw = self.redis.get(self.key)
-            if raw and json.loads(raw)["access_token"] == token:
+            data = self._open(self.redis.get(self.key))
+            if data and data["access_token"] == token:
                 self.redis.delete(self.key)
 
-    def _read(self) -> str | None:
-        raw = self.redis.get(self.key)
+    def _seal(self, token: str, expires_at: float) -> bytes:
+        return self._fernet.encrypt(json.dumps({"access_token": token, "expires_at": expires_at}).encode())
+
+    def _open(self, raw: bytes | str | None) -> dict | None:
+        """The cached token and its expiry, or None when there is none this process can read."""
         if not raw:
             return None
-        data = json.loads(raw)
+        try:
+            data = json.loads(self._fernet.decrypt(raw.encode() if isinstance(raw, str) else raw))
+        except (InvalidToken, ValueError):
+            return None
+        if not (isinstance(data, dict) and isinstance(data.get("access_token"), str)
+                and isinstance(data.get("expires_at"), (int, float))):
+            return None
+        return data
+
+    def _read(self) -> str | None:
+        data = self._open(self.redis.get(self.key))
+        if data is None:
+            return None
         use_until = data["expires_at"] - self.refresh_margin
         if use_until <= time.time():
             return None
@@ -178,7 +221,7 @@ class TokenProvider:
         expires_at = time.time() + expires_in
         ttl = int(expires_in - self.refresh_margin)
         if ttl > 0:
-            self.redis.set(self.key, json.dumps({"access_token": token, "expires_at": expires_at}), ex=ttl)
+            self.redis.set(self.key, self._seal(token, expires_at), ex=ttl)
         self._local = (token, expires_at - self.refresh_margin)
         log.info("fetched a new SpareBank 1 access token (valid %ds)", expires_in)
         return token

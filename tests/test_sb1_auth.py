@@ -154,3 +154,73 @@ def test_the_platform_refusing_a_createguid_it_has_is_a_duplicate_create(sandbox
     assert type(bad.value) is RecordInvalid and bad.value.fields == ["CustomerNumber"]
     assert str(bad.value) == "SpareBank 1 Regnskap POST /api/biz/customers: HTTP 400 (fields: CustomerNumber)"
     assert "Kundenummer må være mellom" in bad.value.detail           # the platform's words: email only
+
+
+def test_the_cached_token_is_encrypted_and_shared_by_processes_with_the_same_credentials(
+        sandbox, r, rsa_key, redis_server):
+    """Redis holds ciphertext only; a second process (same credentials, its own provider)
+    decrypts it and asks the identity server for nothing."""
+    from conftest import CLIENT_ID
+    creds = Credentials.load(CLIENT_ID, key_file=str(rsa_key[0]))
+    provider = TokenProvider(sandbox.token_url, creds, redis_client=r, cache_key="msb1test:sb1-token")
+    token = provider.token()
+    assert token in sandbox.sb1.tokens and sandbox.sb1.token_requests == 1
+    dump = {key: r.dump(key) for key in r.keys("*")}
+    assert dump and not [key for key, value in dump.items() if token.encode() in value]
+    assert token not in r.get("msb1test:sb1-token")
+    child = subprocess.run([sys.executable, "-c", f"""
+import redis
+from clients.sb1 import Credentials, TokenProvider
+creds = Credentials.load({CLIENT_ID!r}, key_file={str(rsa_key[0])!r})
+print(TokenProvider({sandbox.token_url!r}, creds, redis_client=redis.Redis.from_url({redis_server!r}),
+                    cache_key="msb1test:sb1-token").token())
+"""], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == token and sandbox.sb1.token_requests == 1
+
+
+def test_a_cached_token_that_does_not_decrypt_counts_as_absent(sandbox, r, rsa_key):
+    """Another key's token, a tampered one, or one an older version cached in clear: each is
+    fetched anew (and overwritten), never used and never an error."""
+    import json
+    import time
+
+    from conftest import CLIENT_ID
+    creds = Credentials.load(CLIENT_ID, key_file=str(rsa_key[0]))
+    provider = TokenProvider(sandbox.token_url, creds, redis_client=r, cache_key="msb1test:sb1-token")
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = TokenProvider(sandbox.token_url, Credentials(CLIENT_ID, private_key=other_key), redis_client=r,
+                          cache_key="msb1test:sb1-token")
+    sealed = other._seal("someone-elses-token", time.time() + 3600)
+    in_clear = json.dumps({"access_token": "a-token-in-clear", "expires_at": time.time() + 3600})
+    tampered = bytearray(provider._seal("tampered-token", time.time() + 3600))
+    tampered[40] ^= 1
+    for n, planted in enumerate((sealed, in_clear, bytes(tampered), b"garbage"), start=1):
+        r.set("msb1test:sb1-token", planted)
+        provider._local = None
+        token = provider.token()
+        assert token in sandbox.sb1.tokens, planted
+        assert sandbox.sb1.token_requests == n
+        assert provider._open(r.get("msb1test:sb1-token"))["access_token"] == token
+
+
+def test_keys_derived_from_the_credentials_are_per_use_and_per_key(tmp_path, key_and_cert, rsa_key):
+    """The same private key gives the same keys from a PEM and from a PKCS#12 file; another
+    key, another client id or another use gives other keys."""
+    key, cert = key_and_cert
+    pem = tmp_path / "k.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    p12 = tmp_path / "k.p12"
+    p12.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"client", key, cert, None, serialization.BestAvailableEncryption(b"pw")))
+    from_pem = Credentials.load("c", key_file=str(pem))
+    from_p12 = Credentials.load("c", p12_file=str(p12), p12_password="pw")
+    assert from_pem.derive_key(b"a") == from_p12.derive_key(b"a")
+    assert len(from_pem.derive_key(b"a")) == 32
+    assert from_pem.derive_key(b"a") != from_pem.derive_key(b"b")
+    assert from_pem.derive_key(b"a") != Credentials.load("d", key_file=str(pem)).derive_key(b"a")
+    assert from_pem.derive_key(b"a") != Credentials.load("c", key_file=str(rsa_key[0])).derive_key(b"a")
+    secret = Credentials.load("c", client_secret="s3cret")
+    assert secret.derive_key(b"a") == Credentials.load("c", client_secret="s3cret").derive_key(b"a")
+    assert secret.derive_key(b"a") != Credentials.load("c", client_secret="other").derive_key(b"a")

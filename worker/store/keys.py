@@ -44,7 +44,7 @@ API clients (``clients``):
   ``{p}:rate:{bucket}``, ``…:penalty``        the shared rate limits and their 429 penalties;
                                               buckets moment:{company}, sb1:company:{digest},
                                               sb1:host:{host}
-  ``{p}:sb1-token:{digest}``, ``…:lock``      the shared SpareBank 1 access token, and who fetches it
+  ``{p}:sb1-token:{digest}``, ``…:lock``      the shared SpareBank 1 access token (encrypted), and who fetches it
 """
 from __future__ import annotations
 
