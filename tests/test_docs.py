@@ -169,4 +169,4 @@ def test_the_checks_can_fail(tmp_path):
     doc.write_text("# Invoices → vouchers\n## The change feed\n```\n# not a heading\n```\n")
     assert anchors(doc) == {"invoices--vouchers", "the-change-feed"}
     assert REPO_PATH.match("worker/cpu.py") and not (ROOT / "worker/cpu.py").exists()
-    assert unknown_variables({"MSB1_WORKER_CPU": "x"}) != []
+    assert unknown_variables({"MSB1_NO_SUCH_SETTING": "x"}) != []

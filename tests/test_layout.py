@@ -144,6 +144,7 @@ def test_nothing_patches_another_library_or_pins_a_cpu():
                     part = part.value
                 if isinstance(root, ast.Name) and root.id in imported and any(n.startswith("_") for n in names):
                     patched.append(f"{p.relative_to(ROOT)}:{node.lineno}")
-        if "sched_setaffinity" in p.read_text():
-            patched.append(f"{p.relative_to(ROOT)}: sched_setaffinity")
+        for node in ast.walk(tree):     # os.sched_set...: CPU placement
+            if isinstance(node, ast.Attribute) and node.attr.startswith("sched_set"):
+                patched.append(f"{p.relative_to(ROOT)}:{node.lineno}: {node.attr}")
     assert patched == []
