@@ -7,6 +7,7 @@ updates email, phone, fax and invoice address in place instead of adding new one
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import uuid
@@ -199,16 +200,23 @@ def given(text: str | None) -> str | None:
     return text if text is not None and text.strip() else None
 
 
-def fingerprint(wanted: dict[str, Any]) -> str:
-    """A stable digest of what we want in the books; equal digests mean nothing to write."""
+def fingerprint(wanted: dict[str, Any], key: bytes) -> str:
+    """A stable digest of what we want in the books; equal digests mean nothing to write.
+
+    Keyed (HMAC-SHA256) with the deployment's secret ``key``, which Redis, where the digest
+    is kept, never holds: a plain hash of a phone or organization number could be reversed
+    by trying every value."""
     text = json.dumps({"v": MAPPING_VERSION, **wanted}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
 
-def field_digests(wanted: dict[str, Any]) -> dict[str, str]:
-    """A short digest per field of what we want in the books: the next write names the
-    fields it changes (the history), without keeping their values."""
-    return {name: hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def field_digests(wanted: dict[str, Any], key: bytes) -> dict[str, str]:
+    """A short keyed digest per field of what we want in the books (HMAC-SHA256 with the
+    deployment's secret ``key``, as ``fingerprint``; the field's name in it, so two fields
+    with one value do not show it): the next write names the fields it changes (the
+    history), without keeping their values or anything a guess could be checked against."""
+    return {name: hmac.new(key, f"{name}\0{json.dumps(value, sort_keys=True, default=str)}".encode(),
+                           hashlib.sha256).hexdigest()[:12]
             for name, value in wanted.items()}
 
 

@@ -68,7 +68,7 @@ def record_body(dt: DataType, references: References) -> Callable[[SyncContext],
         ctx.describe(dt.number(record), name=plain(getattr(record, "name", None), 80))
         key = dt.check(record)
         wanted = dt.wanted(record, key)
-        digest = fingerprint(wanted)
+        digest = fingerprint(wanted, ctx.runtime.digest_key)
         previous = ctx.previous()
         done = ctx.already_done(previous, digest, record.last_modified_date)
         if done:
@@ -80,7 +80,8 @@ def record_body(dt: DataType, references: References) -> Callable[[SyncContext],
         outcome, sb1_id = upsert(
             ctx, dt.sb1_route, previous, lambda existing: dt.build(wanted, existing=existing, guid=guid, **refs),
             key_field=dt.key_field, key=key, expand=dt.expand, what=dt.noun)
-        ctx.transferred(digest, sb1_id, record.last_modified_date, previous=previous, fields=field_digests(wanted))
+        ctx.transferred(digest, sb1_id, record.last_modified_date, previous=previous,
+                        fields=field_digests(wanted, ctx.runtime.digest_key))
         return outcome
     body.__name__ = body.__qualname__ = f"upsert_{dt.name}"
     return body

@@ -172,9 +172,12 @@ def test_no_currency_in_moment_means_the_companys_own():
 
 
 def test_fingerprint_changes_only_with_the_data():
-    assert fingerprint(wanted()) == fingerprint(wanted(someNewField=2, lastModifiedDate="2027-01-01T00:00:00+00:00"))
-    assert fingerprint(wanted()) != fingerprint(wanted(email="ny@fjordbygg.no"))
-    assert fingerprint(wanted()) != fingerprint(wanted(address={**MOMENT["address"], "city": "Bergen"}))
+    key = b"k" * 32
+    assert fingerprint(wanted(), key) == fingerprint(wanted(someNewField=2, lastModifiedDate="2027-01-01T00:00:00+00:00"),
+                                                     key)
+    assert fingerprint(wanted(), key) != fingerprint(wanted(email="ny@fjordbygg.no"), key)
+    assert fingerprint(wanted(), key) != fingerprint(wanted(address={**MOMENT["address"], "city": "Bergen"}), key)
+    assert fingerprint(wanted(), key) != fingerprint(wanted(), b"j" * 32)
 
 
 def test_create_guid_is_deterministic_and_distinct():

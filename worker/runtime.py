@@ -27,6 +27,10 @@ from worker.store.records import DeadLetters, History, Pauses, Stats, SyncState
 from worker.store.runs import Runs
 
 
+# HKDF's ``info`` for the key of the record digests (``schemas.sb1.fingerprint``): one key, one use
+RECORD_DIGEST_KEY_INFO = b"moment-sb1/record-digests/v1"
+
+
 class UnknownIntegration(KeyError):
     pass
 
@@ -39,7 +43,8 @@ class Runtime:
         self._redis = redis_client
         self._lookups: dict = {}
         self._tokens: TokenProvider | None = None
-        self._tokens_mutex = threading.Lock()
+        self._credentials: Credentials | None = None
+        self._tokens_mutex = threading.RLock()
 
     @cached_property
     def integrations(self) -> dict[str, Integration]:
@@ -137,15 +142,31 @@ class Runtime:
         return Http(pool_size=max(POOL_SIZE, self.settings.concurrency))
 
     @property
+    def credentials(self) -> Credentials:
+        """The integrator's SpareBank 1 identity (its private key read once)."""
+        with self._tokens_mutex:
+            if self._credentials is None:
+                s = self.settings
+                if not s.sb1_client_id:
+                    raise RuntimeError("MSB1_SB1_CLIENT_ID is not set")
+                self._credentials = Credentials.load(s.sb1_client_id, key_file=s.sb1_private_key_file,
+                                                     p12_file=s.sb1_p12_file, p12_password=s.sb1_p12_password,
+                                                     client_secret=s.sb1_client_secret)
+            return self._credentials
+
+    @cached_property
+    def digest_key(self) -> bytes:
+        """The deployment's key of the record digests kept in Redis (HMAC-SHA256), derived from
+        the credentials every worker holds and Redis does not: equal in every worker process,
+        different in every deployment (docs/architecture.md: when it changes)."""
+        return self.credentials.derive_key(RECORD_DIGEST_KEY_INFO)
+
+    @property
     def tokens(self) -> TokenProvider:
         with self._tokens_mutex:
             if self._tokens is None:
                 s = self.settings
-                if not s.sb1_client_id:
-                    raise RuntimeError("MSB1_SB1_CLIENT_ID is not set")
-                creds = Credentials.load(s.sb1_client_id, key_file=s.sb1_private_key_file,
-                                         p12_file=s.sb1_p12_file, p12_password=s.sb1_p12_password,
-                                         client_secret=s.sb1_client_secret)
+                creds = self.credentials
                 self._tokens = TokenProvider(s.token_url, creds, redis_client=self.redis, http=self.http,
                                              cache_key=self.keys.sb1_token(s.token_url, creds.client_id),
                                              timeouts=s.timeouts,
