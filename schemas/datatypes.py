@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from marshmallow import Schema
 
+from .fields import CUSTOMER_TEXTS, PROJECT_TEXTS, checked
 from .moment import MOMENT_CUSTOMER, MOMENT_INVOICE, MOMENT_PROJECT
 from .sb1 import (
     CUSTOMER_EXPAND,
@@ -39,7 +40,9 @@ class DataType:
     nouns: dict[str, tuple[str, str, str, str]] = field(default_factory=dict)
     # for a record that is created and updated (the shared upsert body, ``tasks.upsert``):
     number: Callable[[Any], str] | None = None           # Moment's record -> its number as Moment has it
-    check: Callable[[Any], Any] | None = None            # -> the number as the platform needs it, or RecordInvalid
+    # -> the number as the platform needs it, or RecordInvalid: the type's rules, then every text
+    # field it sends (schemas/fields.py: no control or bidi character, a real email address, ...)
+    check: Callable[[Any], Any] | None = None
     wanted: Callable[[Any, Any], dict] | None = None     # (record, number) -> what the books should say
     build: Callable[..., dict] | None = None             # (wanted, existing=, guid=, **references) -> the body
 
@@ -54,13 +57,15 @@ CUSTOMERS = DataType(
     moment_schema=MOMENT_CUSTOMER, sb1_route="customers", key_field="CustomerNumber", expand=CUSTOMER_EXPAND,
     nouns={"nb": ("kunde", "kunden", "kunder", "kundenummer"),
            "en": ("customer", "the customer", "customers", "customer number")},
-    number=lambda c: c.customer_number, check=check_customer, wanted=customer_fields, build=customer_body)
+    number=lambda c: c.customer_number, check=checked(check_customer, CUSTOMER_TEXTS), wanted=customer_fields,
+    build=customer_body)
 PROJECTS = DataType(
     name="projects", task="sync.project", webhook_key="project", moment_route="projects",
     moment_schema=MOMENT_PROJECT, sb1_route="projects", key_field="ProjectNumber", depends_on=("customers",),
     nouns={"nb": ("prosjekt", "prosjektet", "prosjekter", "prosjektnummer"),
            "en": ("project", "the project", "projects", "project number")},
-    number=lambda p: p.project_number, check=check_project, wanted=project_fields, build=project_body)
+    number=lambda p: p.project_number, check=checked(check_project, PROJECT_TEXTS), wanted=project_fields,
+    build=project_body)
 INVOICES = DataType(
     name="invoices", task="sync.invoice", webhook_key="invoice", moment_route="invoices",
     moment_schema=MOMENT_INVOICE, sb1_route="journalentries", key_field=None,

@@ -10,6 +10,7 @@ from marshmallow import fields
 
 from errors import RecordInvalid
 
+from .fields import INVOICE_TEXTS, check_texts
 from .moment import MomentInvoice
 from .sb1 import ChildOut, check_kid, given
 from .text import label, plain
@@ -81,6 +82,7 @@ def check_invoice(invoice: MomentInvoice) -> None:
                                              "currency": label(invoice.currency_code, 10)})
     if given(invoice.payment_id):
         check_kid(invoice.payment_id)
+    check_texts(invoice, INVOICE_TEXTS)     # no control or bidi character in what the voucher says
 
 
 class Money(fields.Field):

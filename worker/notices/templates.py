@@ -18,6 +18,7 @@ from errors import AuthError, IntegrationError, PermanentError, RecordInvalid
 from schemas.datatypes import DATA_TYPES
 from schemas.sb1 import CUSTOMER_NUMBER_MAX, CUSTOMER_NUMBER_MIN
 from schemas.text import kroner, plain
+from worker.notices.fieldtexts import NB_FIELD_PROBLEMS
 
 LANGUAGES = ("nb", "en")
 SUBJECT_PREFIX = "Moment → SpareBank 1 Regnskap: "
@@ -151,6 +152,7 @@ NB_PROBLEMS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "credentials": lambda p: ("SpareBank 1 Regnskap avviste integrasjonens egen innlogging.",
                               f"Du trenger ikke gjøre noe; {OPERATOR['nb']} er varslet."),
 }
+NB_PROBLEMS.update(NB_FIELD_PROBLEMS)       # a field refused before it reaches the books
 
 SERVICES_NB = {"Moment": "Moment", "SpareBank 1 Regnskap": "SpareBank 1 Regnskap",
                "SpareBank 1 identity server": "innloggingstjenesten til SpareBank 1 Regnskap"}
