@@ -27,17 +27,44 @@ class SettingsError(ValueError):
     pass
 
 
+# a secret setting's file (``MSB1_SMTP_PASSWORD_FILE``, as compose and Kubernetes secrets
+# give them) is read up to this size; more is not a password
+SECRET_FILE_MAX = 64 * 1024
+
+
 class _MappingEnv(Env):
     """environs' reader over one mapping (the process environment unless a test gives
-    another); an empty value counts as unset, as a blank line in an env file means."""
+    another); an empty value counts as unset, as a blank line in an env file means. A secret
+    setting (``secrets``) may instead name a file that holds it: ``<NAME>_FILE``."""
 
-    def __init__(self, source: Mapping[str, str]):
+    def __init__(self, source: Mapping[str, str], secrets: frozenset[str] = frozenset()):
         super().__init__(eager=False)
         self._source = source
+        self._secrets = secrets
 
     def _get_value(self, env_key: str, default: Any) -> Any:
         value = self._source.get(env_key)
+        if env_key in self._secrets and self._source.get(env_key + "_FILE"):
+            if value:
+                raise SettingsError(f"set {env_key} or {env_key}_FILE, not both")
+            value = _secret_file(env_key + "_FILE", self._source[env_key + "_FILE"])
         return default if value is None or value == "" else value
+
+
+def _secret_file(name: str, path: str) -> str:
+    """The secret in the file ``name`` points at (its trailing line break dropped); one line
+    saying why when it cannot be read. Never the content in a message."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(SECRET_FILE_MAX + 1)
+    except OSError as err:
+        raise SettingsError(f"{name}: {path!r} cannot be read ({err.strerror or type(err).__name__})") from None
+    if len(raw) > SECRET_FILE_MAX:
+        raise SettingsError(f"{name}: {path!r} is larger than {SECRET_FILE_MAX // 1024} KiB; is it the right file?")
+    try:
+        return raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise SettingsError(f"{name}: {path!r} is not UTF-8 text") from None
 
 
 # validation beyond the type, by field name
@@ -151,7 +178,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        reader = _MappingEnv(os.environ if env is None else env)
+        reader = _MappingEnv(os.environ if env is None else env, secret_settings())
         values: dict[str, Any] = {}
         for f in fields(cls):
             kind = f.type if isinstance(f.type, str) else f.type.__name__
@@ -213,10 +240,16 @@ def _expected(name: str) -> str:
     return base
 
 
+def secret_settings() -> frozenset[str]:
+    """The variables of the settings that hold a secret (never printed; each may be given
+    as a file instead, ``<NAME>_FILE``)."""
+    return frozenset(PREFIX + f.name.upper() for f in fields(Settings) if not f.repr)
+
+
 def unknown_variables(env: Mapping[str, str] | None = None) -> list[str]:
     """``MSB1_*`` variables that are set but are no setting, each with a likely meant name."""
     env = os.environ if env is None else env
-    known = {PREFIX + f.name.upper() for f in fields(Settings)}
+    known = {PREFIX + f.name.upper() for f in fields(Settings)} | {f"{name}_FILE" for name in secret_settings()}
     out = []
     for name in sorted(env):
         if name.startswith(PREFIX) and name not in known:
