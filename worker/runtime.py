@@ -181,7 +181,7 @@ class Runtime:
         rate = integration.moment_rate_limit if integration.moment_rate_limit is not None \
             else self.settings.moment_rate_limit
         limits = Limited(self.limiter, (Bucket(Keys.moment_bucket(integration.moment_company), rate),), "Moment")
-        return MomentClient(integration.moment_company, integration.moment_api_key,
+        return MomentClient(integration.moment_company, integration.secret("moment_api_key"),
                             base_url=integration.moment_base_url, http=self.http,
                             timeouts=self.settings.timeouts, limits=limits)
 

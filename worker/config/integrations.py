@@ -18,7 +18,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
@@ -34,6 +34,7 @@ DEFAULT_REVENUE_ACCOUNTS = {"HOURS": 3000, "EXPENSES": 3000, "PRODUCTS": 3000}
 # 12 %, zero-rated, outside the VAT act). `check-config --online` checks they exist in the
 # books; the invoices themselves look up whatever code a line carries.
 DEFAULT_VAT_CODES = ("3", "31", "33", "5", "6")
+SECRET_FILE_MAX = 64 * 1024         # a secret's file is read up to this size
 
 
 class IntegrationsError(ValueError):
@@ -44,7 +45,7 @@ class IntegrationsError(ValueError):
 class Integration:
     id: str
     moment_company: str
-    moment_api_key: str = field(repr=False)
+    moment_api_key: str | None = field(repr=False)    # None: not given to this process (``missing``)
     sb1_base_url: str
     company_key: str
     notify_email: str
@@ -57,13 +58,40 @@ class Integration:
     vat_codes: tuple[str, ...] = DEFAULT_VAT_CODES
     sb1_rate_limit: float | None = None       # calls/s to this company's books (default: the setting)
     moment_rate_limit: float | None = None    # calls/s to this Moment company (default: the setting)
+    # secrets this process was not given (field name → why): each process gets only its own
+    missing: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def wants(self, data_type: str) -> bool:
         return data_type in self.data_types
 
+    def secret(self, name: str) -> str | None:
+        """A secret this process uses; ``IntegrationsError`` (one line) when it was not given it."""
+        require_secrets([self], name)
+        return getattr(self, name)
+
+
+def require_secrets(integrations: Iterable[Integration], *names: str) -> None:
+    """Refuse, one line per problem, when this process lacks a secret it uses: a worker the
+    Moment API keys, the webhook receiver the webhook secrets. Each process is given only its
+    own (docs/operations.md), so the file is loaded without the others."""
+    problems = [f"integration {i.id!r}, field {name!r}: {i.missing[name]}"
+                for i in integrations for name in names if name in i.missing]
+    if problems:
+        raise IntegrationsError(*problems)
+
+
+class Missing:
+    """A secret this process's environment does not hold (why, in ``problem``)."""
+
+    def __init__(self, problem: str):
+        self.problem = problem
+
 
 class Secret(fields.Field):
-    """A secret given inline or as ``{ env = "VAR" }`` (read from the environment)."""
+    """A secret given inline, as ``{ env = "VAR" }`` (read from the environment) or as
+    ``{ file = "/run/secrets/name" }`` (read from that file, its trailing line break dropped).
+    A variable that is not set or a file that cannot be read is no error here but ``Missing``:
+    an error only in a process that uses that secret (``require_secrets``)."""
 
     def __init__(self, env: Mapping[str, str] | None = None, **kw: Any):
         super().__init__(**kw)
@@ -75,10 +103,29 @@ class Secret(fields.Field):
         if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
             env = self.parent.context_env if hasattr(self.parent, "context_env") else os.environ
             found = env.get(value["env"])
-            if not found:
-                raise ValidationError(f"environment variable {value['env']} is not set")
-            return found
-        raise ValidationError('must be a non-empty string or { env = "VARIABLE" }')
+            return found if found else Missing(f"environment variable {value['env']} is not set")
+        if isinstance(value, dict) and set(value) == {"file"} and isinstance(value["file"], str) and value["file"]:
+            return _read_secret(value["file"])
+        raise ValidationError('must be a non-empty string, { env = "VARIABLE" } or { file = "/path/to/file" }')
+
+    def _validate(self, value):
+        if not isinstance(value, Missing):      # checked where it is used
+            super()._validate(value)
+
+
+def _read_secret(path: str) -> str | Missing:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(SECRET_FILE_MAX + 1)
+    except OSError as err:
+        return Missing(f"file {path!r} cannot be read ({err.strerror or type(err).__name__})")
+    if len(raw) > SECRET_FILE_MAX:
+        return Missing(f"file {path!r} is larger than {SECRET_FILE_MAX // 1024} KiB")
+    try:
+        text = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        return Missing(f"file {path!r} is not UTF-8 text")
+    return text if text else Missing(f"file {path!r} is empty")
 
 
 class IntegrationSchema(Schema):
@@ -135,8 +182,10 @@ class IntegrationSchema(Schema):
         data["revenue_accounts"] = {**DEFAULT_REVENUE_ACCOUNTS,
                                     **{k.upper(): v for k, v in data["revenue_accounts"].items()}}
         data["vat_codes"] = tuple(data["vat_codes"])
+        missing = {name: value.problem for name, value in data.items() if isinstance(value, Missing)}
+        data.update(dict.fromkeys(missing))
         return Integration(sb1_base_url=base, bank=bank, company_key=str(data.pop("company_key")),
-                           data_types=frozenset(data.pop("data_types")), **data)
+                           data_types=frozenset(data.pop("data_types")), missing=missing, **data)
 
 
 def parse_integrations(doc: Mapping[str, Any], env: Mapping[str, str] | None = None) -> dict[str, Integration]:
