@@ -1,4 +1,9 @@
-"""Records as Moment's API returns them (field names assumed in the domain brief)."""
+"""Records as Moment's API returns them (field names assumed in the domain brief).
+
+Text fields are read as they come (a line break, a bidi override, ten thousand characters):
+each data type's check refuses what the books must not hold before anything is written
+(``schemas.fields``), so the refusal names the record and the field.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
