@@ -10,6 +10,7 @@ anything for two JSON APIs.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import urllib.request
 from dataclasses import dataclass
@@ -175,14 +176,18 @@ def validation_messages(body: Any) -> list[str]:
 DUPLICATE_FIELD = "_createguid"
 
 
+# A property name as the platform's models spell them ("Info.DefaultEmail.EmailAddress"):
+# ASCII identifiers, dotted. Anything else in its place is not a field name and not logged.
+_PROPERTY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
 def validation_fields(body: Any) -> list[str]:
     """The names of the fields a 400 complains about (``PropertyName`` and the keys of
     ``_validationResults``): our words to log, unlike the messages, which may quote values."""
     found: list[str] = []
 
     def add(name: Any) -> None:
-        if isinstance(name, str) and name and len(name) <= 80 and name.replace(".", "").replace("_", "").isalnum() \
-                and name not in found:
+        if isinstance(name, str) and len(name) <= 80 and _PROPERTY.fullmatch(name) and name not in found:
             found.append(name)
 
     def walk(node: Any) -> None:
@@ -200,6 +205,18 @@ def validation_fields(body: Any) -> list[str]:
 
     walk(body)
     return found[:10]
+
+
+# What a vendor's request id looks like (a GUID, a trace id): only such a header is copied
+# into our errors, which go to logs, Sentry and dead letters; anything else is dropped.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    """The vendor's ``X-Request-Id`` (or ``Request-Id``) when it looks like a request id,
+    else None: the header is the vendor's to fill, and may echo anything."""
+    value = headers.get("X-Request-Id") or headers.get("Request-Id")
+    return value if isinstance(value, str) and _REQUEST_ID.fullmatch(value) else None
 
 
 def _path(url: str) -> str:
@@ -237,7 +254,7 @@ def send(http: Http, method: str, url: str, *, service: str, timeouts: Timeouts,
         # tells the operator once when the service's probe gets the same answer
         raise TransientError(f"{where}: HTTP {status}, a redirect (not followed: it would carry our "
                              "credentials); is the base URL right?", status=status, service=service)
-    request_id = resp.headers.get("X-Request-Id") or resp.headers.get("Request-Id")
+    request_id = request_id_of(resp.headers)
     try:
         body = resp.json()
     except ValueError:

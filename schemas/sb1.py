@@ -20,7 +20,7 @@ from errors import RecordInvalid
 
 from .base import SB1Schema
 from .moment import MomentCustomer, MomentProject
-from .text import label, plain, shown
+from .text import label, plain, shape, shown
 
 # --- the platform's rules (verified, quoted in the domain brief) -------------------------
 CUSTOMER_NUMBER_MIN, CUSTOMER_NUMBER_MAX = 100000, 199999
@@ -55,6 +55,11 @@ PHONE_TYPE_PHONE, PHONE_TYPE_MOBILE, PHONE_TYPE_FAX = 150101, 150102, 150103
 CUSTOMER_EXPAND = "Info,Info.DefaultEmail,Info.DefaultPhone,Info.InvoiceAddress,Info.Phones"
 
 
+# A currency code as the platform writes it (ISO 4217): only such a code is named outside
+# the company's email; anything else by its shape.
+CURRENCY_CODE = r"[A-Z]{3}"
+
+
 # Assumed: the currency a customer gets when Moment has none (the company's own currency).
 DEFAULT_CURRENCY = "NOK"
 
@@ -62,6 +67,21 @@ DEFAULT_CURRENCY = "NOK"
 # Bump when the mapping changes, so every record is written once more with the new mapping.
 MAPPING_VERSION = 2
 
+
+def customer_number_ok(raw: str) -> bool:
+    """A customer number the platform takes: six digits (0-9) in the allowed range. Only
+    such a number names a customer outside the company's email (see ``schemas.text``)."""
+    return bool(_CUSTOMER_NUMBER.fullmatch(raw)) and CUSTOMER_NUMBER_MIN <= int(raw) <= CUSTOMER_NUMBER_MAX
+
+
+def project_number_ok(raw: str) -> bool:
+    """A project number the platform takes: 1 to 18 digits (0-9), not starting with 0."""
+    return bool(_PROJECT_NUMBER.fullmatch(raw))
+
+
+# Refused values: each error's str() (logs, Sentry, dead letters, history, the CLI) names a
+# value by its shape ("11 digits"), never the value; ``params`` keep the value for the
+# company's email (``worker.notices.templates``), which is the only reader of params.
 
 def check_customer(customer: MomentCustomer) -> int:
     """The customer number as the platform needs it, or ``RecordInvalid`` saying why not;
@@ -74,11 +94,12 @@ def check_customer(customer: MomentCustomer) -> int:
         raise RecordInvalid(f"the customer has no customer number. {rule}.", hint=hint,
                             code="customer-number-missing")
     if not re.fullmatch(r"[0-9]+", raw):
-        raise RecordInvalid(f"customer number {shown(raw)} is not a number (only the digits 0-9). {rule}.",
-                            hint=hint, code="customer-number-not-digits", params={"value": shown(raw)})
-    if not (_CUSTOMER_NUMBER.fullmatch(raw) and CUSTOMER_NUMBER_MIN <= int(raw) <= CUSTOMER_NUMBER_MAX):
-        raise RecordInvalid(f"customer number {label(raw)} is outside the allowed range. {rule}.", hint=hint,
-                            code="customer-number-range", params={"value": label(raw)})
+        raise RecordInvalid(f"the customer number ({shape(raw)}) is not a number (only the digits 0-9). {rule}.",
+                            hint=hint, code="customer-number-not-digits",
+                            params={"value": shown(raw), "shape": shape(raw)})
+    if not customer_number_ok(raw):
+        raise RecordInvalid(f"the customer number ({shape(raw)}) is outside the allowed range. {rule}.", hint=hint,
+                            code="customer-number-range", params={"value": label(raw), "shape": shape(raw)})
     number = int(raw)
     if not plain(customer.name):
         raise RecordInvalid(f"customer {number} has no name; SpareBank 1 Regnskap needs one",
@@ -102,11 +123,12 @@ def check_org_number(value: str) -> str:
     hint = ("Correct the organization number in Moment; look it up in Brønnøysundregistrene "
             "(brreg.no) if unsure.")
     if not _ORG_NUMBER.fullmatch(value):
-        raise RecordInvalid(f"organization number {shown(value)} must be nine digits (0-9, no spaces)",
-                            hint=hint, code="org-number-format", params={"value": shown(value)})
+        raise RecordInvalid(f"the organization number ({shape(value)}) must be nine digits (0-9, no spaces)",
+                            hint=hint, code="org-number-format", params={"value": shown(value), "shape": shape(value)})
     if mod11_check_digit(value[:8], [2, 3, 4, 5, 6, 7, 2, 3]) != int(value[8]):
-        raise RecordInvalid(f"organization number {value} has a wrong check digit (MOD11); "
-                            "it is probably mistyped", hint=hint, code="org-number-check", params={"value": value})
+        raise RecordInvalid(f"the organization number ({shape(value)}) has a wrong check digit (MOD11); "
+                            "it is probably mistyped", hint=hint, code="org-number-check",
+                            params={"value": value, "shape": shape(value)})
     return value
 
 
@@ -123,15 +145,17 @@ def check_kid(value: str) -> str:
     hint = "Correct the KID (payment id) of the invoice in Moment, then finalize or save it again."
     low, high = KID_LENGTH
     if not (low <= len(value) <= high and _KID.fullmatch(value)):
-        raise RecordInvalid(f"KID {shown(value)} must be {low}-{high} digits (0-9)", hint=hint,
-                            code="kid-format", params={"value": shown(value), "low": low, "high": high})
+        raise RecordInvalid(f"the KID ({shape(value)}) must be {low}-{high} digits (0-9)", hint=hint,
+                            code="kid-format", params={"value": shown(value), "shape": shape(value),
+                                                       "low": low, "high": high})
     body, last = value[:-1], value[-1]
     mod11 = mod11_check_digit(body, [2, 3, 4, 5, 6, 7] * 5)
     if (last != "-" and luhn_ok(value)) or (mod11 is None and last == "-") or (
             mod11 is not None and last == str(mod11)):
         return value
-    raise RecordInvalid(f"KID {value} has a wrong check digit (neither MOD10 nor MOD11); "
-                        "the bank would refuse the payment", hint=hint, code="kid-check", params={"value": value})
+    raise RecordInvalid(f"the KID ({shape(value)}) has a wrong check digit (neither MOD10 nor MOD11); "
+                        "the bank would refuse the payment", hint=hint, code="kid-check",
+                        params={"value": value, "shape": shape(value)})
 
 
 # --- outbound schemas: every key must exist in the swagger definitions --------------------
@@ -288,14 +312,14 @@ PROJECT_STATUS = {"PLANNED": 42201, "ACTIVE": 42203, "COMPLETED": 42204, "CANCEL
 def check_project(project: MomentProject) -> str:
     """The project number as the platform needs it (digits only), or ``RecordInvalid``."""
     raw = project.project_number
-    if not _PROJECT_NUMBER.fullmatch(raw):
-        why = ("contains other characters than digits (0-9)" if not re.fullmatch(r"[0-9]+", raw)
-               else "starts with 0" if raw.startswith("0") else "is too long")
+    if not project_number_ok(raw):
+        why = ("is empty" if not raw else "contains other characters than digits (0-9)"
+               if not re.fullmatch(r"[0-9]+", raw) else "starts with 0" if raw.startswith("0") else "is too long")
         raise RecordInvalid(
-            f"project number {shown(raw)} {why}. SpareBank 1 Regnskap needs a project number made "
+            f"the project number ({shape(raw)}) {why}. SpareBank 1 Regnskap needs a project number made "
             "of digits only (1 to 18, not starting with 0).",
             hint="Change the project number in Moment to digits only (for example 1042).",
-            code="project-number", params={"value": shown(raw), "why": why})
+            code="project-number", params={"value": shown(raw), "shape": shape(raw), "why": why})
     if not plain(project.name):
         raise RecordInvalid(f"project {raw} has no name; SpareBank 1 Regnskap needs one",
                             code="name-missing", params={"noun": "projects", "number": raw},
@@ -305,8 +329,9 @@ def check_project(project: MomentProject) -> str:
                             code="project-customer-missing",
                             hint="Choose the project's customer in Moment.")
     if (project.project_state or "ACTIVE") not in PROJECT_STATUS:
-        raise RecordInvalid(code="project-state", params={"value": shown(project.project_state)},
-                            message=f"project state {shown(project.project_state)} is not one the integration knows "
+        state = project.project_state
+        raise RecordInvalid(code="project-state", params={"value": shown(state), "shape": shape(state)},
+                            message=f"the project state ({shape(state)}) is not one the integration knows "
                             f"({', '.join(PROJECT_STATUS)})")
     return raw
 

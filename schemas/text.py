@@ -1,11 +1,16 @@
-"""Text from Moment shown back to people: control characters made visible, length bounded.
+"""Text from Moment shown back to people: control characters made visible, length bounded;
+and a value described without being shown.
 
 A value from Moment can hold anything: a line break in a number, a right-to-left mark,
-ten thousand characters. Whatever of it reaches an email, a log line or an error message
-goes through ``shown`` (a value quoted back) or ``plain`` (running text).
+ten thousand characters, a national identity number typed into the wrong field. The rule
+for personal data: a value from Moment or the platform appears in the company's email
+only, through ``shown`` (a value quoted back) or ``plain`` (running text). Everywhere else
+(logs, Sentry, dead letters, history, the CLI, every exception's ``str()``) a refused value
+is named by its ``shape`` ("11 digits", "23 characters: letters, digits, '.' and '@'").
 """
 from __future__ import annotations
 
+import re
 import unicodedata
 
 ELLIPSIS = "…"
@@ -15,6 +20,89 @@ def _invisible(ch: str) -> bool:
     # Cc controls (line breaks, tabs, NUL), Cf format characters (zero-width, bidi marks),
     # Zl/Zp line and paragraph separators, and unassigned or private code points.
     return unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+
+
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+# bidi embeddings, overrides and isolates, and the direction marks
+_BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+# punctuation named as itself in a shape: it says what kind of value was typed (an email, a
+# URL, a phone number, a date) without saying which
+_NAMED = "@.-+/:,()_'"
+
+
+def _kind(ch: str) -> str:
+    """The class of one character, as ``shape`` names it."""
+    if "0" <= ch <= "9":
+        return "digits"
+    if ch in _LINE_BREAKS:
+        return "a line break"
+    if ch == "\t":
+        return "a tab"
+    if ch == "\x00":
+        return "a NUL character"
+    if ch in _BIDI:
+        return "a bidi control character"
+    if ch == " ":
+        return "spaces"
+    cat = unicodedata.category(ch)
+    if cat == "Cc":
+        return "a control character"
+    if cat == "Cs":
+        return "an unpaired surrogate"
+    if cat in ("Cf", "Co", "Cn"):
+        return "an invisible character" if cat == "Cf" else "an unassigned or private character"
+    if cat.startswith("L"):
+        return "letters"
+    if cat == "Nd":
+        return "digits other than 0-9"
+    if cat.startswith("N"):
+        return "other numerals"
+    if cat.startswith("Z"):
+        return "an unusual space"
+    if cat.startswith("M"):
+        return "accents"
+    if ch in _NAMED:
+        return f"'{ch}'"
+    return "other symbols"
+
+
+# the order classes are named in: what the value mostly is, then its signs, then what hides
+_ORDER = ("letters", "digits", "spaces", *(f"'{c}'" for c in _NAMED), "accents", "digits other than 0-9",
+          "other numerals", "other symbols", "an unusual space", "a line break", "a tab", "a NUL character",
+          "a control character", "a bidi control character", "an invisible character", "an unpaired surrogate",
+          "an unassigned or private character")
+
+
+def shape(value: object) -> str:
+    """A value described without revealing it: its length and the kinds of character in it.
+
+    "empty", "11 digits", "9 characters: digits and a space", "23 characters: letters, '.'
+    and '@'", "7 characters: digits and a line break". Safe for logs, Sentry, dead letters
+    and the CLI; the value itself goes to the company's email only."""
+    text = "" if value is None else str(value)
+    if not text:
+        return "empty"
+    n = len(text)
+    kinds = {_kind(ch) for ch in text}
+    if kinds == {"digits"}:
+        return f"{n} digit{'s' if n != 1 else ''}"
+    if kinds == {"spaces"}:
+        return f"{n} space{'s' if n != 1 else ''}"
+    names = [k for k in _ORDER if k in kinds]
+    if text.count(" ") == 1:
+        names = ["a space" if k == "spaces" else k for k in names]
+    if n == 1:
+        names = ["a letter" if k == "letters" else k for k in names]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"{n} character{'s' if n != 1 else ''}: {listed}"
+
+
+def named(value: object, pattern: str) -> str:
+    """A code or number for logs and errors: as it is when it is a valid one of its kind
+    (``pattern`` matches it whole, e.g. ``[A-Z]{3}`` for a currency code), else its shape in
+    brackets: "(11 digits)"."""
+    text = "" if value is None else str(value)
+    return text if re.fullmatch(pattern, text) else f"({shape(text)})"
 
 
 def _escape(ch: str) -> str:

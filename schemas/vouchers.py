@@ -12,8 +12,8 @@ from errors import RecordInvalid
 
 from .fields import INVOICE_TEXTS, check_texts
 from .moment import MomentInvoice
-from .sb1 import ChildOut, check_kid, given
-from .text import label, plain
+from .sb1 import CURRENCY_CODE, ChildOut, check_kid, given
+from .text import label, named, plain, shape
 
 # --- invoices → vouchers -------------------------------------------------------------------
 ORE = Decimal("0.01")
@@ -41,6 +41,11 @@ VOUCHER_KEY_FIELD = "InvoiceNumber"
 # The largest amount the platform holds to the øre: it sends amounts as JSON numbers
 # (swagger: double), exact to the øre only below 2**53 øre.
 MAX_AMOUNT = Decimal(2 ** 53) / 100
+
+
+# A VAT code as the platform numbers them (3, 31, 5, ...): only such a code is named
+# outside the company's email; anything else by its shape.
+VAT_CODE = r"[0-9]{1,3}"
 
 
 # Text fields of a voucher line; longer text is cut (assumed limit).
@@ -73,11 +78,11 @@ def check_invoice(invoice: MomentInvoice) -> None:
         raise RecordInvalid(code="invoice-product-type",
                             params={"number": invoice.invoice_number, "types": ", ".join(label(u) for u in unknown)},
                             message=f"invoice {invoice.invoice_number} has lines of an unknown product type "
-                            f"({', '.join(label(u) for u in unknown)}); known: {', '.join(PRODUCT_TYPES)}")
+                            f"({'; '.join(shape(u) for u in unknown)}); known: {', '.join(PRODUCT_TYPES)}")
     if (invoice.currency_code or "NOK") != "NOK":
         raise RecordInvalid(
-            f"invoice {invoice.invoice_number} is in {label(invoice.currency_code, 10)}; the integration "
-            "posts invoices in NOK only", hint="Post this invoice by hand in SpareBank 1 Regnskap.",
+            f"invoice {invoice.invoice_number} is in currency {named(invoice.currency_code, CURRENCY_CODE)}; "
+            "the integration posts invoices in NOK only", hint="Post this invoice by hand in SpareBank 1 Regnskap.",
             code="invoice-currency", params={"number": invoice.invoice_number,
                                              "currency": label(invoice.currency_code, 10)})
     if given(invoice.payment_id):

@@ -9,10 +9,11 @@ from errors import AuthError, DuplicateCreate, NotFound, RecordInvalid
 from schemas.datatypes import CUSTOMERS, INVOICES, PROJECTS
 from schemas.moment import MomentInvoice
 from schemas.sb1 import create_guid
-from schemas.text import kroner, label
+from schemas.text import kroner, label, named
 from schemas.vouchers import (
     INVOICE_FINAL_STATUS,
     RECEIVABLE_ACCOUNT_FIELD,
+    VAT_CODE,
     VOUCHER_KEY_FIELD,
     VOUCHER_LINES_ROUTE,
     VatRate,
@@ -59,17 +60,19 @@ def lookups(ctx: SyncContext, invoice: MomentInvoice) -> tuple[dict[str, int], d
             no_accounts.append((number, product_type))
         else:
             revenue[product_type] = found
-    no_codes: list[str] = []
+    no_codes: list[str] = []          # as the company's email shows them
+    no_codes_safe: list[str] = []     # as our own words name them (a code of another form by its shape)
     vat: dict[str, VatRate] = {}
     for code in sorted({ln.vat_code for ln in invoice.lines}):
         row = sb1.lookup(VAT_TYPES_ROUTE, "VatCode", code)
         if row is None:
             no_codes.append(label(code))
+            no_codes_safe.append(named(code, VAT_CODE))
         else:
             vat[code] = VatRate(int(row["ID"]), Decimal(str(row.get("VatPercent") or 0)))
     if no_accounts or no_codes:
         missing = [f"account {n} (revenue for {kind.lower()})" for n, kind in no_accounts]
-        missing += [f"VAT code {code}" for code in no_codes]
+        missing += [f"VAT code {code}" for code in no_codes_safe]
         raise RecordInvalid(
             f"nothing was posted: SpareBank 1 Regnskap has no {', no '.join(missing)}",
             hint="Set these up in SpareBank 1 Regnskap with the same numbers and codes as in Moment, "

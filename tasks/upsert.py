@@ -19,6 +19,7 @@ from schemas.datatypes import DATA_TYPES, DataType
 from schemas.sb1 import create_guid, field_digests, fingerprint
 from schemas.text import label, plain
 from worker.notices.templates import record_name
+from worker.ops.logs import record_context
 from worker.store.batch import new_token, release_lock
 from worker.sync.context import SyncContext
 from worker.sync.outcomes import Outcome
@@ -206,7 +207,9 @@ def ensure_in_books(ctx: SyncContext, data_type: str, moment_id: int,
     if not lock.acquire():
         raise TransientError(f"its {noun} (Moment id {moment_id}) is being transferred right now")
     try:
-        outcome = body(sub)
+        # its own log context: the dependency's number does not stay on this sync's lines
+        with record_context(integration=iid, data_type=data_type, moment_id=moment_id):
+            outcome = body(sub)
     except RecordInvalid as err:
         raise RecordInvalid(f"its {noun} could not be transferred first: {err}",
                             hint=err.hint or f"Correct the {noun} in Moment first.", detail=err.detail,

@@ -2,6 +2,7 @@
 APIs over real sockets, an SMTP sink and a Sentry stand-in."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -98,10 +99,11 @@ def test_unchanged_customer_is_not_written_again(sandbox, worker, r):
     assert sandbox.sb1.customers(ACME)[0]["WebUrl"] == "https://ny.example.no"
 
 
-@pytest.mark.parametrize("bad_number,reason", [("99999", "outside the allowed range"),
-                                               ("10001A", "is not a number")])
+@pytest.mark.parametrize("bad_number,shown,reason,shape", [
+    ("99999", "99999", "is outside the allowed range", "5 digits"),
+    ("10001A", "'10001A'", "is not a number", "6 characters: letters and digits")])
 def test_invalid_customer_number_one_email_dead_letter_no_retry(sandbox, smtp, sentry, start_worker, r,
-                                                              worker_env, bad_number, reason):
+                                                              worker_env, bad_number, shown, reason, shape):
     w = start_worker(MSB1_SENTRY_DSN=sentry.dsn)
     good, bad = seed_customers(sandbox.moment, "acme", 2)
     sandbox.moment.update("acme", "customers", bad["id"], {"customerNumber": bad_number})
@@ -120,16 +122,18 @@ def test_invalid_customer_number_one_email_dead_letter_no_retry(sandbox, smtp, s
     assert msg["Subject"] == f"Moment → SpareBank 1 Regnskap: Customer {bad_number} was not transferred"
     body = msg.get_content()
     assert f"customer {bad['name']} (customer number {bad_number})" in body
-    assert reason in body and "between 100000 and 199999" in body
+    assert f"customer number {shown} {reason}" in body and "between 100000 and 199999" in body
     assert "Change the customer number in Moment" in body
     assert API_KEYS["acme"] not in body
-    # the dead letter is replayable and holds no personal data
+    # the dead letter is replayable and holds no personal data: the record by its Moment id (its
+    # number is not a valid one), the refused number by its shape
     import json
     [raw] = r.hgetall("msb1test:dead:acme").values()
     letter = json.loads(raw)
     assert letter["record_id"] == bad["id"] and letter["data_type"] == "customers"
-    assert letter["what"] == f"customer {bad_number}" and letter["failures"] == 2
-    assert bad["name"] not in raw
+    assert letter["what"] == f"customer with Moment id {bad['id']}" and letter["failures"] == 2
+    assert letter["error"].startswith(f"the customer number ({shape}) {reason}")
+    assert bad["name"] not in raw and not re.search(rf"\b{bad_number}\b", raw)
     # Sentry got one event, tagged, without the name, email or keys
     wait_until(lambda: len(sentry.events()) == 1, 10, message="one Sentry event")
     raw_events = b"".join(sentry.envelopes).decode()
@@ -139,13 +143,15 @@ def test_invalid_customer_number_one_email_dead_letter_no_retry(sandbox, smtp, s
     assert event["tags"]["integration"] == "acme" and event["tags"]["data_type"] == "customers"
     # nor does the worker's log: records are named by type and number only
     log = w.log()
-    assert "customer 100001: created" in log and f"customer {bad_number}: not transferred" in log
+    assert "customer 100001: created" in log and f"customer with Moment id {bad['id']}: not transferred" in log
+    assert not re.search(rf"\b{bad_number}\b", log)
     for private in (bad["name"], bad["email"], good["name"], good["email"], good["phone"], API_KEYS["acme"]):
         assert private not in log
     # fixed in Moment, replayed: transferred, dead letter gone
     sandbox.moment.update("acme", "customers", bad["id"], {"customerNumber": "100999"})
     listing = cli(worker_env, "dead-letters")
-    assert f"acme customers {bad['id']} (customer {bad_number}) failed 2x" in listing
+    assert f"acme customers {bad['id']} (customer with Moment id {bad['id']}) failed 2x" in listing
+    assert not re.search(rf"\b{bad_number}\b", listing)
     assert "queued 1 replay(s)" in cli(worker_env, "replay", "--integration", "acme")
     wait_until(lambda: stat(r, "acme", "created") == 2, 20, message="the fixed customer")
     wait_until(lambda: not r.hgetall("msb1test:dead:acme"), 5, message="dead letter cleared")

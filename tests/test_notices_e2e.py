@@ -110,4 +110,6 @@ def test_a_line_break_in_a_customer_number_is_one_email_not_a_loop(sandbox, smtp
     [msg] = smtp.messages
     assert "\n" not in msg["Subject"] and msg["Bcc"] is None
     assert stat(r, "retried") == 0
-    assert "\nBcc:" not in w.log() and "\\r\\nBcc" in w.log()          # written out, not a line break
+    assert "Bcc" not in w.log() and \
+        "(27 characters: letters, digits, a space, '@', '.', ':' and a line break) is not a number" in w.log()
+    assert "'100001\\r\\nBcc: x@evil.example'" in msg.get_content()   # to the company: written out

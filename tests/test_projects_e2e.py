@@ -86,7 +86,8 @@ def test_project_number_with_letters_one_email_no_write(sandbox, smtp, worker, r
     assert "project number 'P-1042' contains other characters than digits" in body
     assert "Change the project number in Moment to digits only" in body
     [raw] = r.hgetall("msb1test:dead:acme").values()
-    assert json.loads(raw)["what"] == "project P-1042"
+    assert json.loads(raw)["what"] == f"project with Moment id {project['id']}" and "P-1042" not in raw
+    assert json.loads(raw)["error"].startswith("the project number (6 characters: letters, digits and '-') contains")
 
 
 def test_project_whose_customer_is_invalid_says_so(sandbox, smtp, worker, r):

@@ -54,22 +54,29 @@ def test_customer_number_rule(number, ok):
         with pytest.raises(RecordInvalid) as err:
             check_customer(c)
         assert "between 100000 and 199999" in str(err.value)
-        assert len(str(err.value)) < 300                       # a huge value is cut
-        assert "\n" not in str(err.value) and "\u200b" not in str(err.value)   # shown escaped
+        assert len(str(err.value)) < 300                       # a huge value is named by its length
+        assert "\n" not in str(err.value) and "\u200b" not in str(err.value)
+        if len(number.strip()) > 2:                              # never the value itself
+            assert number.strip() not in str(err.value).split(". ")[0]
 
 
-@pytest.mark.parametrize("number,shown", [("100012\n", "'100012\\n'"), ("1000\u200b12", "'1000\\u200b12'"),
-                                          ("１０００１２", "'１０００１２'")])
-def test_a_refused_number_is_shown_with_its_hidden_characters(number, shown):
+@pytest.mark.parametrize("number,shape,shown", [
+    ("100012\n", "7 characters: digits and a line break", "'100012\\n'"),
+    ("1000\u200b12", "7 characters: digits and an invisible character", "'1000\\u200b12'"),
+    ("１０００１２", "6 characters: digits other than 0-9", "'１０００１２'"),
+    ("ola.nordmann@example.no", "23 characters: letters, '@' and '.'", "'ola.nordmann@example.no'")])
+def test_a_refused_number_is_named_by_its_shape_and_shown_only_to_the_company(number, shape, shown):
     with pytest.raises(RecordInvalid) as err:
         check_customer(MOMENT_CUSTOMER.load({**MOMENT, "customerNumber": number}))
-    assert f"customer number {shown} is not a number (only the digits 0-9)" in str(err.value)
+    assert f"the customer number ({shape}) is not a number (only the digits 0-9)" in str(err.value)
+    assert err.value.params["value"] == shown       # for the company's email (worker.notices.templates)
 
 
 @pytest.mark.parametrize("org,country,error", [
     ("923609016", "NO", None), ("987654325", None, None), ("923609016", "", None),
-    ("923609017", "NO", "organization number 923609017 has a wrong check digit (MOD11)"),
-    ("923 609 016", "NO", "organization number '923 609 016' must be nine digits"),
+    ("923609017", "NO", "the organization number (9 digits) has a wrong check digit (MOD11)"),
+    ("923 609 016", "NO", "the organization number (11 characters: digits and spaces) must be nine digits"),
+    ("01017012345", "NO", "the organization number (11 digits) must be nine digits"),   # a national id
     ("92360901", "NO", "must be nine digits"), ("９２３６０９０１６", "NO", "must be nine digits"),
     ("923609017", None, "wrong check digit"),                   # no country: Norwegian
     ("SE5560000001", "SE", None),                               # a Swedish number is not checked
@@ -82,6 +89,9 @@ def test_norwegian_organization_number_rule(org, country, error):
     else:
         with pytest.raises(RecordInvalid, match=error.replace("(", r"\(").replace(")", r"\)")):
             check_customer(c)
+        with pytest.raises(RecordInvalid) as err:
+            check_customer(c)
+        assert org not in str(err.value) and err.value.params["value"] in (org, f"'{org}'")
 
 
 @pytest.mark.parametrize("kid,ok", [
@@ -98,8 +108,9 @@ def test_kid_rule(kid, ok):
     if ok:
         check_invoice(inv)
     else:
-        with pytest.raises(RecordInvalid, match="KID"):
+        with pytest.raises(RecordInvalid, match="KID") as err:
             check_invoice(inv)
+        assert "the KID (" in str(err.value) and (len(kid) < 3 or kid.strip() not in str(err.value))
 
 
 def test_numeric_customer_number_from_moment_is_accepted():
@@ -224,8 +235,9 @@ PROJECT = {"id": 7, "name": "Kontorbygg", "projectNumber": "1042", "projectState
     ("007", "ACTIVE", "starts with 0"), ("1042\n", "ACTIVE", "other characters"), ("１０４２", "ACTIVE", "other characters"),
     ("-1042", "ACTIVE", "other characters"), ("1" * 19, "ACTIVE", "is too long"),
     ("P-1042", "ACTIVE", "contains other characters than digits"), ("10 42", "ACTIVE", "other characters"),
-    ("", "ACTIVE", "other characters"), ("١٢", "ACTIVE", "other characters"),     # Arabic-Indic digits
-    ("1042", "ON_HOLD", "project state 'ON_HOLD' is not one the integration knows"),
+    ("", "ACTIVE", "is empty"), ("١٢", "ACTIVE", "other characters"),     # Arabic-Indic digits
+    ("Kari Nordmann", "ACTIVE", r"the project number \(13 characters: letters and a space\) contains other"),
+    ("1042", "ON_HOLD", r"the project state \(7 characters: letters and '_'\) is not one the integration knows"),
 ])
 def test_project_rules(number, state, error):
     from schemas.moment import MOMENT_PROJECT
@@ -234,8 +246,10 @@ def test_project_rules(number, state, error):
     if error is None:
         assert check_project(p) == number
     else:
-        with pytest.raises(RecordInvalid, match=error):
+        with pytest.raises(RecordInvalid, match=error) as err:
             check_project(p)
+        refused = state if "state" in error else number
+        assert not refused or refused not in str(err.value)      # named by its shape, never as it is
 
 
 def test_every_project_field_we_send_exists_in_the_swagger():
@@ -361,8 +375,9 @@ def test_an_amount_the_platform_cannot_hold_is_refused():
 
 @pytest.mark.parametrize("change,error", [
     ({"lines": []}, "has no lines"),
-    ({"lines": [line("1", kind="TRAVEL")]}, "unknown product type (TRAVEL)"),
-    ({"currencyCode": "EUR"}, "is in EUR; the integration posts invoices in NOK only"),
+    ({"lines": [line("1", kind="TRAVEL")]}, "unknown product type (6 characters: letters)"),
+    ({"currencyCode": "EUR"}, "is in currency EUR; the integration posts invoices in NOK only"),
+    ({"currencyCode": "Kari"}, "is in currency (4 characters: letters); the integration posts"),
 ])
 def test_invoice_rules(change, error):
     from schemas.moment import MOMENT_INVOICE

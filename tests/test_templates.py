@@ -51,9 +51,29 @@ def test_problems_without_a_code_are_named_by_their_kind(exc, kind, words):
 
 
 def test_english_uses_our_own_words_and_the_hint():
-    exc = RecordInvalid("customer number 'x' is not a number", hint="Change it in Moment.", code="customer-number-range")
-    assert templates.problem("en", exc, "RecordInvalid", str(exc)) == ("customer number 'x' is not a number",
+    exc = RecordInvalid("the customer has no name", hint="Change it in Moment.", code="name-missing")
+    assert templates.problem("en", exc, "RecordInvalid", str(exc)) == ("the customer has no name",
                                                                        "Change it in Moment.")
+
+
+def test_english_shows_a_refused_value_that_our_own_words_name_by_its_shape():
+    exc = RecordInvalid("the customer number (23 characters: letters, '@' and '.') is not a number",
+                        hint="Change it in Moment.", code="customer-number-not-digits",
+                        params={"value": "'ola.nordmann@example.no'"})
+    what, todo = templates.problem("en", exc, "RecordInvalid", str(exc))
+    assert what.startswith("customer number 'ola.nordmann@example.no' is not a number (only the digits 0-9). ")
+    assert todo == "Change it in Moment."
+    outer = RecordInvalid(f"its customer could not be transferred first: {exc}", code="dependency",
+                          params={"noun": "customers", "inner": exc}, hint="Correct the customer in Moment first.")
+    what, _ = templates.problem("en", outer, "RecordInvalid", str(outer))
+    assert what.startswith("its customer could not be transferred first: customer number 'ola.nordmann@example.no'")
+
+
+def test_every_english_problem_with_a_value_has_words():
+    assert set(templates.EN_PROBLEMS) <= set(SAMPLES)
+    for code in templates.EN_PROBLEMS:
+        what, _ = templates.problem("en", RecordInvalid("x", code=code, params=SAMPLES[code]), "RecordInvalid", "x")
+        assert what and what != "x", code
 
 
 def test_a_problem_of_a_record_it_depends_on_is_said_through_it():

@@ -29,6 +29,8 @@ from worker.store.runs import Runs
 
 # HKDF's ``info`` for the key of the record digests (``schemas.sb1.fingerprint``): one key, one use
 RECORD_DIGEST_KEY_INFO = b"moment-sb1/record-digests/v1"
+# ... and for the key that encrypts the failure notices collected for a digest (worker.notices.digest)
+NOTICE_KEY_INFO = b"moment-sb1/collected-notices/v1"
 
 
 class UnknownIntegration(KeyError):
@@ -115,7 +117,7 @@ class Runtime:
     @cached_property
     def notices(self) -> Notices:
         return Notices(self.redis, self.keys, self.settings, self.dead_letters, send_email=self.send_email,
-                       publish_digest=publish_digest)
+                       publish_digest=publish_digest, key=lambda: self.credentials.derive_key(NOTICE_KEY_INFO))
 
     def send_email(self, msg: EmailMessage) -> None:
         send_email(self.settings, msg)

@@ -1,6 +1,7 @@
 """Commands that change what happens: pause, queue, replay, purge, backfill."""
 from __future__ import annotations
 
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -12,7 +13,7 @@ from redis.exceptions import RedisError
 from clients.sb1 import SB1Client
 from errors import IntegrationError
 from schemas.datatypes import DATA_TYPES
-from schemas.text import plain
+from schemas.text import plain, shape
 from worker.broker import app, publish_poll, task_name
 from worker.cli.base import INTEGRATION_OPTION, TIMEOUT_OPTION, WAIT_OPTION, duration, load_runtime, main, pick, when
 from worker.cli.inspect import find_dead_letters
@@ -232,12 +233,30 @@ def backfill(integration_id: str, data_type: str, since: datetime | None, restar
         click.echo(f"backfill: {_report(counts)}")
 
 
+# Strings of a body that say nothing of a person: dates and times, GUIDs (``_createguid``)
+_NOT_PERSONAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]+([+-][0-9:]+|Z)?)?"
+                           r"|[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}")
+
+
+def without_values(node):
+    """A body as the dry run shows it: its structure, numbers, dates and IDs, and every other
+    text by its shape (a name, an email, an address: personal data stays out of the CLI)."""
+    if isinstance(node, dict):
+        return {k: without_values(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [without_values(v) for v in node]
+    if isinstance(node, str) and not _NOT_PERSONAL.fullmatch(node):
+        return f"({shape(node)})"
+    return node
+
+
 @main.command("dry-run")
 @click.argument("integration_id")
 @click.argument("data_type", type=click.Choice(list(DATA_TYPES)))
 @click.argument("record_id", type=int)
 def dry_run(integration_id: str, data_type: str, record_id: int) -> None:
-    """Fetch, map and check one record and show what would be written; write nothing."""
+    """Fetch, map and check one record and show what would be written; write nothing.
+    Texts are shown by their shape ("(14 characters: letters and a space)"), not as they are."""
 
     rt = load_runtime()
     [integration] = pick(rt, integration_id)
@@ -274,5 +293,5 @@ def dry_run(integration_id: str, data_type: str, record_id: int) -> None:
         sys.exit(1)
     click.echo(f"{ctx.what}: would be {outcome}")
     for method, route, payload in writes:
-        text = simplejson.dumps(payload, indent=2, ensure_ascii=False, use_decimal=True)
+        text = simplejson.dumps(without_values(payload), indent=2, ensure_ascii=False, use_decimal=True)
         click.echo(f"{method} {route}\n{text}")

@@ -9,18 +9,26 @@
 * Delivery: at least once. The items leave Redis only after the mail server took the
   email, so a worker killed between the two sends that email once more (at most one
   duplicate per crash); none is lost.
+* A collected item is the company's email in the making: it names the record as the
+  company knows it and the value refused. It is kept in Redis encrypted (Fernet, with a key
+  the worker processes hold and Redis does not, handed in as ``key``), so anything that
+  reads Redis (Flower, a dump) sees no personal data. An item that no longer decrypts (the
+  key changed) is still told, by the record's Moment id.
 
 Its Redis keys: ``worker.store.keys`` (notices).
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
 from email.message import EmailMessage
+from functools import cached_property
 from typing import Any, Callable
 
 import redis
+from cryptography.fernet import Fernet, InvalidToken
 from redis.exceptions import LockError
 
 from worker.config.integrations import Integration
@@ -35,13 +43,37 @@ log = logging.getLogger(__name__)
 
 
 class Notices:
-    """Given what it uses: the dead letters (to mark them told), ``send_email``, and
-    ``publish_digest(integration_id, countdown)`` to schedule a digest's send."""
+    """Given what it uses: the dead letters (to mark them told), ``send_email``,
+    ``publish_digest(integration_id, countdown)`` to schedule a digest's send, and ``key()``:
+    the 32 bytes that encrypt the collected items (asked for when an item is first kept or
+    read, so a process that only counts them needs no key)."""
 
     def __init__(self, r: redis.Redis, keys: Keys, settings: Settings, dead_letters: DeadLetters, *,
-                 send_email: Callable[[EmailMessage], None], publish_digest: Callable[[str, float], None]):
+                 send_email: Callable[[EmailMessage], None], publish_digest: Callable[[str, float], None],
+                 key: Callable[[], bytes]):
         self.redis, self.keys, self.settings, self.dead_letters = r, keys, settings, dead_letters
-        self._send_email, self._publish_digest = send_email, publish_digest
+        self._send_email, self._publish_digest, self._key_source = send_email, publish_digest, key
+
+    @cached_property
+    def _fernet(self) -> Fernet:
+        return Fernet(base64.urlsafe_b64encode(self._key_source()))
+
+    def _seal(self, item: dict[str, Any]) -> str:
+        return self._fernet.encrypt(json.dumps(item).encode()).decode()
+
+    def _open(self, integration: Integration, field: str, raw: str) -> dict[str, Any]:
+        """A collected item; one that does not decrypt is named by its Moment id."""
+        try:
+            return json.loads(self._fernet.decrypt(raw.encode()))
+        except (InvalidToken, ValueError):
+            lang, (data_type, _, record_id) = integration.language, field.partition(":")
+            log.warning("%s: a collected failure notice (%s) could not be decrypted (the key changed); it is "
+                        "told by its Moment id", integration.id, field)
+            what, todo = templates.problem(lang, Exception(), "unexpected", "an unexpected error in the integration")
+            record = templates.record_name(lang, data_type, {"moment_id": record_id})
+            return {"field": field, "data_type": data_type, "group": "unreadable", "what": what, "todo": todo,
+                    "record": record, "at": 0, "body": templates.failure_body(
+                        lang, integration.moment_company, record, what, todo, None, None)}
 
     def _key(self, name: str, integration_id: str) -> str:
         return self.keys.notice(name, integration_id)
@@ -66,7 +98,7 @@ class Notices:
                 else:
                     self.dead_letters.mark_notified(letter)
                     return
-            self.redis.hset(self._key("digest", integration.id), letter.field, json.dumps(item))
+            self.redis.hset(self._key("digest", integration.id), letter.field, self._seal(item))
             self.schedule(integration.id)
         except Exception:
             log.exception("%s %s: the failure notice could not be prepared; the dead letter is kept",
@@ -111,8 +143,8 @@ class Notices:
         raw = self.redis.hgetall(key)
         if not raw:
             return 0
-        items = [json.loads(v) for v in raw.values()]
         lang = integration.language
+        items = [self._open(integration, field, value) for field, value in raw.items()]
         if len(items) == 1:
             [item] = items
             subject = templates.failure_subject(lang, item["data_type"], item.get("number"))

@@ -4,6 +4,7 @@ One place for the words: the subjects and bodies of the company's failure emails
 record, or a digest of many), the outage notices, and what each problem is called and
 what to do about it. A problem is named by the ``code`` of the error (set where the rule
 is checked) and its ``params``; errors without a code are described by their kind.
+The company's email is the only text that shows a value from Moment (``EN_PROBLEMS``).
 
 Tone (see ``norsk.md`` in the domain brief, ``../shared/domain/``): "du", short sentences, the record and the exact
 field named, what to change and where: in Moment (the master) or in SpareBank 1 Regnskap.
@@ -19,6 +20,7 @@ from schemas.datatypes import DATA_TYPES
 from schemas.sb1 import CUSTOMER_NUMBER_MAX, CUSTOMER_NUMBER_MIN
 from schemas.text import kroner, plain
 from worker.notices.fieldtexts import NB_FIELD_PROBLEMS
+from worker.notices.values import EN_PROBLEMS
 
 LANGUAGES = ("nb", "en")
 SUBJECT_PREFIX = "Moment → SpareBank 1 Regnskap: "
@@ -161,15 +163,17 @@ SERVICES_NB = {"Moment": "Moment", "SpareBank 1 Regnskap": "SpareBank 1 Regnskap
 def problem(lang: str, exc: BaseException, kind: str, error: str) -> tuple[str, str]:
     """(what is wrong, what to do) for the company's email, in its language. ``error`` is
     our English description (the same words the log and the dead letter carry)."""
-    if lang == "en":
-        return error, _todo_en(exc, kind)
     code = getattr(exc, "code", None)
     params = getattr(exc, "params", None) or {}
     if code == "dependency":
         inner = params["inner"]
         what, todo = problem(lang, inner, type(inner).__name__, str(inner))
+        if lang == "en":
+            return f"its {noun('en', params['noun'])} could not be transferred first: {what}", _todo_en(exc, kind)
         return (f"{noun('nb', params['noun'], 1).capitalize()} den hører til, måtte overføres først, "
                 f"men kunne ikke: {what}", todo)
+    if lang == "en":
+        return (EN_PROBLEMS[code](params) if code in EN_PROBLEMS else error), _todo_en(exc, kind)
     if code in NB_PROBLEMS:
         return NB_PROBLEMS[code](params)
     service = SERVICES_NB.get(getattr(exc, "service", None) or "", "Den andre tjenesten")

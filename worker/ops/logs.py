@@ -3,8 +3,12 @@
 
 Each line carries ``time``, ``level``, ``logger``, ``process`` (worker, beat, webhooks) and
 ``message``; a line written while a sync runs also carries ``task_id``, ``integration``,
-``data_type``, ``moment_id`` and, once the record is fetched, ``number``. Nothing else of a
-record is logged: no names, emails or addresses (see ``worker.ops.sentry``).
+``data_type``, ``moment_id`` and, once the record is fetched, ``number`` (when it is a valid
+number of its kind; else ``number_shape``, e.g. "11 digits"). Nothing else of a record is
+logged: no names, emails, addresses or refused values (``schemas.text``, ``worker.ops.sentry``).
+A traceback names an exception by its type only, unless it is one of ours
+(``errors.IntegrationError``, whose ``str()`` is written to be safe): another library's
+message may quote any value it was given.
 
     {"time": "2026-11-27T09:12:01.532Z", "level": "INFO", "logger": "worker.sync.task",
      "process": "worker", "message": "acme customer 100001: created", "task_id": "1f0c…",
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -24,11 +29,12 @@ from celery import current_task
 from celery.app.trace import LOG_SUCCESS
 from pythonjsonlogger.json import JsonFormatter
 
+from errors import IntegrationError
 from worker.config.settings import Settings
 
 # what the running sync is about; set by the sync mechanism, read by every log line
 _RECORD: ContextVar[dict[str, Any]] = ContextVar("msb1_record", default={})
-RECORD_FIELDS = ("integration", "data_type", "moment_id", "number")
+RECORD_FIELDS = ("integration", "data_type", "moment_id", "number", "number_shape")
 
 
 @contextmanager
@@ -42,8 +48,10 @@ def record_context(**fields: Any) -> Iterator[None]:
 
 
 def bind(**fields: Any) -> None:
-    """Add to the running record's context (its number, once it is known)."""
-    _RECORD.set({**_RECORD.get(), **{k: v for k, v in fields.items() if v is not None}})
+    """Add to the running record's context (its number, once it is known); a field given
+    as None is taken out of it."""
+    merged = {**_RECORD.get(), **fields}
+    _RECORD.set({k: v for k, v in merged.items() if v is not None})
 
 
 def _current_task_id() -> str | None:
@@ -73,13 +81,49 @@ class ContextFilter(logging.Filter):
         return True
 
 
+def safe_exception(exc: BaseException) -> str:
+    """One exception's last line: its type, and its message only when it is one of ours."""
+    if isinstance(exc, IntegrationError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__module__}.{type(exc).__qualname__} (message withheld: it may quote a value)"
+
+
+def safe_traceback(exc_info) -> str:
+    """A traceback (every frame, chained causes included) whose exception lines are
+    ``safe_exception``'s."""
+    _, exc, _ = exc_info
+    if exc is None:
+        return ""
+    lines: list[str] = []
+    seen: set[int] = set()
+    chain: list[BaseException] = []
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    for i, exc in enumerate(reversed(chain)):
+        if i:
+            lines.append("\nThe above exception led to the following:\n\n")
+        if exc.__traceback__ is not None:
+            lines.append("Traceback (most recent call last):\n")
+            lines.extend(traceback.format_tb(exc.__traceback__))
+        lines.append(safe_exception(exc) + "\n")
+    return "".join(lines).rstrip("\n")
+
+
 class _Json(JsonFormatter):
+    def formatException(self, ei) -> str:
+        return safe_traceback(ei)
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
 
 
 class _Text(logging.Formatter):
     """``2026-11-27 09:12:01 INFO worker.sync.task [acme customers 1000123 task 1f0c…] message``"""
+
+    def formatException(self, ei) -> str:
+        return safe_traceback(ei)
 
     def format(self, record: logging.LogRecord) -> str:
         context = [str(getattr(record, k)) for k in ("integration", "data_type", "moment_id") if hasattr(record, k)]

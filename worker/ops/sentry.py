@@ -1,9 +1,13 @@
 """Logging and Sentry, set up so that neither carries secrets nor personal data.
 
-Our own log lines and exception messages name records by type, Moment id and number
-only. Sentry is told not to collect local variables, request bodies or PII, and
-``scrub_event`` strips what an integration might still add (HTTP breadcrumb data with
-query strings, request headers).
+Sentry is a third-party processor: it gets what our logs get and no more. Our own log lines
+and exception messages name a record by type, Moment id and (a valid) number, and a
+refused value by its shape (``schemas.text.shape``). Sentry is told not to collect local
+variables, request bodies or PII, and ``scrub_event`` strips what an integration might
+still add (HTTP breadcrumb data with query strings, request headers) and the message of
+any exception that is not one of ours (``errors``: their ``str()`` is written to be safe;
+another library's may quote any value it was given, a ``ValueError`` the text it could
+not parse).
 """
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ from worker.config.settings import Settings
 log = logging.getLogger(__name__)
 
 _SCRUB_HEADERS = {"authorization", "companykey", "cookie", "proxy-authorization"}
+# the module of our own error tree (errors/): the only exceptions whose message Sentry gets
+_OUR_ERRORS = "errors"
+WITHHELD = "(message withheld: it may quote a value)"
 
 
 def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -31,6 +38,8 @@ def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> di
                 if name.lower() in _SCRUB_HEADERS:
                     headers[name] = "[Filtered]"
     for exc in (event.get("exception") or {}).get("values") or []:
+        if exc.get("module") != _OUR_ERRORS and exc.get("value"):
+            exc["value"] = WITHHELD
         for frame in (exc.get("stacktrace") or {}).get("frames") or []:
             frame.pop("vars", None)
     crumbs = event.get("breadcrumbs")

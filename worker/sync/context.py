@@ -8,7 +8,8 @@ from typing import Any, Callable
 from clients.moment import MomentClient
 from clients.sb1 import SB1Client
 from schemas.datatypes import DATA_TYPES
-from schemas.text import label
+from schemas.sb1 import customer_number_ok, project_number_ok
+from schemas.text import label, shape
 from worker.config.integrations import Integration
 from worker.notices import templates
 from worker.ops.logs import bind
@@ -19,6 +20,17 @@ from worker.sync.outcomes import Outcome
 _UNREAD = object()
 
 
+def _invoice_number_ok(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
+# A record is named by its number outside the company's email only when the number is a
+# valid one of its kind (what the rule check accepts); else by its Moment id. A value that
+# is not a valid number may be anything typed into the field: an email address, a national
+# identity number.
+NUMBER_OK = {"customers": customer_number_ok, "projects": project_number_ok, "invoices": _invoice_number_ok}
+
+
 @dataclass
 class SyncContext:
     """What a task body works with; it fills in how to name the record once it knows."""
@@ -26,8 +38,11 @@ class SyncContext:
     integration: Integration
     data_type: str
     record_id: int
-    # "customer 100001": safe for logs, Sentry and dead letters (no personal data)
+    # "customer 100001" or "customer with Moment id 123": safe for logs, Sentry, dead letters
+    # and history (no personal data)
     what: str = ""
+    # the record's number when it is a valid one of its kind (safe to log), else None
+    number: str | None = None
     # the record as a person knows it (number, name, ...): only for the company's own email
     person: dict = field(default_factory=dict)
     dry_run: bool = False       # the CLI's dry run: read everything, remember nothing
@@ -50,12 +65,20 @@ class SyncContext:
         self.what = self.what or f"{noun} with Moment id {self.record_id}"
 
     def describe(self, number: Any, **person: Any) -> None:
-        """Name the record once it is fetched: by its number in logs ("customer 100001"),
-        and with ``person`` (name, ...) in the company's email."""
-        shown_number = label(number) if number not in (None, "") else "(no number)"
-        bind(number=shown_number)
-        self.what = f"{DATA_TYPES[self.data_type].noun} {shown_number}"
-        self.person = {"number": shown_number, **person}
+        """Name the record once it is fetched: in logs, dead letters and history by its
+        number when that is a valid number of its kind ("customer 100001"), else by its
+        Moment id, with the number's shape in the log lines ("number_shape": "11 digits");
+        with ``person`` (the number as typed, the name, ...) in the company's email only."""
+        text = "" if number is None else str(number)
+        if text and NUMBER_OK.get(self.data_type, lambda _: False)(text):
+            self.number = text
+            bind(number=text, number_shape=None)
+            self.what = f"{DATA_TYPES[self.data_type].noun} {text}"
+        else:
+            self.number = None
+            bind(number=None, number_shape=shape(text))
+            self.what = f"{DATA_TYPES[self.data_type].noun} with Moment id {self.record_id}"
+        self.person = {"number": label(text) if text else "(no number)", **person}
 
     @property
     def what_for_person(self) -> str:

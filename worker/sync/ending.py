@@ -45,7 +45,7 @@ def settle(ctx: SyncContext, outcome: Outcome, attempt: int) -> str:
     rt.stats.incr(iid, ctx.data_type, outcome, batch.pipe)
     if not ctx.dry_run:
         rt.history.add(iid, ctx.data_type, ctx.record_id, batch.pipe, outcome=str(outcome), attempt=attempt,
-                       number=ctx.person.get("number"), changed=ctx.changed, error=ctx.error)
+                       number=ctx.number, changed=ctx.changed, error=ctx.error)
     batch.then(since, rt.runs.settle(iid, ctx.data_type, ctx.record_id, str(outcome), batch.pipe))
     if outcome == Outcome.FAILED:
         raise DeadLettered(f"{ctx.integration.id} {ctx.what}: not transferred; kept as a dead letter")

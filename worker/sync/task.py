@@ -310,7 +310,7 @@ class RecordSync(RuntimeTask):
         if done.retry_in is not None:
             rt.stats.incr(ctx.integration.id, ctx.data_type, Outcome.RETRIED)
             rt.history.add(ctx.integration.id, ctx.data_type, ctx.record_id, outcome=str(Outcome.RETRIED),
-                           attempt=done.attempt - 1, number=ctx.person.get("number"), error=str(done.error))
+                           attempt=done.attempt - 1, number=ctx.number, error=str(done.error))
             rt.coalescer.requeued(ctx.integration.id, ctx.data_type, ctx.record_id, done.retry_in)
             raise self.retry(countdown=done.retry_in, exc=done.error, kwargs={"attempt": done.attempt})
         return settle(ctx, done.outcome, done.attempt)
