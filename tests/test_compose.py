@@ -134,8 +134,10 @@ def test_env_example_lists_every_setting_and_every_secret_the_examples_use():
 
 def test_the_sandbox_profiles_example_files_work(tmp_path):
     from worker.config.integrations import load_integrations
+    compose_env = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["sandbox-worker"]["environment"]
     [integration] = load_integrations(ROOT / "deploy" / "integrations.sandbox.toml",
-                                      env={"SANDBOX_MOMENT_KEY": "sandbox-moment-key"}).values()
+                                      env={"SANDBOX_MOMENT_KEY": "sandbox-moment-key",
+                                           "MSB1_INSECURE_HTTP_HOSTS": compose_env["MSB1_INSECURE_HTTP_HOSTS"]}).values()
     config = json.loads((ROOT / "deploy" / "sandbox.example.json").read_text())
     [company] = config["companies"]
     assert company["company_key"] == integration.company_key

@@ -14,7 +14,8 @@ import sys
 from celery import signals
 
 from worker.broker import app, settings_or_exit
-from worker.config.integrations import IntegrationsError
+from worker.config.integrations import IntegrationsError, require_secrets
+from worker.config.rules import one_line
 from worker.config.settings import unknown_variables
 from worker.ops.logs import configure_logging
 from worker.ops.metrics import serve_worker_metrics
@@ -39,16 +40,31 @@ def _logging(**_):
         log.warning("%s; it is ignored", problem)
 
 
+def startup_problems(runtime) -> list[str]:
+    """What keeps a worker from starting, one line each (none: it may start). The worker
+    runs this before it starts and ``moment-sb1 check-config`` runs the same; the settings
+    were checked when the runtime was made."""
+    try:
+        # loads and checks the file; a worker needs every Moment API key (and no webhook secret)
+        require_secrets(runtime.integrations.values(), "moment_api_key")
+        runtime.tokens  # loads the private key / certificate once
+    except IntegrationsError as err:
+        return list(err.problems)
+    except (RuntimeError, ValueError, OSError) as err:
+        return [one_line(str(err))]
+    return []
+
+
 @signals.worker_init.connect
 def _check_before_start(sender, **_):
-    """Refuse to start with an invalid integrations file or credentials, saying why."""
+    """Refuse to start with an invalid integrations file or credentials: one line per
+    problem on stderr, exit code 2."""
     runtime = get_runtime()
-    try:
-        runtime.integrations    # loads and checks the file
-        runtime.tokens  # loads the private key / certificate once
-    except (IntegrationsError, RuntimeError, ValueError, OSError) as err:
-        print(f"moment-sb1: the worker cannot start: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    problems = startup_problems(runtime)
+    for problem in problems:
+        print(f"moment-sb1: the worker cannot start: {problem}", file=sys.stderr)
+    if problems:
+        raise SystemExit(2)
     init_sentry(runtime.settings)
 
 

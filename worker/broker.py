@@ -28,6 +28,9 @@ DIGEST_TASK = "notices.digest"
 # Publishing gives up quickly when Redis is away, so a webhook can answer 503 at once
 # and the sender retries, instead of hanging.
 QUICK_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+# beat's lock outlives a beat that died (killed, or Redis crashed under it: the lock is in
+# the AOF) by at most this many seconds, or three of beat's wake-ups if longer
+BEAT_LOCK_MIN = 5
 
 
 class UnknownDataType(ValueError):
@@ -42,9 +45,24 @@ def task_name(data_type: str) -> str:
         raise UnknownDataType(f"unknown data type {data_type!r}; choose from {', '.join(DATA_TYPES)}") from None
 
 
+def beat_timing(poll_interval: float) -> tuple[int, int]:
+    """How often beat wakes up (and renews its lock), and the lock's timeout, in seconds.
+
+    RedBeat holds a lock in Redis so that a second beat waits; the lock survives a beat that
+    dies, and a Redis restart (it is in the AOF), and the next beat waits for it to expire,
+    trying every wake-up. So the lock is short (three wake-ups, at least ``BEAT_LOCK_MIN``)
+    and beat wakes up at least four times per poll interval (at most every 10 s): a crash
+    costs at most the lock plus one wake-up (40 s at the default interval; 6 s at 4 s), not
+    five intervals. A beat that stalls longer than the lock loses it and exits (RedBeat
+    cannot renew it); ``moment-sb1 beat`` starts it again."""
+    wake = max(1, min(10, int(poll_interval // 4)))
+    return wake, max(BEAT_LOCK_MIN, 3 * wake)
+
+
 def celery_config(settings: Settings) -> dict:
     redis_target = RedisTarget.parse(settings.redis_url)
     redbeat_url, redbeat_options = redis_target.redbeat()
+    beat_wake, beat_lock = beat_timing(settings.poll_interval)
     return {
         "broker_url": redis_target.broker_url(),
         "broker_connection_retry_on_startup": True,
@@ -80,8 +98,8 @@ def celery_config(settings: Settings) -> dict:
         "redbeat_redis_url": redbeat_url,
         **({"redbeat_redis_options": redbeat_options} if redbeat_options else {}),
         "redbeat_key_prefix": Keys(settings.key_prefix).redbeat(),
-        "redbeat_lock_timeout": max(30, int(settings.poll_interval * 5)),
-        "beat_max_loop_interval": max(1, min(30, int(settings.poll_interval))),
+        "redbeat_lock_timeout": beat_lock,
+        "beat_max_loop_interval": beat_wake,
         "beat_schedule": {
             "poll-moment": {"task": POLL_ALL_TASK, "schedule": settings.poll_interval,
                             "options": {"expires": settings.poll_interval}},

@@ -8,7 +8,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from worker.cli.checks import redacted
-from worker.config.integrations import IntegrationsError
+from worker.config.integrations import IntegrationsError, require_secrets
 from worker.config.settings import Settings, SettingsError
 from worker.runtime import get_runtime
 
@@ -18,6 +18,21 @@ def load_settings() -> Settings:
         return Settings.from_env()
     except SettingsError as err:
         raise click.ClickException(str(err)) from None
+
+
+def runtime_or_exit(*secrets: str):
+    """The runtime of a process that runs until stopped (worker, beat, receiver): a problem
+    with the settings or the integrations file, or a missing secret of ``secrets`` (the ones
+    this process uses), is one line each on stderr (``moment-sb1: ...``) and exit code 2, as
+    the worker itself says it."""
+    try:
+        rt = get_runtime()
+        require_secrets(rt.integrations.values(), *secrets)
+    except (SettingsError, IntegrationsError) as err:
+        for line in str(err).splitlines():
+            click.echo(f"moment-sb1: {line}", err=True)
+        raise SystemExit(2) from None
+    return rt
 
 
 def load_runtime():

@@ -8,13 +8,14 @@ import time
 import click
 
 from schemas.text import plain
-from worker.broker import app
-from worker.cli.base import NODE_PREFIX, load_runtime, load_settings, main
+from worker.broker import app, beat_timing
+from worker.app import startup_problems
+from worker.cli.base import NODE_PREFIX, load_runtime, load_settings, main, runtime_or_exit
 from worker.cli.checks import online_checks
-from worker.config.integrations import IntegrationsError, load_integrations
 from worker.config.queues import BULK_QUEUE, LIVE_QUEUE
 from worker.config.settings import unknown_variables
 from worker.intake.receiver import serve
+from worker.runtime import get_runtime
 
 
 @main.command("check-config")
@@ -22,14 +23,16 @@ from worker.intake.receiver import serve
               "server, the identity server, each company's key and Moment API key, and (for invoices) the "
               "revenue accounts and VAT codes. Writes nothing.")
 def check_config(online: bool) -> None:
-    """Validate the settings and the integrations file (exit code 1 on any problem)."""
-    settings = load_settings()
+    """Validate the settings, the integrations file and the integrator's credentials: every
+    check the worker makes before it starts (exit code 1 and one line per problem)."""
+    load_settings()
     for problem in unknown_variables():
         click.echo(f"warning: {problem}", err=True)
-    try:
-        integrations = load_integrations(settings.integrations_file)
-    except IntegrationsError as err:
-        raise click.ClickException(str(err)) from None
+    rt = get_runtime()
+    problems = startup_problems(rt)
+    if problems:
+        raise click.ClickException("\n".join(problems))
+    integrations = rt.integrations
     for i in integrations.values():
         click.echo(f"{i.id}: Moment company {i.moment_company} → {i.sb1_base_url} "
                    f"({', '.join(sorted(i.data_types))}); failures mailed to {i.notify_email}")
@@ -54,7 +57,7 @@ def check_config(online: bool) -> None:
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int | None, lanes: str) -> None:
     """Run a Celery worker (thread pool) named moment-sb1@<host>; extra arguments go to Celery."""
-    settings = load_settings()
+    settings = runtime_or_exit().settings    # the rest is checked as the worker starts (exit code 2)
     queues = LIVE_QUEUE if lanes == "live" else f"{LIVE_QUEUE},{BULK_QUEUE}"
     argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency or settings.concurrency),
             "--queues", queues, "--loglevel", settings.log_level, "--hostname", f"{NODE_PREFIX}@%h", *ctx.args]
@@ -68,12 +71,14 @@ def beat(ctx: click.Context, no_restart: bool) -> None:
     """Run celery beat (the safety-net poll schedule); one is enough, a second one waits.
 
     Celery beat ends when Redis restarts under it (it is still loading its data, say); this
-    command starts it again after a pause, so the poll goes on (its schedule and lock live
-    in Redis). It exits when beat exits cleanly or is stopped (SIGTERM, Ctrl-C)."""
+    command starts it again after a pause (at most one of beat's wake-ups), so the poll goes
+    on (its schedule and lock live in Redis). It exits when beat exits cleanly, is stopped
+    (SIGTERM, Ctrl-C), or refuses its configuration (exit code 2)."""
     import signal
     import subprocess
-    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", load_settings().log_level,
-            *ctx.args]
+    settings = runtime_or_exit().settings
+    longest_pause = beat_timing(settings.poll_interval)[0]
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", settings.log_level, *ctx.args]
     if no_restart:
         raise SystemExit(subprocess.call(argv))
     child: subprocess.Popen | None = None
@@ -91,21 +96,22 @@ def beat(ctx: click.Context, no_restart: bool) -> None:
         started = time.monotonic()
         child = subprocess.Popen(argv)
         code = child.wait()
-        if stopping or code == 0:
+        if stopping or code in (0, 2):                  # 2: the configuration, said in one line
             raise SystemExit(code)
-        pause = 1.0 if time.monotonic() - started > 60 else min(30.0, pause * 2)
+        pause = 1.0 if time.monotonic() - started > 60 else min(longest_pause, pause * 2)
         click.echo(f"moment-sb1 beat: celery beat exited ({code}); starting it again in {pause:.0f}s", err=True)
         time.sleep(pause)
 
 
 @main.command()
-@click.option("--host", default="0.0.0.0", show_default=True, help="address to listen on")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (0.0.0.0: every "
+              "interface; docker-compose passes it inside its network, where the TLS proxy reaches it)")
 @click.option("--port", default=8000, type=click.IntRange(1, 65535), show_default=True, help="port to listen on")
 @click.option("--threads", default=None, type=click.IntRange(1), help="requests served at once "
               "(default MSB1_WEBHOOK_THREADS)")
 def webhooks(host: str, port: int, threads: int | None) -> None:
     """Run the webhook receiver (POST /webhooks/{integration}/{secret})."""
-    load_runtime()
+    runtime_or_exit("webhook_secret")          # and no other secret
     click.echo(f"moment-sb1 webhook receiver on http://{host}:{port}/webhooks/<integration>/<secret>")
     serve(host, port, threads)
 

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
 from clients.moment import DEFAULT_BASE_URL as MOMENT_BASE_URL
 from schemas.datatypes import DATA_TYPES
 from worker.config.banks import BANKS
+from worker.config.rules import address_problem, http_hosts, one_line, shown, text_problem, url_problem
 
 # Revenue account per invoice line product type; account numbers are the same in Moment
 # and SpareBank 1 Regnskap. Overridable per integration. (Output VAT needs no account of
@@ -37,8 +38,26 @@ DEFAULT_VAT_CODES = ("3", "31", "33", "5", "6")
 SECRET_FILE_MAX = 64 * 1024         # a secret's file is read up to this size
 
 
+ID_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}\Z"
+COMPANY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}\Z"
+MAX_FILE_BYTES = 1024 * 1024        # a bigger integrations file is a mistake (or /dev/zero)
+
+
 class IntegrationsError(ValueError):
-    """The integrations file is invalid; the message lists every problem."""
+    """The integrations file is invalid: one line per problem (``problems``)."""
+
+    def __init__(self, *problems: str):
+        self.problems = [one_line(p) for p in problems]
+        super().__init__("\n".join(self.problems))
+
+
+def _webhook_secret(value: str) -> None:
+    """In the webhook URL's path: 16 or more characters, nothing that would end the path
+    segment or hide in a log."""
+    if len(value) < 16:
+        raise ValidationError("must be at least 16 characters")
+    if text_problem(value) or any(ch.isspace() or ch in "/?#%" for ch in value):
+        raise ValidationError("must not contain spaces, control characters, '/', '?', '#' or '%'")
 
 
 @dataclass(frozen=True)
@@ -132,36 +151,39 @@ class IntegrationSchema(Schema):
     class Meta:
         unknown = RAISE
 
+    # a whole-string match (\Z): with $, "acme\n" would pass
     id = fields.String(required=True, validate=validate.Regexp(
-        r"^[a-z0-9][a-z0-9_-]{0,62}$", error="must be lower-case letters, digits, - or _"))
-    moment_company = fields.String(required=True, validate=validate.Length(min=1))
+        ID_PATTERN, error="must be 1 to 63 lower-case letters, digits, - or _, starting with a letter or digit"))
+    moment_company = fields.String(required=True, validate=validate.Regexp(
+        COMPANY_PATTERN, error="must be Moment's company code: 1 to 63 letters, digits, - or _"))
     moment_api_key = Secret(required=True)
-    moment_base_url = fields.Url(require_tld=False, load_default=MOMENT_BASE_URL)
+    moment_base_url = fields.String(load_default=MOMENT_BASE_URL)
     bank = fields.String(load_default=None, validate=validate.OneOf(
         sorted(BANKS), error="unknown bank {input!r}; valid names: {choices}"))
-    sb1_base_url = fields.Url(require_tld=False, load_default=None)
+    sb1_base_url = fields.String(load_default=None)
     company_key = fields.UUID(required=True, error_messages={"invalid_uuid": "must be a GUID"})
-    notify_email = fields.Email(required=True)
+    notify_email = fields.String(required=True)
     data_types = fields.List(fields.String(validate=validate.OneOf(
         list(DATA_TYPES), error="unknown data type {input!r}; choose from {choices}")), required=True,
                              validate=validate.Length(min=1))
-    webhook_secret = Secret(load_default=None, validate=validate.Length(min=16))
+    webhook_secret = Secret(load_default=None, validate=_webhook_secret)
     revenue_accounts = fields.Dict(
         keys=fields.String(validate=validate.OneOf([k.lower() for k in DEFAULT_REVENUE_ACCOUNTS],
                                                    error="unknown product type {input!r}; choose from {choices}")),
         values=fields.Integer(strict=True, validate=validate.Range(1000, 99999)), load_default=dict)
-    vat_codes = fields.List(fields.String(validate=validate.Regexp(r"^[0-9A-Za-z]{1,10}$",
+    vat_codes = fields.List(fields.String(validate=validate.Regexp(r"[0-9A-Za-z]{1,10}\Z",
                                                                    error="must be a VAT code such as 3 or 31")),
                             load_default=lambda: list(DEFAULT_VAT_CODES))
-    sb1_rate_limit = fields.Float(load_default=None, validate=validate.Range(min=0))
-    moment_rate_limit = fields.Float(load_default=None, validate=validate.Range(min=0))
+    sb1_rate_limit = fields.Float(load_default=None, validate=validate.Range(0, 10000))
+    moment_rate_limit = fields.Float(load_default=None, validate=validate.Range(0, 10000))
     vat_account = fields.Raw(load_default=None, metadata={"removed": True})
     language = fields.String(load_default="nb", validate=validate.OneOf(
         ("nb", "en"), error="unknown language {input!r}; choose nb (Norwegian bokmål) or en (English)"))
 
-    def __init__(self, env: Mapping[str, str] | None = None, **kw: Any):
+    def __init__(self, env: Mapping[str, str] | None = None, allowed_http: frozenset[str] = frozenset(), **kw: Any):
         super().__init__(**kw)
         self.context_env = os.environ if env is None else env
+        self.allowed_http = allowed_http
 
     @validates_schema
     def _removed(self, data, **kwargs):
@@ -173,6 +195,21 @@ class IntegrationSchema(Schema):
     def _bank_or_url(self, data, **kwargs):
         if not data.get("bank") and not data.get("sb1_base_url"):
             raise ValidationError("give either bank or sb1_base_url", "bank")
+        if data.get("bank") and data.get("sb1_base_url"):
+            raise ValidationError("give bank or sb1_base_url, not both", "sb1_base_url")
+
+    @validates("moment_base_url", "sb1_base_url")
+    def _https(self, value, data_key: str, **kwargs):
+        """The base URLs carry the company key, the token and the API key: https only."""
+        problem = url_problem(value, self.allowed_http) if value is not None else None
+        if problem:
+            raise ValidationError(problem)
+
+    @validates("notify_email")
+    def _address(self, value, data_key: str, **kwargs):
+        problem = address_problem(value)
+        if problem:
+            raise ValidationError(problem)
 
     @post_load
     def _make(self, data, **kwargs) -> Integration:
@@ -188,29 +225,56 @@ class IntegrationSchema(Schema):
                            data_types=frozenset(data.pop("data_types")), missing=missing, **data)
 
 
-def parse_integrations(doc: Mapping[str, Any], env: Mapping[str, str] | None = None) -> dict[str, Integration]:
-    """Validate a parsed TOML document; raise ``IntegrationsError`` listing every problem."""
+def parse_integrations(doc: Mapping[str, Any], env: Mapping[str, str] | None = None,
+                       allowed_http: frozenset[str] | None = None) -> dict[str, Integration]:
+    """Validate a parsed TOML document; raise ``IntegrationsError`` listing every problem.
+    ``allowed_http``: hosts besides this machine that may be spoken to in plain http
+    (default: ``MSB1_INSECURE_HTTP_HOSTS`` in ``env``)."""
+    env = os.environ if env is None else env
+    if allowed_http is None:
+        allowed_http = http_hosts(env.get("MSB1_INSECURE_HTTP_HOSTS"))
     entries = doc.get("integration")
     if not isinstance(entries, list) or not entries:
         raise IntegrationsError("the integrations file has no [[integration]] entries")
-    schema = IntegrationSchema(env=env)
+    schema = IntegrationSchema(env=env, allowed_http=allowed_http)
     problems: list[str] = []
     result: dict[str, Integration] = {}
     for index, entry in enumerate(entries, start=1):
-        name = entry.get("id") if isinstance(entry, dict) and isinstance(entry.get("id"), str) else f"#{index}"
+        name = shown(entry["id"], 40) if isinstance(entry, dict) and isinstance(entry.get("id"), str) else f"#{index}"
         try:
             integration = schema.load(entry)
         except ValidationError as err:
-            for field_name, messages in sorted(err.normalized_messages().items()):
-                for msg in _flatten(messages):
-                    problems.append(f"integration {name!r}, field {field_name!r}: {msg}")
+            messages = err.normalized_messages()
+            if not isinstance(messages, dict):
+                messages = {"_schema": messages}
+            for field_name, field_messages in sorted(messages.items(), key=lambda kv: str(kv[0])):
+                for msg in _flatten(field_messages):
+                    where = "" if field_name == "_schema" else f", field {shown(field_name, 40)}"
+                    problems.append(f"integration {name}{where}: {msg}")
             continue
         if integration.id in result:
-            problems.append(f"integration {name!r}: the id is used twice")
+            problems.append(f"integration {name}: the id is used twice")
         result[integration.id] = integration
+    problems += _shared(result.values())
     if problems:
-        raise IntegrationsError("invalid integrations file:\n  " + "\n  ".join(problems))
+        raise IntegrationsError(*(f"invalid integrations file: {p}" for p in problems))
     return result
+
+
+def _shared(integrations) -> list[str]:
+    """What two integrations may not share: the books (a company key) and a webhook secret
+    (a webhook for one would be taken for the other)."""
+    problems = []
+    seen: dict[tuple[str, str], str] = {}
+    for i in integrations:
+        for what, value in (("company_key", i.company_key.lower()), ("webhook_secret", i.webhook_secret)):
+            if value is None:
+                continue
+            other = seen.setdefault((what, value), i.id)
+            if other != i.id:
+                problems.append(f"integration {shown(i.id)}, field '{what}': the same as integration "
+                                f"{shown(other)}'s; each integration needs its own")
+    return problems
 
 
 def _flatten(messages: Any) -> list[str]:
@@ -221,22 +285,37 @@ def _flatten(messages: Any) -> list[str]:
     return [m for item in messages for m in _flatten(item)]
 
 
-def load_integrations(path: str | Path, env: Mapping[str, str] | None = None) -> dict[str, Integration]:
+def load_integrations(path: str | Path, env: Mapping[str, str] | None = None,
+                      allowed_http: frozenset[str] | None = None) -> dict[str, Integration]:
     path = Path(path)
+    where = f"integrations file {shown(str(path), 200)}"
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+        doc = None if len(raw) > MAX_FILE_BYTES else tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
-        raise IntegrationsError(f"integrations file {path} does not exist (set MSB1_INTEGRATIONS_FILE)") from None
+        raise IntegrationsError(f"{where} does not exist (set MSB1_INTEGRATIONS_FILE)") from None
     except IsADirectoryError:
-        raise IntegrationsError(f"integrations file {path} is a directory, not a file "
+        raise IntegrationsError(f"{where} is a directory, not a file "
                                 "(set MSB1_INTEGRATIONS_FILE to the TOML file)") from None
     except PermissionError:
-        raise IntegrationsError(f"integrations file {path} cannot be read (permission denied)") from None
+        raise IntegrationsError(f"{where} cannot be read (permission denied)") from None
     except UnicodeDecodeError as err:
-        raise IntegrationsError(f"integrations file {path} is not UTF-8 text (byte {err.start}); "
-                                "save it as UTF-8") from None
+        raise IntegrationsError(f"{where} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
     except OSError as err:
-        raise IntegrationsError(f"integrations file {path} cannot be read ({err.strerror})") from None
+        raise IntegrationsError(f"{where} cannot be read ({err.strerror})") from None
     except tomllib.TOMLDecodeError as err:
-        raise IntegrationsError(f"integrations file {path} is not valid TOML: {err}") from None
-    return parse_integrations(doc, env)
+        raise IntegrationsError(f"{where} is not valid TOML: {err}") from None
+    except RecursionError:
+        raise IntegrationsError(f"{where} is not valid TOML: nested too deeply") from None
+    except (ValueError, TypeError, MemoryError) as err:     # anything else the TOML parser gives up on
+        raise IntegrationsError(f"{where} is not valid TOML ({type(err).__name__})") from None
+    if doc is None:
+        raise IntegrationsError(f"{where} is larger than {MAX_FILE_BYTES // 1024} KiB; is it the right file?")
+    try:
+        return parse_integrations(doc, env, allowed_http)
+    except IntegrationsError as err:
+        raise IntegrationsError(*(p.replace("invalid integrations file:", f"invalid {where}:", 1)
+                                  for p in err.problems)) from None
+    except RecursionError:
+        raise IntegrationsError(f"invalid {where}: nested too deeply") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any, Mapping
@@ -19,6 +20,8 @@ from marshmallow.validate import OneOf, Range
 from clients.http import Timeouts
 from clients.retry import RetryPolicy
 from clients.sb1 import DEFAULT_IDENTITY_URL, TOKEN_PATH
+from worker.config.rules import (address_problem, http_hosts, one_line, shown, text_problem,
+                                 url_problem)
 
 PREFIX = "MSB1_"
 
@@ -67,29 +70,59 @@ def _secret_file(name: str, path: str) -> str:
         raise SettingsError(f"{name}: {path!r} is not UTF-8 text") from None
 
 
-# validation beyond the type, by field name
+# validation beyond the type, by field name: every number has a range that makes sense
+# (a zero timeout, a refresh margin longer than a token lives, a limit past what one
+# machine serves are refused at start with the range in the message)
+HOUR, DAY = 3600, 86400
+_POSITIVE = {"min": 0, "min_inclusive": False}
 _VALIDATE = {
     "smtp_tls": OneOf(("none", "starttls", "ssl")),
     "smtp_port": Range(1, 65535),
     "metrics_port": Range(0, 65535),
+    "webhook_metrics_port": Range(0, 65535),
     "log_level": OneOf(("DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error")),
     "log_format": OneOf(("json", "text")),
-    "retry_max_attempts": Range(min=1),
-    "circuit_threshold": Range(min=1),
-    "restore_interval": Range(min=1),
-    "restore_lock_timeout": Range(min=1),
-    "concurrency": Range(min=1),
-    "webhook_max_body": Range(min=1024),
-    "webhook_connection_limit": Range(min=10),
-    "webhook_channel_timeout": Range(min=1),
-    "webhook_threads": Range(min=1),
-    "history_days": Range(min=0),
-    "bulk_queue_target": Range(min=2),
-    "coalesce_max_per_window": Range(min=1),
-    "sb1_rate_limit": Range(min=0),
-    "sb1_host_rate_limit": Range(min=0),
-    "moment_rate_limit": Range(min=0),
+    # a token lives an hour: one replaced more than half an hour early is never used
+    "token_refresh_margin": Range(0, HOUR / 2),
+    "retry_max_attempts": Range(1, 100),
+    "retry_base_delay": Range(max=HOUR, **_POSITIVE),
+    "retry_max_delay": Range(max=DAY, **_POSITIVE),
+    "visibility_timeout": Range(1, DAY),
+    "restore_interval": Range(1, HOUR),
+    "restore_lock_timeout": Range(1, HOUR),
+    "lock_timeout": Range(1, HOUR),
+    "lock_wait": Range(0, 600),
+    "sb1_rate_limit": Range(0, 10000),
+    "sb1_host_rate_limit": Range(0, 10000),
+    "moment_rate_limit": Range(0, 10000),
+    "http_connect_timeout": Range(max=300, **_POSITIVE),
+    "http_read_timeout": Range(max=HOUR, **_POSITIVE),
+    "concurrency": Range(1, 1000),
+    "bulk_queue_target": Range(2, 100000),
+    "coalesce_window": Range(0, HOUR),
+    "coalesce_max_per_window": Range(1, 1000),
+    "pending_ttl": Range(10, 7 * DAY),
+    "poll_interval": Range(1, DAY),
+    "poll_overlap": Range(0, DAY),
+    "poll_max_hold": Range(1, 30 * DAY),
+    "webhook_max_body": Range(1024, 16 * 1024 * 1024),
+    "webhook_connection_limit": Range(10, 65535),
+    "webhook_channel_timeout": Range(1, HOUR),
+    "webhook_request_timeout": Range(1, 300),
+    "webhook_threads": Range(1, 256),
+    "history_days": Range(0, 3650),
+    "digest_window": Range(0, DAY),
+    "circuit_threshold": Range(1, 100000),
+    "circuit_window": Range(max=DAY, **_POSITIVE),
+    "circuit_probe_interval": Range(max=DAY, **_POSITIVE),
+    "outage_notice_after": Range(0, 30 * DAY),
 }
+# text settings with a rule of their own (every text setting refuses control characters)
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
+_URL_SETTINGS = ("sb1_identity_url", "sb1_token_url")
+_ADDRESS_SETTINGS = {"smtp_sender": True, "operator_email": False}     # name: a display name allowed
+_HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+_SENTRY_ENVIRONMENT = re.compile(r"[^\s/]+")
 
 
 @dataclass(frozen=True)
@@ -115,6 +148,8 @@ class Settings:
     sb1_client_secret: str | None = field(default=None, repr=False)
     sb1_identity_url: str = DEFAULT_IDENTITY_URL
     sb1_token_url: str | None = None
+    # hosts besides this machine that may be spoken to in plain http:// (compose's sandbox)
+    insecure_http_hosts: str | None = None
     token_refresh_margin: float = 300.0
     # retries, locks, timeouts
     retry_max_attempts: int = 8
@@ -150,6 +185,8 @@ class Settings:
     webhook_threads: int = 16         # receiver requests served at once
     webhook_connection_limit: int = 500    # open connections the receiver keeps (idle ones included)
     webhook_channel_timeout: int = 10      # seconds before an idle or stalled connection is closed
+    webhook_request_timeout: float = 10.0  # a request not received in full within this is cut
+    webhook_metrics_port: int = 0     # the receiver's Prometheus endpoint, never on its webhook port (0: none)
     # operations
     log_level: str = "INFO"
     log_format: str = "json"          # json (one object per line) or text
@@ -192,7 +229,7 @@ class Settings:
             problems = getattr(err, "error_messages", {}) or {}
             secret = {PREFIX + f.name.upper() for f in fields(cls) if not f.repr}
             lines = [f"{name} must be {_expected(name)}"
-                     + ("" if name in secret else f", got {reader._source.get(name)!r}")
+                     + ("" if name in secret else f", got {shown(reader._source.get(name))}")
                      for name in problems]
             raise SettingsError("; ".join(lines) or str(err)) from None
         values["log_level"] = values["log_level"].upper()
@@ -201,27 +238,74 @@ class Settings:
         return settings
 
     def check(self) -> None:
+        """Every rule beyond a value's type and range; raises one ``SettingsError`` naming each
+        problem (one line, problems separated by "; ")."""
+        problems = self.problems()
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+    def problems(self) -> list[str]:
         from worker.config.redis_url import RedisTarget, RedisUrlError
+        out: list[str] = []
+        secret = {f.name for f in fields(self) if not f.repr}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, str) and text_problem(value):
+                out.append(f"{PREFIX}{f.name.upper()} {text_problem(value)}"
+                           + ("" if f.name in secret else f", got {shown(value)}"))
+        if out:
+            return out          # the rules below assume text without control characters
         try:
             RedisTarget.parse(self.redis_url)
         except RedisUrlError as err:
-            raise SettingsError(str(err)) from None
-        longest_wait = self.retry_max_delay + self.lock_wait
-        if longest_wait >= self.visibility_timeout:
-            raise SettingsError(
-                f"MSB1_RETRY_MAX_DELAY ({self.retry_max_delay:g}s) plus MSB1_LOCK_WAIT must stay "
-                f"below MSB1_VISIBILITY_TIMEOUT ({self.visibility_timeout}s), or Redis would hand "
-                "a waiting task to a second worker")
+            out.append(str(err))
+        if not _KEY_PREFIX.fullmatch(self.key_prefix):
+            out.append(f"MSB1_KEY_PREFIX must be 1 to 63 letters, digits, '_', '.', ':' or '-', "
+                       f"got {shown(self.key_prefix)}")
+        if any(not _HOST.fullmatch(host) for host in http_hosts(self.insecure_http_hosts)):
+            out.append("MSB1_INSECURE_HTTP_HOSTS must be host names separated by commas, got "
+                       f"{shown(self.insecure_http_hosts)}")
+        allowed = http_hosts(self.insecure_http_hosts)
+        for name in _URL_SETTINGS:
+            url = getattr(self, name)
+            problem = url_problem(url, allowed) if url else None
+            if problem:
+                out.append(f"{PREFIX}{name.upper()} {problem}, got {shown(url)}")
+        for name, display_name in _ADDRESS_SETTINGS.items():
+            value = getattr(self, name)
+            problem = address_problem(value, display_name) if value is not None else None
+            if problem:
+                out.append(f"{PREFIX}{name.upper()} {problem}, got {shown(value)}")
+        if self.sentry_dsn:
+            from sentry_sdk.utils import BadDsn, Dsn
+            try:
+                Dsn(self.sentry_dsn)
+            except (BadDsn, ValueError) as err:     # its reason names the scheme or the project, never the key
+                out.append(f"MSB1_SENTRY_DSN is not a Sentry DSN (https://<key>@<host>/<project>): {one_line(str(err))}")
+        if len(self.sentry_environment) > 64 or not _SENTRY_ENVIRONMENT.fullmatch(self.sentry_environment):
+            out.append("MSB1_SENTRY_ENVIRONMENT must be 1 to 64 characters without spaces or '/', "
+                       f"got {shown(self.sentry_environment)}")
+        if any(c.isspace() for c in self.smtp_host) or not self.smtp_host:
+            out.append(f"MSB1_SMTP_HOST must be a host name, got {shown(self.smtp_host)}")
+        if self.retry_base_delay > self.retry_max_delay:
+            out.append("MSB1_RETRY_BASE_DELAY must not be above MSB1_RETRY_MAX_DELAY "
+                       f"({self.retry_base_delay:g}s > {self.retry_max_delay:g}s)")
+        if self.retry_max_delay + self.lock_wait >= self.visibility_timeout:
+            out.append(f"MSB1_RETRY_MAX_DELAY ({self.retry_max_delay:g}s) plus MSB1_LOCK_WAIT must stay "
+                       f"below MSB1_VISIBILITY_TIMEOUT ({self.visibility_timeout}s), or Redis would hand "
+                       "a waiting task to a second worker")
         if self.poll_max_hold < self.poll_interval:
-            raise SettingsError("MSB1_POLL_MAX_HOLD must be at least MSB1_POLL_INTERVAL")
-        if self.poll_interval <= 0 or self.poll_overlap < 0 or self.coalesce_window < 0:
-            raise SettingsError("MSB1_POLL_INTERVAL must be positive; MSB1_POLL_OVERLAP and "
-                                "MSB1_COALESCE_WINDOW must not be negative")
-        if self.circuit_probe_interval >= self.visibility_timeout or self.circuit_probe_interval <= 0:
-            raise SettingsError("MSB1_CIRCUIT_PROBE_INTERVAL must be positive and below MSB1_VISIBILITY_TIMEOUT")
+            out.append("MSB1_POLL_MAX_HOLD must be at least MSB1_POLL_INTERVAL")
+        if self.circuit_probe_interval >= self.visibility_timeout:
+            out.append("MSB1_CIRCUIT_PROBE_INTERVAL must stay below MSB1_VISIBILITY_TIMEOUT")
         if self.digest_window >= self.visibility_timeout:
-            raise SettingsError("MSB1_DIGEST_WINDOW must stay below MSB1_VISIBILITY_TIMEOUT, or Redis would "
-                                "hand the waiting digest to a second worker")
+            out.append("MSB1_DIGEST_WINDOW must stay below MSB1_VISIBILITY_TIMEOUT, or Redis would "
+                       "hand the waiting digest to a second worker")
+        return out
+
+
+def _number(value: float | None) -> str | None:
+    return None if value is None else str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _expected(name: str) -> str:
@@ -234,9 +318,12 @@ def _expected(name: str) -> str:
     kind = "" if f is None else (f.type if isinstance(f.type, str) else f.type.__name__)
     base = {"bool": "true or false", "int": "a whole number", "float": "a number"}.get(kind.split(" ")[0], "text")
     if isinstance(validator, Range):
-        if validator.max is not None:
-            return f"{base} from {validator.min} to {validator.max}"
-        return f"{base} of at least {validator.min}"
+        low, high = _number(validator.min), _number(validator.max)
+        if not validator.min_inclusive:
+            return f"{base} above {low}" + (f" and at most {high}" if high is not None else "")
+        if high is not None:
+            return f"{base} from {low} to {high}"
+        return f"{base} of at least {low}"
     return base
 
 

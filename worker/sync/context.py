@@ -78,7 +78,7 @@ class SyncContext:
             self.number = None
             bind(number=None, number_shape=shape(text))
             self.what = f"{DATA_TYPES[self.data_type].noun} with Moment id {self.record_id}"
-        self.person = {"number": label(text) if text else "(no number)", **person}
+        self.person = {"number": label(text, 40) if text else "(no number)", **person}
 
     @property
     def what_for_person(self) -> str:
