@@ -94,6 +94,17 @@ def test_digest_groups_by_problem_and_counts_the_rest():
     assert templates.digest_subject("nb", 251) == "Moment → SpareBank 1 Regnskap: 251 poster ble ikke overført"
 
 
+def test_a_digest_says_the_other_systems_own_words_as_the_single_email_does():
+    items = [{"group": "g", "todo": "Rett posten.", "record": "kunde Per Hansen (kundenummer 100004)", "at": 0,
+              "what": "SpareBank 1 Regnskap avviste posten (HTTP 400).", "service": "SpareBank 1 Regnskap",
+              "detail": "E-postadressen per.hansen@example.no er allerede i bruk"},
+             {"group": "g", "todo": "Rett posten.", "record": "kunde B", "what": "feil", "at": 1}]
+    body = templates.digest_body("nb", "acme", 15, items)
+    assert ("  • kunde Per Hansen (kundenummer 100004): SpareBank 1 Regnskap avviste posten (HTTP 400). SpareBank 1 "
+            "Regnskap svarte: «E-postadressen per.hansen@example.no er allerede i bruk»\n") in body
+    assert "  • kunde B: feil\n" in body
+
+
 @pytest.mark.parametrize("amount,text", [(Decimal("12500"), "12 500,00 kr"), (Decimal("-0.5"), "-0,50 kr"),
                                          (Decimal("1234567.891"), "1 234 567,89 kr")])
 def test_amounts_read_as_norwegians_write_them(amount, text):

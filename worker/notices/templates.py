@@ -20,7 +20,7 @@ from schemas.datatypes import DATA_TYPES
 from schemas.sb1 import CUSTOMER_NUMBER_MAX, CUSTOMER_NUMBER_MIN
 from schemas.text import kroner, plain
 from worker.notices.fieldtexts import NB_FIELD_PROBLEMS
-from worker.notices.values import EN_PROBLEMS
+from worker.notices.values import EN_PROBLEMS, SERVICES_NB, said_by
 
 LANGUAGES = ("nb", "en")
 SUBJECT_PREFIX = "Moment → SpareBank 1 Regnskap: "
@@ -156,10 +156,6 @@ NB_PROBLEMS: dict[str, Callable[[dict], tuple[str, str]]] = {
 }
 NB_PROBLEMS.update(NB_FIELD_PROBLEMS)       # a field refused before it reaches the books
 
-SERVICES_NB = {"Moment": "Moment", "SpareBank 1 Regnskap": "SpareBank 1 Regnskap",
-               "SpareBank 1 identity server": "innloggingstjenesten til SpareBank 1 Regnskap"}
-
-
 def problem(lang: str, exc: BaseException, kind: str, error: str) -> tuple[str, str]:
     """(what is wrong, what to do) for the company's email, in its language. ``error`` is
     our English description (the same words the log and the dead letter carry)."""
@@ -253,11 +249,7 @@ def failure_subject(lang: str, data_type: str, number: str | None) -> str:
 def failure_body(lang: str, company: str, record: str, what: str, todo: str, detail: str | None,
                  service: str | None) -> str:
     company = plain(company, 60)
-    said = ""
-    if detail:
-        who = SERVICES_NB.get(service or "", service) if lang == "nb" else service
-        said = (f"{who or 'Den andre tjenesten'} svarte: «{plain(detail, 500)}»\n\n" if lang == "nb"
-                else f"{who or 'The other system'} said: \"{plain(detail, 500)}\"\n\n")
+    said = f"{said_by(lang, detail, service)}\n\n" if detail else ""
     if lang == "nb":
         return (f"Hei,\n\nIntegrasjonen mellom Moment og SpareBank 1 Regnskap (Moment-firma «{company}») "
                 f"kunne ikke overføre {record}.\n\nHva som er galt:\n  {what}\n\nHva du må gjøre:\n  {todo}\n\n"
@@ -297,7 +289,8 @@ def digest_body(lang: str, company: str, minutes: int, items: list[dict]) -> str
         for item in members:
             if shown_count >= DIGEST_LIMIT:
                 break
-            lines.append(f"  • {item['record']}: {item['what']}")
+            said = f" {said_by(lang, item['detail'], item.get('service'))}" if item.get("detail") else ""
+            lines.append(f"  • {item['record']}: {item['what']}{said}")
             shown_count += 1
         parts.append("\n".join(lines))
     rest = len(items) - shown_count

@@ -1,16 +1,30 @@
-"""The English words of the problems that show the value they refuse.
+"""The words of the company's email that show what Moment or the platform holds: the
+English problems that show the value they refuse, and the other system's own words.
 
 A refused value (a customer number as it was typed, an organization number) appears in the
 company's email only: the error's own words (its ``str()``, which logs, Sentry, dead
 letters and history carry) name it by its shape ("11 digits"). So the English email says
 these problems here, from the error's ``params``; the Norwegian ones are in
-``worker.notices.templates`` with every other problem.
+``worker.notices.templates`` with every other problem. Likewise the other system's own
+words (an error's ``detail``, which may quote a name or an email address) are said here.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 from schemas.sb1 import CUSTOMER_NUMBER_MAX, CUSTOMER_NUMBER_MIN
+from schemas.text import plain
+
+SERVICES_NB = {"Moment": "Moment", "SpareBank 1 Regnskap": "SpareBank 1 Regnskap",
+               "SpareBank 1 identity server": "innloggingstjenesten til SpareBank 1 Regnskap"}
+
+
+def said_by(lang: str, detail: str, service: str | None) -> str:
+    """The other system's own words: «SpareBank 1 Regnskap svarte: "…"»."""
+    who = SERVICES_NB.get(service or "", service) if lang == "nb" else service
+    return (f"{who or 'Den andre tjenesten'} svarte: «{plain(detail, 500)}»" if lang == "nb"
+            else f"{who or 'The other system'} said: \"{plain(detail, 500)}\"")
+
 
 _EN_CUSTOMER_RULE = (f"SpareBank 1 Regnskap needs a customer number of six digits (0-9) between "
                      f"{CUSTOMER_NUMBER_MIN} and {CUSTOMER_NUMBER_MAX}.")

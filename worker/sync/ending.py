@@ -82,5 +82,6 @@ def give_up(ctx: SyncContext, exc: BaseException, *, kind: str, error: str | Non
                                   getattr(exc, "detail", None), getattr(exc, "service", None))
     rt.notices.failure(integration, letter, {
         "data_type": ctx.data_type, "number": ctx.person.get("number"), "record": record,
-        "what": what, "todo": todo, "group": group, "body": body})
+        "what": what, "todo": todo, "group": group, "body": body,
+        "detail": getattr(exc, "detail", None), "service": getattr(exc, "service", None)})
     return Outcome.FAILED
