@@ -1,8 +1,9 @@
 """docker-compose.yml as a real compose implementation reads it (Debian's docker-compose:
 `docker-compose config` needs no Docker engine), and the invariants an operator relies on:
 a password and a memory policy on Redis, healthchecks and log rotation everywhere, nothing
-published beyond this machine but the proxy, Flower with a login and no other secret, and
-a sandbox profile that runs on its own. Also: the example files it mounts work."""
+published beyond this machine but the proxy, each service with its own secrets and no other
+(the receiver with the webhook secrets alone, Flower with its login), and a sandbox profile
+that runs on its own. Also: the example files it mounts work."""
 from __future__ import annotations
 
 import json
@@ -16,15 +17,39 @@ import yaml
 from conftest import ROOT
 
 SECRET_NAMES = re.compile(r"MSB1_SB1_|SMTP_PASSWORD|SMTP_USER|SENTRY_DSN|MOMENT|WEBHOOK_SECRET")
+SECRETS_EXAMPLE = ROOT / "deploy" / "secrets.example"
+# every secret setting, and every name of a secret an integration refers to
+SECRET_VARIABLES = re.compile(r"^(MSB1_(SMTP_PASSWORD|SENTRY_DSN|SB1_P12_PASSWORD|SB1_CLIENT_SECRET)|"
+                              r"\w+_MOMENT_API_KEY|\w+_WEBHOOK_SECRET|FLOWER_BASIC_AUTH)$")
 
 
-def compose_config(tmp_path, env_text: str, *profiles: str) -> subprocess.CompletedProcess:
+def marker(name: str) -> str:
+    """The value each secret gets in the tests: found wherever it went."""
+    return f"user:SECRET-{name}-0123456789" if name == "FLOWER_BASIC_AUTH" else f"SECRET-{name}-0123456789"
+
+
+def example_secrets() -> dict[str, dict[str, str]]:
+    """The secret files of deploy/secrets.example, each variable with its marker."""
+    out = {}
+    for path in sorted(SECRETS_EXAMPLE.iterdir()):
+        names = [line.split("=", 1)[0] for line in path.read_text().splitlines()
+                 if "=" in line and not line.startswith("#")]
+        out[path.name] = {name: marker(name) for name in names}
+    return out
+
+
+def compose_config(tmp_path, env_text: str, *profiles: str,
+                   secrets: dict[str, dict[str, str]] | None = None) -> subprocess.CompletedProcess:
     if not shutil.which("docker-compose"):
         pytest.fail("docker-compose is not installed (scripts/setup installs it as root: apt-get install docker-compose)")
     for name in ("docker-compose.yml", "Dockerfile", "deploy"):
         (tmp_path / name).symlink_to(ROOT / name)
     (tmp_path / ".env").write_text(env_text)
     (tmp_path / "integrations.toml").write_text("")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "sb1-client.pem").write_text("SECRET-PRIVATE-KEY")
+    for name, values in (example_secrets() if secrets is None else secrets).items():
+        (tmp_path / "secrets" / name).write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     args = ["docker-compose", "--project-directory", str(tmp_path), "-f", str(tmp_path / "docker-compose.yml")]
     for profile in profiles:
         args += ["--profile", profile]
@@ -90,10 +115,74 @@ def test_nothing_but_the_proxy_is_published_beyond_this_machine(config):
 def test_flower_has_a_login_and_no_other_secret(config):
     flower = config["services"]["flower"]
     env = flower["environment"]
-    assert env["FLOWER_BASIC_AUTH"] == "operator:change-me"
+    assert env["FLOWER_BASIC_AUTH"] == marker("FLOWER_BASIC_AUTH")
     assert set(env) == {"MSB1_REDIS_URL", "FLOWER_BASIC_AUTH"}
     assert not [k for k in env if SECRET_NAMES.search(k)]
     assert "volumes" not in flower and flower["build"]["target"] == "flower"
+
+
+def secrets_of(service: dict) -> set[str]:
+    """Which of the tests' secrets a rendered service holds, wherever: its environment, its
+    command, a mounted secret (the private key, by the secret's name)."""
+    text = json.dumps(service)
+    found = {name for values in example_secrets().values() for name, value in values.items() if value in text}
+    found |= {f"secret:{s['source'] if isinstance(s, dict) else s}" for s in service.get("secrets", [])}
+    return found
+
+
+def test_each_service_gets_its_own_secrets_and_no_other(config):
+    """The workers the Moment API keys, the mail password, Sentry and the private key; the
+    receiver (it faces the internet) the webhook secrets alone; Flower its login; beat, Redis
+    and the proxy none. Nothing mounts the secrets directory."""
+    files = example_secrets()
+    worker = set(files["worker.env"]) | {"secret:sb1_client_key"}
+    assert {"ACME_MOMENT_API_KEY", "MSB1_SMTP_PASSWORD", "MSB1_SENTRY_DSN"} <= worker
+    expected = {"worker": worker, "worker-live": worker, "webhooks": set(files["webhooks.env"]),
+                "flower": {"FLOWER_BASIC_AUTH"}, "beat": set(), "redis": set(), "proxy": set(),
+                "sandbox": set(), "mailpit": set(), "sandbox-worker": set()}
+    assert expected["webhooks"] == {"ACME_WEBHOOK_SECRET"}
+    got = {name: secrets_of(service) for name, service in config["services"].items()}
+    assert got == expected
+    assert config["secrets"]["sb1_client_key"]["file"].endswith("/secrets/sb1-client.pem")
+    for name, service in config["services"].items():
+        mounts = [v["source"] if isinstance(v, dict) else str(v).split(":")[0] for v in service.get("volumes", [])]
+        assert not [m for m in mounts if "secrets" in m], f"{name} mounts {mounts}"
+    receiver = config["services"]["webhooks"]["environment"]
+    assert [k for k in receiver if SECRET_VARIABLES.match(k)] == ["ACME_WEBHOOK_SECRET"]
+
+
+def test_the_checks_of_secrets_can_fail(tmp_path):
+    """A secret put in .env reaches every service, the receiver and beat included: the test
+    above would see it."""
+    out = compose_config(tmp_path, example_env() + "MSB1_SMTP_PASSWORD=" + marker("MSB1_SMTP_PASSWORD") + "\n")
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    assert "MSB1_SMTP_PASSWORD" in secrets_of(services["webhooks"]) and "MSB1_SMTP_PASSWORD" in secrets_of(services["beat"])
+
+
+def test_env_example_holds_no_secret():
+    """.env goes to every service: a secret's line in it is commented out, pointing at its file."""
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            name = line.split("=", 1)[0]
+            assert not SECRET_VARIABLES.match(name), f".env.example sets {name}, a secret: it belongs in secrets/"
+
+
+def test_flower_does_not_start_without_a_login(config, tmp_path):
+    """compose's command for Flower, run by a real shell with a stand-in for celery."""
+    script = config["services"]["flower"]["command"]
+    assert script[:2] == ["sh", "-c"]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "celery").write_text("#!/bin/sh\necho started \"$@\"\n")
+    (fake / "celery").chmod(0o755)
+    for login, started in (("", False), ("nocolon", False), (":pw", False), ("operator:pw", True)):
+        env = {"PATH": f"{fake}:/usr/bin:/bin", "FLOWER_BASIC_AUTH": login}
+        out = subprocess.run(["sh", "-c", script[2].replace("$$", "$")], env=env, capture_output=True, text=True,
+                             timeout=10)
+        assert (out.returncode == 0 and out.stdout.startswith("started -A worker.app flower")) == started, login
+        if not started:
+            assert out.returncode == 2 and "set FLOWER_BASIC_AUTH=user:password in secrets/flower.env" in out.stderr
 
 
 def test_the_sandbox_profile_runs_on_its_own(config):
@@ -112,24 +201,32 @@ def test_a_missing_password_or_login_stops_compose_with_a_reason(tmp_path):
     out = compose_config(tmp_path / "a", example_env(REDIS_PASSWORD=None))
     assert out.returncode != 0 and "set REDIS_PASSWORD in .env" in out.stderr
     (tmp_path / "b").mkdir()
-    out = compose_config(tmp_path / "b", example_env(FLOWER_BASIC_AUTH=None))
-    assert out.returncode != 0 and "set FLOWER_BASIC_AUTH" in out.stderr
+    secrets = {name: values for name, values in example_secrets().items() if name != "flower.env"}
+    out = compose_config(tmp_path / "b", example_env(), secrets=secrets)
+    assert out.returncode != 0 and "secrets/flower.env" in out.stderr
 
 
 def test_env_example_lists_every_setting_and_every_secret_the_examples_use():
+    """Every setting in .env.example (a secret one commented out there) and every secret in
+    the secret file of the service that uses it: the workers' settings and Moment API keys
+    in worker.env, the webhook secrets in webhooks.env."""
     from dataclasses import fields
 
-    from worker.config.settings import Settings
-    listed = {line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines()
-              if "=" in line and not line.startswith("#")}
-    missing = {f"MSB1_{f.name.upper()}" for f in fields(Settings)} - listed
+    from worker.config.settings import Settings, secret_settings, unknown_variables
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    listed = {line.split("=", 1)[0] for line in lines if "=" in line and not line.startswith("#")}
+    commented = {line.lstrip("# ").split("=", 1)[0] for line in lines if re.match(r"# ?MSB1_\w+=", line)}
+    missing = {f"MSB1_{f.name.upper()}" for f in fields(Settings)} - listed - (commented & secret_settings())
     assert not missing, f".env.example lacks {sorted(missing)}"
+    files = example_secrets()
+    assert secret_settings() <= set(files["worker.env"])
     example = [line for line in (ROOT / "integrations.example.toml").read_text().splitlines()
                if not line.lstrip().startswith("#")]
-    refs = set(re.findall(r'env = "([A-Z0-9_]+)"', "\n".join(example)))
-    assert refs and refs <= listed, f".env.example lacks {sorted(refs - listed)}"
-    from worker.config.settings import unknown_variables
-    assert unknown_variables({k: "x" for k in listed}) == []
+    keys = set(re.findall(r'moment_api_key = \{ env = "([A-Z0-9_]+)"', "\n".join(example)))
+    hooks = set(re.findall(r'webhook_secret = \{ env = "([A-Z0-9_]+)"', "\n".join(example)))
+    assert keys and keys <= set(files["worker.env"]), f"worker.env lacks {sorted(keys - set(files['worker.env']))}"
+    assert hooks and hooks <= set(files["webhooks.env"])
+    assert unknown_variables({k: "x" for k in listed | set(files["worker.env"])}) == []
 
 
 def test_the_sandbox_profiles_example_files_work(tmp_path):

@@ -80,7 +80,8 @@ def _say_ready(**_):
 @signals.worker_ready.connect
 def _serve_metrics(**_):
     """The worker's Prometheus endpoint, when ``MSB1_METRICS_PORT`` is set."""
-    serve_worker_metrics(get_runtime().settings.metrics_port, get_runtime)
+    settings = get_runtime().settings
+    serve_worker_metrics(settings.metrics_port, get_runtime, settings.metrics_host)
 
 
 @signals.worker_ready.connect

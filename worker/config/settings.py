@@ -8,7 +8,9 @@ not a boolean and ``twenty-five`` is not a port. :func:`unknown_variables` names
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
+import re
 import re
 from dataclasses import dataclass, field, fields
 from functools import cached_property
@@ -191,6 +193,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"          # json (one object per line) or text
     metrics_port: int = 0             # a worker's Prometheus endpoint (0: none)
+    metrics_host: str = "127.0.0.1"   # the address it listens on (0.0.0.0: every interface)
     history_days: float = 30.0        # how long `moment-sb1 history` keeps each record's syncs
     # notices
     digest_window: float = 900.0      # failures after an integration's first are collected this long
@@ -294,6 +297,9 @@ class Settings:
             out.append(f"MSB1_RETRY_MAX_DELAY ({self.retry_max_delay:g}s) plus MSB1_LOCK_WAIT must stay "
                        f"below MSB1_VISIBILITY_TIMEOUT ({self.visibility_timeout}s), or Redis would hand "
                        "a waiting task to a second worker")
+        if not _listen_address(self.metrics_host):
+            raise SettingsError("MSB1_METRICS_HOST must be an IP address or a host name to listen on (127.0.0.1, "
+                                f"0.0.0.0), got {self.metrics_host!r}")
         if self.poll_max_hold < self.poll_interval:
             out.append("MSB1_POLL_MAX_HOLD must be at least MSB1_POLL_INTERVAL")
         if self.circuit_probe_interval >= self.visibility_timeout:
@@ -325,6 +331,14 @@ def _expected(name: str) -> str:
             return f"{base} from {low} to {high}"
         return f"{base} of at least {low}"
     return base
+
+
+def _listen_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return bool(re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", text.lower()))
 
 
 def secret_settings() -> frozenset[str]:

@@ -145,8 +145,10 @@ def exposition(reg: CollectorRegistry) -> tuple[bytes, str]:
     return generate_latest(reg), CONTENT_TYPE_LATEST
 
 
-def serve_worker_metrics(port: int, runtime_getter, host: str = "0.0.0.0") -> None:
-    """A worker's endpoint (a small HTTP server thread); port 0 means none."""
+def serve_worker_metrics(port: int, runtime_getter, host: str = "127.0.0.1") -> None:
+    """A worker's endpoint (a small HTTP server thread) on ``host`` (``MSB1_METRICS_HOST``:
+    this machine only unless configured; its figures name every integration); port 0 means
+    none."""
     if not port:
         return
     from prometheus_client import start_http_server
