@@ -36,6 +36,9 @@ def check_config(online: bool) -> None:
     for i in integrations.values():
         click.echo(f"{i.id}: Moment company {i.moment_company} → {i.sb1_base_url} "
                    f"({', '.join(sorted(i.data_types))}); failures mailed to {i.notify_email}")
+        for name, problem in sorted(i.missing.items()):
+            click.echo(f"note: {i.id}: {name} not in this process ({problem}); the process that uses it "
+                       "must have it", err=True)
     click.echo(f"{len(integrations)} integration(s) OK")
     if not online:
         return

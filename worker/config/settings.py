@@ -11,7 +11,6 @@ import difflib
 import ipaddress
 import os
 import re
-import re
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any, Mapping
@@ -288,6 +287,9 @@ class Settings:
         if len(self.sentry_environment) > 64 or not _SENTRY_ENVIRONMENT.fullmatch(self.sentry_environment):
             out.append("MSB1_SENTRY_ENVIRONMENT must be 1 to 64 characters without spaces or '/', "
                        f"got {shown(self.sentry_environment)}")
+        if not _listen_address(self.metrics_host):
+            out.append("MSB1_METRICS_HOST must be an IP address or a host name to listen on (127.0.0.1, "
+                       f"0.0.0.0), got {shown(self.metrics_host)}")
         if any(c.isspace() for c in self.smtp_host) or not self.smtp_host:
             out.append(f"MSB1_SMTP_HOST must be a host name, got {shown(self.smtp_host)}")
         if self.retry_base_delay > self.retry_max_delay:
@@ -297,9 +299,6 @@ class Settings:
             out.append(f"MSB1_RETRY_MAX_DELAY ({self.retry_max_delay:g}s) plus MSB1_LOCK_WAIT must stay "
                        f"below MSB1_VISIBILITY_TIMEOUT ({self.visibility_timeout}s), or Redis would hand "
                        "a waiting task to a second worker")
-        if not _listen_address(self.metrics_host):
-            raise SettingsError("MSB1_METRICS_HOST must be an IP address or a host name to listen on (127.0.0.1, "
-                                f"0.0.0.0), got {self.metrics_host!r}")
         if self.poll_max_hold < self.poll_interval:
             out.append("MSB1_POLL_MAX_HOLD must be at least MSB1_POLL_INTERVAL")
         if self.circuit_probe_interval >= self.visibility_timeout:
@@ -338,7 +337,7 @@ def _listen_address(text: str) -> bool:
         ipaddress.ip_address(text)
         return True
     except ValueError:
-        return bool(re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", text.lower()))
+        return bool(_HOST.fullmatch(text.lower()))
 
 
 def secret_settings() -> frozenset[str]:
