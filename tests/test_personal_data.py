@@ -159,3 +159,36 @@ def test_a_dry_run_shows_a_body_by_its_shape():
     assert shown["_createguid"] == body["_createguid"] and shown["StartDate"] == "2026-09-01"
     assert shown["Lines"][0]["FinancialDate"] == body["Lines"][0]["FinancialDate"]
 
+
+
+def test_a_failure_collected_for_the_digest_is_kept_encrypted_and_mailed_in_clear(r):
+    from worker.config.integrations import Integration
+    from worker.config.settings import Settings
+    from worker.notices.digest import Notices
+    from worker.store.keys import Keys
+    from worker.store.records import DeadLetter, DeadLetters
+    keys, sent = Keys("msb1test"), []
+    settings = Settings.from_env({"MSB1_REDIS_URL": "redis://127.0.0.1:1", "MSB1_SMTP_SENDER": "a@b.example"})
+    acme = Integration(id="acme", moment_company="acme", moment_api_key=None, sb1_base_url="https://x.example",
+                       company_key="k", notify_email="regnskap@acme.example", data_types=frozenset({"customers"}))
+
+    def notices(key: bytes) -> Notices:
+        return Notices(r, keys, settings, DeadLetters(r, keys), send_email=sent.append,
+                       publish_digest=lambda *_: None, key=lambda: key)
+    r.set(keys.notice("notice-window", "acme"), "1")            # a window is open: the failure is collected
+    for record_id, key in ((7, b"k" * 32), (8, b"j" * 32)):
+        letter = DeadLetter("acme", "customers", record_id, what=f"customer with Moment id {record_id}",
+                            error="the customer number (23 characters: letters, '@' and '.') is not a number",
+                            kind="RecordInvalid")
+        notices(key).failure(acme, letter, {
+            "data_type": "customers", "number": EMAIL, "record": f"kunde {NAME} (kundenummer {EMAIL})",
+            "what": f"Kundenummeret '{EMAIL}' er ikke et tall.", "todo": "Endre kundenummeret.", "group": "g",
+            "body": f"Hei, kunde {NAME}"})
+    stored = json.dumps(r.hgetall(keys.notice("digest", "acme")))
+    assert r.hlen(keys.notice("digest", "acme")) == 2 and EMAIL not in stored and NAME not in stored
+    assert notices(b"k" * 32).send_digest(acme) == 2
+    [msg] = sent
+    body = msg.get_content()
+    assert f"kunde {NAME} (kundenummer {EMAIL}): Kundenummeret '{EMAIL}' er ikke et tall." in body
+    assert "kunde med Moment-id 8: En uventet feil i integrasjonen." in body     # under another key: by its id
+    assert r.hlen(keys.notice("digest", "acme")) == 0
