@@ -37,7 +37,7 @@ Outages (``worker.circuit``):
   ``{p}:circuit-probe:{scope}:{service}``     set while one sync probes
 Notices (``worker.notices.digest``):
   ``{p}:notice-window:{integration}``         set while a window is open
-  ``{p}:digest:{integration}``                hash  dead letter → the item to mail
+  ``{p}:digest:{integration}``                hash  dead letter → the item to mail (encrypted)
   ``{p}:digest-due:{integration}``            set while a digest send is scheduled
   ``{p}:digest-lock:{integration}``           one digest sender at a time
 API clients (``clients``):

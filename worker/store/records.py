@@ -72,7 +72,9 @@ class SyncState:
 class DeadLetter:
     """A record that could not be transferred, kept until a replay succeeds.
 
-    Holds no personal data: ``what`` names the record by type and number only.
+    Holds no personal data: ``what`` names the record by type and Moment id, or by its
+    number when that is a valid one ("customer 100001"); ``error`` is the error's own words,
+    which name a refused value by its shape only (``schemas.text.shape``).
     """
     integration_id: str
     data_type: str
@@ -203,7 +205,9 @@ class Pauses:
 class History:
     """Every sync of one record (``moment-sb1 history``): when, outcome, which fields
     changed, the try, the error. Newest first, at most ``KEEP`` entries, kept
-    ``MSB1_HISTORY_DAYS`` after the record's last sync. No values, only field names."""
+    ``MSB1_HISTORY_DAYS`` after the record's last sync. No values, only field names; the
+    record's number only when it is a valid one, an error in its own words (a refused value
+    by its shape)."""
 
     KEEP = 100
 
