@@ -321,7 +321,9 @@ class SB1Client:
         matches = [row for row in rows if str(row.get(field_name)) == str(value)]
         if len(matches) > 1:
             raise PermanentError(
-                f"{self.service} has {len(matches)} {what}s with {field_name} {value}; "
+                # the value by itself only when it is a number (it may come from Moment as typed)
+                f"{self.service} has {len(matches)} {what}s with {field_name} "
+                f"{value if str(value).isascii() and str(value).isdigit() else 'of this value'}; "
                 "there must be only one", service=self.service)
         return matches[0] if matches else None
 

@@ -192,3 +192,22 @@ def test_a_failure_collected_for_the_digest_is_kept_encrypted_and_mailed_in_clea
     assert f"kunde {NAME} (kundenummer {EMAIL}): Kundenummeret '{EMAIL}' er ikke et tall." in body
     assert "kunde med Moment-id 8: En uventet feil i integrasjonen." in body     # under another key: by its id
     assert r.hlen(keys.notice("digest", "acme")) == 0
+
+
+def test_a_value_the_books_hold_twice_is_named_only_when_it_is_a_number(sandbox, r, rsa_key):
+    from conftest import CLIENT_ID, COMPANY_KEYS
+
+    from clients.sb1 import Credentials, SB1Client, TokenProvider
+    from errors import PermanentError
+    creds = Credentials.load(CLIENT_ID, key_file=str(rsa_key[0]))
+    client = SB1Client(sandbox.sb1_url, COMPANY_KEYS["acme"],
+                       TokenProvider(sandbox.token_url, creds, redis_client=r, cache_key="msb1test:sb1-token"))
+    for _ in range(2):
+        sandbox.sb1.insert(COMPANY_KEYS["acme"], "currencycodes", {"Code": NAME})
+        sandbox.sb1.insert(COMPANY_KEYS["acme"], "customers", {"CustomerNumber": 100001})
+    with pytest.raises(PermanentError) as err:
+        client.find_by("currencycodes", "Code", NAME, what="currency")
+    assert str(err.value) == "SpareBank 1 Regnskap has 2 currencys with Code of this value; there must be only one"
+    with pytest.raises(PermanentError) as err:
+        client.find_by("customers", "CustomerNumber", 100001, what="customer")
+    assert "has 2 customers with CustomerNumber 100001;" in str(err.value)
