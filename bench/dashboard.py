@@ -175,8 +175,9 @@ def run(seconds: float) -> tuple[Series, list[tuple[float, str]], float]:
     companies = [{"moment_company": "acme", "moment_api_key": "acme-key", "seed_customers": 1000},
                  {"moment_company": "fjord", "moment_api_key": "fjord-key", "seed_customers": 100,
                   "start_number": 150001}]
-    metrics_port = free_port()
+    metrics_port, receiver_metrics_port = free_port(), free_port()
     stack = Stack(companies, latency=0.02, env={"MSB1_METRICS_PORT": str(metrics_port),
+                                                "MSB1_WEBHOOK_METRICS_PORT": str(receiver_metrics_port),
                                                 "MSB1_CIRCUIT_PROBE_INTERVAL": "3", "MSB1_RETRY_BASE_DELAY": "0.5",
                                                 "MSB1_RETRY_MAX_DELAY": "5", "MSB1_POLL_INTERVAL": "30"})
     events: list[tuple[float, str]] = []
@@ -184,7 +185,7 @@ def run(seconds: float) -> tuple[Series, list[tuple[float, str]], float]:
         stack.start_worker(32)
         receiver = stack.start_receiver()
         beat = stack._spawn([sys.executable, "-m", "worker.cli", "beat"], "beat.log", env=stack.env)
-        urls = [f"http://127.0.0.1:{metrics_port}/metrics", f"{receiver}/metrics"]
+        urls = [f"http://127.0.0.1:{metrics_port}/metrics", f"http://127.0.0.1:{receiver_metrics_port}/metrics"]
         moment = f"{stack.moment_url}/api/1.0/companies/fjord/customers"
         fjord_ids = [c["id"] for c in requests.get(moment, auth=("apikey", "fjord-key"),
                                                    params={"size": 200}, timeout=10).json()["content"]]

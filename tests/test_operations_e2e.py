@@ -221,10 +221,11 @@ def test_worker_metrics_and_json_logs(sandbox, start_worker, worker_env, r, tmp_
 
 
 def test_receiver_metrics_and_decisions_in_its_log(sandbox, worker_env, r, tmp_path):
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     log = tmp_path / "webhooks.log"
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "webhooks", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=ROOT, env=worker_env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+                            cwd=ROOT, env=dict(worker_env, MSB1_WEBHOOK_METRICS_PORT=str(metrics_port)),
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _up(url), 30, message="the receiver")
@@ -234,7 +235,7 @@ def test_receiver_metrics_and_decisions_in_its_log(sandbox, worker_env, r, tmp_p
         assert requests.post(f"{url}/webhooks/acme/{secret}", data="{", headers={"Content-Type": "application/json"},
                              timeout=5).status_code == 400
         assert requests.post(f"{url}/webhooks/acme/wrong-secret-000000", json={}, timeout=5).status_code == 404
-        text = requests.get(f"{url}/metrics", timeout=5).text
+        text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text   # never on the webhook port
         assert metric(text, "msb1_webhooks_total", integration="acme", decision="queued") == 1
         assert metric(text, "msb1_webhooks_total", integration="acme", decision="refused") == 1
         assert metric(text, "msb1_webhooks_total", integration="unknown", decision="refused") == 1

@@ -90,3 +90,47 @@ def test_beat_goes_on_polling_after_a_redis_restart(worker_env, aof, tmp_path):
     finally:
         os.killpg(beat.pid, signal.SIGTERM)
         beat.wait(20)
+
+
+def test_beat_polls_again_within_an_interval_after_redis_and_beat_are_killed(worker_env, aof, tmp_path):
+    """Redis and beat die together (kill -9, a machine going down). Beat's lock is in the AOF
+    and comes back with Redis; the next beat must not wait for it long: it polls within about
+    one interval plus its start-up. (RedBeat's own timing, five intervals and at least 30 s,
+    made it wait 20 to 30 s here, and up to 25 minutes at the default interval.)"""
+    import os
+    import signal
+    import sys
+
+    from conftest import ROOT
+    env = dict(worker_env, MSB1_REDIS_URL=aof.url, MSB1_POLL_INTERVAL="4", MSB1_POLL_OVERLAP="1")
+    polls = "Sending due task poll-moment"
+
+    def start_beat(log):
+        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", "INFO",
+                                 "--schedule", str(tmp_path / "beat.db")], cwd=ROOT, env=env,
+                                stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    first_log, second_log = tmp_path / "beat1.log", tmp_path / "beat2.log"
+    first = start_beat(first_log)
+    try:
+        wait_until(lambda: first_log.read_text().count(polls) >= 2, 30, message="beat polling",
+                   describe=lambda: first_log.read_text()[-3000:])
+        aof.stop(kill=True)                                  # both at once, nothing written on the way out
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    aof.start()                                              # the AOF brings beat's lock back
+    assert aof.client.pttl("msb1test:redbeat:lock") > 0, "the dead beat's lock should have survived in the AOF"
+    started = time.monotonic()
+    second = start_beat(second_log)
+    try:
+        wait_until(lambda: polls in second_log.read_text(), 40, interval=0.1, message="the new beat's first poll",
+                   describe=lambda: second_log.read_text()[-3000:])
+        waited = time.monotonic() - started
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.wait(20)
+    # within one interval (4 s) plus start-up (a few seconds on a busy machine); the old
+    # lock made it at least 20 s
+    assert waited < 12, f"the new beat polled {waited:.1f}s after it started"

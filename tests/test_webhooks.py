@@ -508,3 +508,163 @@ def test_past_the_connection_limit_a_webhook_waits_for_an_idle_slot_to_be_cut(st
         for sock in idle:
             sock.close()
     assert queued(r) == [("sync.customer", ["acme", 62788973])]
+
+
+# ---------------------------------------------------------------- dripping clients
+
+class Drippers:
+    """``count`` clients that each send a webhook's request one byte every ``every`` seconds,
+    never finishing it; one cut off connects again at once, as an attacker would. One thread
+    keeps them all (non-blocking sockets), so hundreds are cheap."""
+
+    HEAD = b"POST /webhooks/acme/" + SECRETS["acme"].encode() + b" HTTP/1.1\r\nHost: x\r\nX-Drip: "
+
+    def __init__(self, port: int, count: int, every: float = 0.5):
+        import threading
+        self.port, self.count, self.every = port, count, every
+        self.cut = 0                            # connections the server closed
+        self.stop = threading.Event()
+        self.socks: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        sock.setblocking(False)
+        sock.send(self.HEAD[:10])
+        return sock
+
+    def _closed(self, sock: socket.socket) -> bool:
+        try:
+            sock.send(b"x")
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        try:
+            return sock.recv(1024) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    def _run(self) -> None:
+        self.socks = [self._connect() for _ in range(self.count)]
+        while not self.stop.wait(self.every):
+            for i, sock in enumerate(self.socks):
+                if self._closed(sock):
+                    self.cut += 1
+                    sock.close()
+                    try:
+                        self.socks[i] = self._connect()
+                    except OSError:
+                        pass
+
+    def __enter__(self) -> "Drippers":
+        self.thread.start()
+        wait_until(lambda: len(self.socks) == self.count, 60, message=f"{self.count} dripping connections")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        for sock in self.socks:
+            sock.close()
+
+
+def webhooks_while(rc: "Receiver", seconds: float, timeout: float) -> list[tuple[int, float]]:
+    """Valid webhooks one after another for ``seconds``: (status, seconds to the answer)."""
+    answers, started, i = [], time.monotonic(), 0
+    while time.monotonic() - started < seconds:
+        i += 1
+        t0 = time.monotonic()
+        try:
+            status = requests.post(f"{rc.url}/webhooks/acme/{SECRETS['acme']}", json=customer(i), timeout=timeout).status_code
+        except requests.RequestException:
+            status = 0
+        answers.append((status, time.monotonic() - t0))
+    return answers
+
+
+def test_dripping_clients_beyond_the_connection_limit_are_cut_and_webhooks_answered(start_receiver, r):
+    """20 clients drip a request a byte every half second, against a limit of 10 connections:
+    never silent, so the channel timeout never cuts them; each request is cut once it has
+    taken longer than MSB1_WEBHOOK_REQUEST_TIMEOUT, and valid webhooks, held back until
+    a slot frees, are answered within a few request timeouts."""
+    metrics_port = free_port()
+    rc = start_receiver(MSB1_WEBHOOK_CONNECTION_LIMIT=10, MSB1_WEBHOOK_REQUEST_TIMEOUT=2,
+                        MSB1_WEBHOOK_METRICS_PORT=metrics_port)
+    with Drippers(rc.port, 20) as drip:
+        time.sleep(1)
+        answers = webhooks_while(rc, 12, timeout=30)
+        cut = drip.cut
+    statuses = [status for status, _ in answers]
+    assert statuses and set(statuses) == {202}, answers
+    assert max(took for _, took in answers) < 3 * (2 + 1) + 2, answers     # a few request timeouts, not never
+    assert cut >= 20, f"only {cut} dripping connections cut"
+    text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    assert 'msb1_webhooks_total{decision="too-slow",integration="unknown"}' in text
+    assert len(queued(r)) == len(answers)
+
+
+@pytest.mark.slow
+def test_600_dripping_clients_at_the_default_limits(receiver, r):
+    """The issue's probe: 600 sockets drip (more than the 500 connections kept) while valid
+    webhooks are sent; each is answered, within about two request timeouts (10 s each)."""
+    with Drippers(receiver.port, 600) as drip:
+        time.sleep(2)
+        answers = webhooks_while(receiver, 25, timeout=60)
+        cut = drip.cut
+    assert answers and {status for status, _ in answers} == {202}, answers
+    assert max(took for _, took in answers) < 2 * (10 + 1) + 5, answers
+    assert cut >= 500, cut
+
+
+# ---------------------------------------------------------------- where it listens, and its figures
+
+def listening_on(port: int) -> set[str]:
+    """The IPv4 addresses a socket listens on at ``port``, as the kernel says (/proc/net/tcp;
+    LISTEN is state 0A)."""
+    import struct
+    from pathlib import Path
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(socket.inet_ntoa(struct.pack("<I", int(address, 16))))
+    return found
+
+
+def test_the_receiver_and_its_figures_listen_on_this_machine_and_apart(worker_env, r, tmp_path):
+    """Without --host the receiver listens on 127.0.0.1 only, and its figures (which name every
+    integration) on a port of their own; on the webhook port /metrics is a 404 like any
+    unknown path, so it says nothing a wrong secret would not."""
+    port, metrics_port = free_port(), free_port()
+    env = dict(worker_env, MSB1_WEBHOOK_METRICS_PORT=str(metrics_port))
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "webhooks", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=open(tmp_path / "receiver.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: listening_on(port) and listening_on(metrics_port) or proc.poll() is not None, 30,
+                   message="the receiver and its metrics")
+        assert listening_on(port) == {"127.0.0.1"} and listening_on(metrics_port) == {"127.0.0.1"}
+        url = f"http://127.0.0.1:{port}"
+        assert requests.post(f"{url}/webhooks/acme/{SECRETS['acme']}", json=CUSTOMER, timeout=10).status_code == 202
+        public = requests.get(f"{url}/metrics", timeout=10)
+        unknown = requests.get(f"{url}/no-such-page", timeout=10)
+        assert (public.status_code, public.json()) == (unknown.status_code, unknown.json()) == (404, {"error": "not found"})
+        assert "fjord" not in public.text
+        figures = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        assert 'msb1_webhooks_total{decision="queued",integration="acme"} 1.0' in figures
+        assert 'msb1_dead_letters{integration="fjord"}' in figures
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_the_figures_are_never_on_the_webhook_port(worker_env, r):
+    port = free_port()
+    out = subprocess.run([sys.executable, "-m", "worker.cli", "webhooks", "--port", str(port)], cwd=ROOT, timeout=60,
+                         env=dict(worker_env, MSB1_WEBHOOK_METRICS_PORT=str(port)), capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip() == (
+        f"moment-sb1: MSB1_WEBHOOK_METRICS_PORT must not be the webhook port ({port}): the figures name every "
+        "integration and are never served on the public port")

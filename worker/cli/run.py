@@ -114,7 +114,11 @@ def beat(ctx: click.Context, no_restart: bool) -> None:
               "(default MSB1_WEBHOOK_THREADS)")
 def webhooks(host: str, port: int, threads: int | None) -> None:
     """Run the webhook receiver (POST /webhooks/{integration}/{secret})."""
-    runtime_or_exit("webhook_secret")          # and no other secret
+    rt = runtime_or_exit("webhook_secret")     # and no other secret
+    if rt.settings.webhook_metrics_port == port:
+        click.echo(f"moment-sb1: MSB1_WEBHOOK_METRICS_PORT must not be the webhook port ({port}): the figures "
+                   "name every integration and are never served on the public port", err=True)
+        raise SystemExit(2)
     click.echo(f"moment-sb1 webhook receiver on http://{host}:{port}/webhooks/<integration>/<secret>")
     serve(host, port, threads)
 

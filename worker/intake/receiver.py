@@ -3,7 +3,10 @@
     POST /webhooks/{integration_id}/{secret}          (secret in the path)
     POST /webhooks/{integration_id}                   (secret in the X-Webhook-Secret header)
     GET  /healthz
-    GET  /metrics                                     (Prometheus; keep it off the public proxy)
+
+Its Prometheus figures name every integration, so they are never served here (where a wrong
+secret and an unknown integration must look the same) but on a port of their own,
+``MSB1_WEBHOOK_METRICS_PORT`` on ``MSB1_METRICS_HOST`` (this machine only by default).
 
 Answers 202 only once the sync is queued (or the change was folded into one already
 queued, or the integration does not transfer that data type); 503 when Redis cannot take
@@ -11,8 +14,8 @@ it, so Moment can send it again; a 4xx naming the problem for a bad request. A w
 secret and an unknown integration get the same 404. No calls to Moment or SpareBank 1
 are made here; the receiver answers in milliseconds.
 
-Run it with ``moment-sb1 webhooks`` (waitress). It does not log request paths, which
-carry the secret.
+Run it with ``moment-sb1 webhooks`` (waitress, with a deadline for each request:
+``worker.intake.server``). It does not log request paths, which carry the secret.
 """
 from __future__ import annotations
 
@@ -21,14 +24,14 @@ import json
 import logging
 import time
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, g, jsonify, request
 from marshmallow import ValidationError
 
 from schemas.text import plain
 from schemas.webhooks import WEBHOOK
 from worker.intake.producer import Paused, enqueue
 from worker.ops.logs import configure_logging
-from worker.ops.metrics import WEBHOOKS, exposition, registry
+from worker.ops.metrics import WEBHOOKS, serve_worker_metrics
 from worker.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,6 @@ def create_app(runtime: Runtime | None = None) -> Flask:
         return runtime or get_runtime()
 
     app.config["MAX_CONTENT_LENGTH"] = rt().settings.webhook_max_body
-    metrics_registry = registry(rt)
 
     def authenticate(integration_id: str, secret: str | None):
         integration = rt().integrations.get(integration_id)
@@ -154,28 +156,27 @@ def create_app(runtime: Runtime | None = None) -> Flask:
             return _error(503, "redis unavailable")
         return {"status": "ok"}
 
-    @app.get("/metrics")
-    def metrics():
-        data, content_type = exposition(metrics_registry)
-        return Response(data, content_type=content_type)
-
     return app
 
 
 def serve(host: str, port: int, threads: int | None = None) -> None:
     """Serve the receiver with waitress: no access log (paths carry secrets), a connection
-    limit, a short timeout for idle or stalled connections, and the body limit enforced
-    before a body is read."""
-    from waitress import serve as waitress_serve
+    limit, a short timeout for idle or stalled connections, a deadline for each request
+    however steadily its bytes drip in, and the body limit enforced before a body is read.
+    The Prometheus figures on their own port, when ``MSB1_WEBHOOK_METRICS_PORT`` is set."""
+    from worker.intake.server import create_server
     runtime = get_runtime()
     settings = runtime.settings
     configure_logging(settings, "webhooks")
     runtime.integrations                # refuse to start on an invalid integrations file
-    log.info("webhook receiver on %s:%d (%d threads, at most %d connections)", host, port,
-             threads or settings.webhook_threads, settings.webhook_connection_limit)
-    waitress_serve(create_app(runtime), host=host, port=port, threads=threads or settings.webhook_threads,
-                   ident="moment-sb1", connection_limit=settings.webhook_connection_limit,
-                   channel_timeout=settings.webhook_channel_timeout,
-                   max_request_body_size=settings.webhook_max_body,
-                   cleanup_interval=max(1, settings.webhook_channel_timeout // 2),
-                   asyncore_use_poll=True, expose_tracebacks=False)
+    server = create_server(create_app(runtime), request_timeout=settings.webhook_request_timeout,
+                           host=host, port=port, threads=threads or settings.webhook_threads,
+                           ident="moment-sb1", connection_limit=settings.webhook_connection_limit,
+                           channel_timeout=settings.webhook_channel_timeout,
+                           max_request_body_size=settings.webhook_max_body,
+                           cleanup_interval=1, asyncore_use_poll=True, expose_tracebacks=False)
+    serve_worker_metrics(settings.webhook_metrics_port, lambda: runtime, settings.metrics_host)
+    log.info("webhook receiver on %s:%d (%d threads, at most %d connections, %gs per request)", host, port,
+             threads or settings.webhook_threads, settings.webhook_connection_limit,
+             settings.webhook_request_timeout)
+    server.run()
