@@ -267,11 +267,24 @@ def test_settings_from_env():
     ({"MSB1_BULK_QUEUE_TARGET": "1"}, "MSB1_BULK_QUEUE_TARGET must be a whole number from 2 to 100000, got '1'"),
     ({"MSB1_SB1_RATE_LIMIT": "-1"}, "MSB1_SB1_RATE_LIMIT must be a number from 0 to 10000, got '-1'"),
     ({"MSB1_REDIS_URL": "redis+sentinel://10.0.0.1:26379"}, "MSB1_REDIS_URL: give the sentinels and the master's name"),
+    ({"MSB1_REDIS_URL": "localhost:6379"}, "MSB1_REDIS_URL is not a Redis address (redis://, rediss://, unix:// or "
+                                           "redis+sentinel://)"),
+    ({"MSB1_REDIS_URL": "redis://:pw-123@redis:abc/0"}, "MSB1_REDIS_URL is not a Redis address (redis://, rediss://, "
+                                                        "unix:// or redis+sentinel://): Port could not be cast"),
+    ({"MSB1_REDIS_URL": "redis://redis:6379/zero"}, "MSB1_REDIS_URL: the database 'zero' is not a number"),
+    # a credential in clear: the Sentry key and events, the mail password
+    ({"MSB1_SENTRY_DSN": "http://key123@sentry.example/1"},
+     "MSB1_SENTRY_DSN must be https:// (plain http:// only to 127.0.0.1, ::1, localhost or a host in "
+     "MSB1_INSECURE_HTTP_HOSTS): its key and every event would travel in clear"),
+    ({"MSB1_SMTP_HOST": "smtp.example.no", "MSB1_SMTP_PASSWORD": "pw-123", "MSB1_SMTP_TLS": "none"},
+     "MSB1_SMTP_TLS must be starttls or ssl when MSB1_SMTP_PASSWORD is set (the password would travel in clear "
+     "to 'smtp.example.no'); none only to 127.0.0.1, ::1, localhost"),
 ])
 def test_each_refused_setting_is_one_line(env, message):
     with pytest.raises(SettingsError) as err:
         Settings.from_env(env)
     assert str(err.value).startswith(message) and "\n" not in str(err.value), str(err.value)
+    assert "pw-123" not in str(err.value) and "key123" not in str(err.value)      # no secret repeated
 
 
 @pytest.mark.parametrize("name", ["MSB1_SMTP_PASSWORD", "MSB1_SENTRY_DSN", "MSB1_SB1_CLIENT_SECRET", "MSB1_SB1_P12_PASSWORD"])
@@ -279,6 +292,20 @@ def test_a_refused_secret_is_not_repeated(name):
     with pytest.raises(SettingsError) as err:
         Settings.from_env({name: "s3cret-value\r\n"})
     assert "s3cret" not in str(err.value) and str(err.value).startswith(name)
+
+
+@pytest.mark.parametrize("env", [
+    {"MSB1_SENTRY_DSN": "http://public@127.0.0.1:9000/1"},
+    {"MSB1_SENTRY_DSN": "http://public@sentry:9000/1", "MSB1_INSECURE_HTTP_HOSTS": "sentry"},
+    {"MSB1_SMTP_HOST": "127.0.0.1", "MSB1_SMTP_PASSWORD": "pw", "MSB1_SMTP_TLS": "none"},
+    {"MSB1_SMTP_HOST": "smtp.example.no", "MSB1_SMTP_PASSWORD": "pw", "MSB1_SMTP_TLS": "starttls"},
+    {"MSB1_REDIS_URL": "rediss://:pw@redis.example:6380/2"},
+    {"MSB1_REDIS_URL": "unix:///run/redis/redis.sock"},
+    {"MSB1_SB1_TOKEN_URL": "http://[::1]:8082/connect/token"},
+    {"MSB1_SMTP_SENDER": "Moment-integrasjon <moment-sb1@acme.no>"},
+])
+def test_safe_settings_are_accepted(env):
+    Settings.from_env(env)
 
 
 def test_the_defaults_and_the_examples_are_accepted():

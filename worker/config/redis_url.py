@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import redis
+from redis.connection import parse_url
 from redis.sentinel import Sentinel
 
 SCHEME = "redis+sentinel"
@@ -35,7 +36,7 @@ class RedisTarget:
     @classmethod
     def parse(cls, url: str) -> RedisTarget:
         if not url.startswith(SCHEME + "://"):
-            return cls(url)
+            return cls(_checked(url))
         rest = url[len(SCHEME) + 3:]
         auth, _, rest = rest.rpartition("@")
         hosts, _, path = rest.partition("/")
@@ -81,3 +82,20 @@ class RedisTarget:
         return (f"redis-sentinel://{host}:{port}/{self.db}",
                 {"sentinels": list(self.sentinels), "service_name": self.master, "password": self.password,
                  "db": self.db, "socket_timeout": 2.0})
+
+
+def _checked(url: str) -> str:
+    """One server's address as redis-py reads it; a mistake is one line that does not repeat
+    the address (it may hold the password)."""
+    try:
+        parse_url(url)
+        parts = urlsplit(url)
+        parts.port                                  # raises on a port that is no number
+    except ValueError as err:
+        reason = "" if "schemes" in str(err) or "://" in str(err) else f": {err}"
+        raise RedisUrlError(f"MSB1_REDIS_URL is not a Redis address (redis://, rediss://, unix:// or "
+                            f"{SCHEME}://){reason}") from None
+    db = parts.path.strip("/") if parts.scheme in ("redis", "rediss") else ""
+    if db and not db.isdigit():
+        raise RedisUrlError(f"MSB1_REDIS_URL: the database {db[:20]!r} is not a number")
+    return url

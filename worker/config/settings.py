@@ -21,8 +21,8 @@ from marshmallow.validate import OneOf, Range
 from clients.http import Timeouts
 from clients.retry import RetryPolicy
 from clients.sb1 import DEFAULT_IDENTITY_URL, TOKEN_PATH
-from worker.config.rules import (address_problem, http_hosts, one_line, shown, text_problem,
-                                 url_problem)
+from worker.config.rules import (HTTP_ONLY_TO, address_problem, http_hosts, is_loopback, one_line, shown,
+                                 text_problem, url_problem)
 
 PREFIX = "MSB1_"
 
@@ -281,9 +281,17 @@ class Settings:
         if self.sentry_dsn:
             from sentry_sdk.utils import BadDsn, Dsn
             try:
-                Dsn(self.sentry_dsn)
+                dsn = Dsn(self.sentry_dsn)
             except (BadDsn, ValueError) as err:     # its reason names the scheme or the project, never the key
                 out.append(f"MSB1_SENTRY_DSN is not a Sentry DSN (https://<key>@<host>/<project>): {one_line(str(err))}")
+            else:
+                if dsn.scheme == "http" and not (is_loopback(dsn.host) or dsn.host.lower() in allowed):
+                    out.append(f"MSB1_SENTRY_DSN must be https:// (plain http:// only to {HTTP_ONLY_TO}): "
+                               "its key and every event would travel in clear")
+        if self.smtp_password and self.smtp_tls == "none" and not (
+                is_loopback(self.smtp_host) or self.smtp_host.lower() in allowed):
+            out.append("MSB1_SMTP_TLS must be starttls or ssl when MSB1_SMTP_PASSWORD is set (the password "
+                       f"would travel in clear to {shown(self.smtp_host)}); none only to {HTTP_ONLY_TO}")
         if len(self.sentry_environment) > 64 or not _SENTRY_ENVIRONMENT.fullmatch(self.sentry_environment):
             out.append("MSB1_SENTRY_ENVIRONMENT must be 1 to 64 characters without spaces or '/', "
                        f"got {shown(self.sentry_environment)}")
