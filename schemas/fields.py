@@ -30,7 +30,8 @@ Each refusal is one ``RecordInvalid`` for the record, with a ``code`` per kind o
 (``FIELD_CODES``) and ``params`` naming the field as the company knows it in Moment
 (``field``, a key of ``FIELD_NAMES``; ``line`` for an invoice line), the character and its
 position, the length and the limit, and ``also``: the other fields refused with it. Its
-``str()`` names the field and the problem, never the value.
+``str()`` names the field and the problem, never the value (a malformed address by its
+``shape``: "23 characters: letters, spaces, '@' and '.'").
 """
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ from urllib.parse import urlsplit
 from email_validator import EmailNotValidError, validate_email
 
 from errors import RecordInvalid
+
+from .text import shape
 
 # Assumed: the longest text any field of the platform holds. Its Swagger gives no maxLength
 # for any field, so this is our bound for every text we send (a name, an email address, a
@@ -246,7 +249,7 @@ def text_problem(value: str, spec: Text, line: int | None = None) -> Problem | N
                        "characters.")
     if spec.kind == EMAIL and not email_ok(value):
         return Problem("email-invalid", spec.field, line, facts,
-                       f"{where} is not one valid email address",
+                       f"{where} is not one valid email address ({shape(value)})",
                        "Correct the email address in Moment: one address such as post@firma.no, without a "
                        "name, spaces, line breaks or a second address.")
     if spec.kind == WEBSITE:
@@ -255,7 +258,7 @@ def text_problem(value: str, spec: Text, line: int | None = None) -> Problem | N
             words = {"website-scheme": "is not an http:// or https:// address (another scheme, such as "
                                        "javascript: or data:, is never sent)",
                      "website-credentials": "holds a user name or password",
-                     "website-invalid": "is not a valid web address"}
+                     "website-invalid": f"is not a valid web address ({shape(value)})"}
             return Problem(code, spec.field, line, facts, f"{where} {words[code]}",
                            "Correct the website in Moment to a plain web address such as https://www.firma.no "
                            "(no user name or password in it).")

@@ -224,6 +224,15 @@ def test_every_field_has_a_name_in_both_languages_and_every_code_norwegian_words
         assert "Moment" in todo, code
 
 
+def test_a_malformed_address_is_named_by_its_shape_in_our_words():
+    problem = text_problem("Ola Nordmann <ola@firma.no>", MAIL)
+    assert problem.what.startswith("the email field is not one valid email address (27 characters: letters,")
+    assert "Ola" not in problem.what and "firma" not in problem.what
+    problem = text_problem("https://fir ma.no", SITE)
+    assert problem.what.startswith("the website field is not a valid web address (17 characters: letters,")
+    assert "fir" not in problem.what
+
+
 def test_the_norwegian_email_says_what_to_do():
     record = customer(email="Ola <ola@firma.no>")
     with pytest.raises(RecordInvalid) as caught:
