@@ -272,6 +272,12 @@ def test_settings_from_env():
     ({"MSB1_REDIS_URL": "redis://:pw-123@redis:abc/0"}, "MSB1_REDIS_URL is not a Redis address (redis://, rediss://, "
                                                         "unix:// or redis+sentinel://): Port could not be cast"),
     ({"MSB1_REDIS_URL": "redis://redis:6379/zero"}, "MSB1_REDIS_URL: the database 'zero' is not a number"),
+    # the integrator's credentials: one kind, not two of which one silently wins
+    ({"MSB1_SB1_PRIVATE_KEY_FILE": "/k.pem", "MSB1_SB1_CLIENT_SECRET": "pw-123"},
+     "MSB1_SB1_PRIVATE_KEY_FILE and MSB1_SB1_CLIENT_SECRET are set: give only one of MSB1_SB1_PRIVATE_KEY_FILE, "
+     "MSB1_SB1_P12_FILE, MSB1_SB1_CLIENT_SECRET (the first would silently win)"),
+    ({"MSB1_SB1_PRIVATE_KEY_FILE": "/k.pem", "MSB1_SB1_P12_FILE": "/k.p12"}, "MSB1_SB1_PRIVATE_KEY_FILE and "
+                                                                             "MSB1_SB1_P12_FILE are set"),
     # a credential in clear: the Sentry key and events, the mail password
     ({"MSB1_SENTRY_DSN": "http://key123@sentry.example/1"},
      "MSB1_SENTRY_DSN must be https:// (plain http:// only to 127.0.0.1, ::1, localhost or a host in "

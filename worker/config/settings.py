@@ -121,6 +121,7 @@ _VALIDATE = {
 # text settings with a rule of their own (every text setting refuses control characters)
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
 _URL_SETTINGS = ("sb1_identity_url", "sb1_token_url")
+_CREDENTIAL_SETTINGS = ("sb1_private_key_file", "sb1_p12_file", "sb1_client_secret")    # one of them
 _ADDRESS_SETTINGS = {"smtp_sender": True, "operator_email": False}     # name: a display name allowed
 _HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 _SENTRY_ENVIRONMENT = re.compile(r"[^\s/]+")
@@ -288,6 +289,11 @@ class Settings:
                 if dsn.scheme == "http" and not (is_loopback(dsn.host) or dsn.host.lower() in allowed):
                     out.append(f"MSB1_SENTRY_DSN must be https:// (plain http:// only to {HTTP_ONLY_TO}): "
                                "its key and every event would travel in clear")
+        credentials = [PREFIX + name.upper() for name in _CREDENTIAL_SETTINGS if getattr(self, name)]
+        if len(credentials) > 1:
+            choices = ", ".join(PREFIX + name.upper() for name in _CREDENTIAL_SETTINGS)
+            out.append(f"{' and '.join(credentials)} are set: give only one of {choices} (the first would "
+                       "silently win)")
         if self.smtp_password and self.smtp_tls == "none" and not (
                 is_loopback(self.smtp_host) or self.smtp_host.lower() in allowed):
             out.append("MSB1_SMTP_TLS must be starttls or ssl when MSB1_SMTP_PASSWORD is set (the password "
