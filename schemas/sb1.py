@@ -79,6 +79,22 @@ def project_number_ok(raw: str) -> bool:
     return bool(_PROJECT_NUMBER.fullmatch(raw))
 
 
+_NATIONAL_ID_WEIGHTS = ([3, 7, 6, 1, 8, 9, 4, 5, 2], [5, 4, 3, 2, 7, 6, 5, 4, 3, 2])
+
+
+def looks_like_national_id(text: str) -> bool:
+    """Eleven digits whose last two are the check digits of a Norwegian national identity
+    number (fødselsnummer, D-number): a number of another kind that may be one is named by
+    the record's Moment id, never by itself (one 11-digit number in 121 matches by chance)."""
+    if not (len(text) == 11 and text.isascii() and text.isdigit()):
+        return False
+    for n, weights in enumerate(_NATIONAL_ID_WEIGHTS):
+        check = (11 - sum(int(d) * w for d, w in zip(text, weights)) % 11) % 11
+        if check == 10 or check != int(text[9 + n]):
+            return False
+    return True
+
+
 # Refused values: each error's str() (logs, Sentry, dead letters, history, the CLI) names a
 # value by its shape ("11 digits"), never the value; ``params`` keep the value for the
 # company's email (``worker.notices.templates``), which is the only reader of params.
@@ -321,7 +337,7 @@ def check_project(project: MomentProject) -> str:
             hint="Change the project number in Moment to digits only (for example 1042).",
             code="project-number", params={"value": shown(raw), "shape": shape(raw), "why": why})
     if not plain(project.name):
-        raise RecordInvalid(f"project {raw} has no name; SpareBank 1 Regnskap needs one",
+        raise RecordInvalid("the project has no name; SpareBank 1 Regnskap needs one",
                             code="name-missing", params={"noun": "projects", "number": raw},
                             hint="Give the project a name in Moment.")
     if project.customer is None:

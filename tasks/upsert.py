@@ -101,7 +101,7 @@ def upsert(ctx: SyncContext, route: str, previous: dict | None, build: Build, *,
     rt, iid = ctx.runtime, ctx.integration.id
     lock, token = rt.number_lock(iid, ctx.data_type, key), new_token()
     if not lock.acquire(token=token):
-        raise TransientError(f"another sync is writing {what} number {key} right now")
+        raise TransientError(f"another sync is writing {what} number {ctx.number or '(this number)'} right now")
     try:
         sb1 = ctx.sb1
         existing = _written_before(ctx, route, previous, expand)
@@ -161,15 +161,16 @@ def _found_by_number(ctx: SyncContext, route: str, key_field: str, key: Any, exp
 def _refuse_shared_number(ctx: SyncContext, holder: dict, key: Any, owner: int | None = None) -> NoReturn:
     rt, iid, noun = ctx.runtime, ctx.integration.id, DATA_TYPES[ctx.data_type].noun
     owner = owner if owner is not None else rt.state.owner(iid, ctx.data_type, holder["ID"])
+    safe = ctx.number or "(this number)"       # our own words name a number only when it is a safe one
     if owner is None:
         raise RecordInvalid(
-            f"SpareBank 1 Regnskap already has another {noun} with {noun} number {key}; nothing was "
+            f"SpareBank 1 Regnskap already has another {noun} with {noun} number {safe}; nothing was "
             "written", hint=f"Give the {noun} another number in Moment, or change the number of the "
                             f"other {noun} in SpareBank 1 Regnskap if it should not be there.",
             code="number-taken", params={"noun": ctx.data_type, "number": key})
     other = _name_in_moment(ctx, owner, key)
     raise RecordInvalid(
-        f"two {noun}s in Moment share {noun} number {key} (Moment ids {owner} and {ctx.record_id}); "
+        f"two {noun}s in Moment share {noun} number {safe} (Moment ids {owner} and {ctx.record_id}); "
         f"SpareBank 1 Regnskap keeps one {noun} per number, and it belongs to Moment id {owner}. "
         "Nothing was written",
         hint=f"In Moment, {ctx.what_for_person} and {record_name('en', ctx.data_type, other)} have the "

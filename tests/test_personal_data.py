@@ -139,7 +139,9 @@ def test_a_records_number_is_logged_only_when_it_is_a_valid_one():
         for data_type, number, valid in [("customers", "99999", False), ("customers", "1000011", False),
                                          ("projects", "1042", True), ("projects", "P-1042", False),
                                          ("projects", "01042", False), ("invoices", 1001, True),
-                                         ("invoices", "１００１", False)]:
+                                         ("invoices", "１００１", False), ("projects", "15058500027", False),
+                                         ("projects", "12345678901", True), ("invoices", 15058500027, False),
+                                         ("invoices", 1017000027, True)]:
             ctx = SyncContext(None, None, data_type, 7)
             ctx.describe(number)
             assert (ctx.number == str(number)) is valid and (str(number) in ctx.what) is valid, (data_type, number)
@@ -211,3 +213,12 @@ def test_a_value_the_books_hold_twice_is_named_only_when_it_is_a_number(sandbox,
     with pytest.raises(PermanentError) as err:
         client.find_by("customers", "CustomerNumber", 100001, what="customer")
     assert "has 2 customers with CustomerNumber 100001;" in str(err.value)
+
+
+@pytest.mark.parametrize("text,national_id", [
+    ("01017000027", True), ("01017000028", False), (NATIONAL_ID, False), ("0101700002", False),
+    ("010170000270", False), ("0101700002a", False), ("０１０１７０００００２７", False),
+])
+def test_a_number_that_may_be_a_national_identity_number_is_told_apart(text, national_id):
+    from schemas.sb1 import looks_like_national_id
+    assert looks_like_national_id(text) is national_id

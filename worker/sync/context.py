@@ -8,7 +8,7 @@ from typing import Any, Callable
 from clients.moment import MomentClient
 from clients.sb1 import SB1Client
 from schemas.datatypes import DATA_TYPES
-from schemas.sb1 import customer_number_ok, project_number_ok
+from schemas.sb1 import customer_number_ok, looks_like_national_id, project_number_ok
 from schemas.text import label, shape
 from worker.config.integrations import Integration
 from worker.notices import templates
@@ -20,15 +20,19 @@ from worker.sync.outcomes import Outcome
 _UNREAD = object()
 
 
+def _project_number_ok(text: str) -> bool:
+    return project_number_ok(text) and not looks_like_national_id(text)
+
+
 def _invoice_number_ok(text: str) -> bool:
-    return text.isascii() and text.isdigit() and len(text) <= 18
+    return text.isascii() and text.isdigit() and len(text) <= 18 and not looks_like_national_id(text)
 
 
 # A record is named by its number outside the company's email only when the number is a
-# valid one of its kind (what the rule check accepts); else by its Moment id. A value that
-# is not a valid number may be anything typed into the field: an email address, a national
-# identity number.
-NUMBER_OK = {"customers": customer_number_ok, "projects": project_number_ok, "invoices": _invoice_number_ok}
+# valid one of its kind (what the rule check accepts) and could not be a national identity
+# number; else by its Moment id. A value that is not a valid number may be anything typed
+# into the field: an email address, a national identity number.
+NUMBER_OK = {"customers": customer_number_ok, "projects": _project_number_ok, "invoices": _invoice_number_ok}
 
 
 @dataclass
