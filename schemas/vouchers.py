@@ -12,7 +12,7 @@ from errors import RecordInvalid
 
 from .fields import INVOICE_TEXTS, check_texts
 from .moment import MomentInvoice
-from .sb1 import CURRENCY_CODE, ChildOut, check_kid, given
+from .sb1 import CURRENCY_CODE, ChildOut, check_kid, given, looks_like_national_id
 from .text import label, named, plain, shape
 
 # --- invoices → vouchers -------------------------------------------------------------------
@@ -69,19 +69,26 @@ def platform_vat(gross: Decimal, percent: Decimal) -> Decimal:
     return (gross * percent / (100 + percent)).quantize(ORE, ROUND_HALF_UP)
 
 
+def invoice_named(invoice: MomentInvoice) -> str:
+    """"invoice 1001" in our own words; "the invoice" when its number could be a national
+    identity number (the record is then named by its Moment id)."""
+    number = str(invoice.invoice_number)
+    return "the invoice" if looks_like_national_id(number) else f"invoice {number}"
+
+
 def check_invoice(invoice: MomentInvoice) -> None:
     if not invoice.lines:
-        raise RecordInvalid(f"invoice {invoice.invoice_number} has no lines", code="invoice-no-lines",
+        raise RecordInvalid(f"{invoice_named(invoice)} has no lines", code="invoice-no-lines",
                             params={"number": invoice.invoice_number})
     unknown = sorted({ln.product_type for ln in invoice.lines} - set(PRODUCT_TYPES))
     if unknown:
         raise RecordInvalid(code="invoice-product-type",
                             params={"number": invoice.invoice_number, "types": ", ".join(label(u) for u in unknown)},
-                            message=f"invoice {invoice.invoice_number} has lines of an unknown product type "
+                            message=f"{invoice_named(invoice)} has lines of an unknown product type "
                             f"({'; '.join(shape(u) for u in unknown)}); known: {', '.join(PRODUCT_TYPES)}")
     if (invoice.currency_code or "NOK") != "NOK":
         raise RecordInvalid(
-            f"invoice {invoice.invoice_number} is in currency {named(invoice.currency_code, CURRENCY_CODE)}; "
+            f"{invoice_named(invoice)} is in currency {named(invoice.currency_code, CURRENCY_CODE)}; "
             "the integration posts invoices in NOK only", hint="Post this invoice by hand in SpareBank 1 Regnskap.",
             code="invoice-currency", params={"number": invoice.invoice_number,
                                              "currency": label(invoice.currency_code, 10)})
@@ -161,7 +168,7 @@ def invoice_net(invoice: MomentInvoice) -> Decimal:
 def _check_amount(invoice: MomentInvoice, amount: Decimal) -> Decimal:
     if abs(amount) >= MAX_AMOUNT:
         raise RecordInvalid(
-            f"invoice {invoice.invoice_number} has an amount ({amount:.2f}) larger than SpareBank 1 "
+            f"{invoice_named(invoice)} has an amount ({amount:.2f}) larger than SpareBank 1 "
             f"Regnskap can hold (below {MAX_AMOUNT:.2f})",
             hint="Check the amounts of the invoice in Moment; post it by hand if they are right.",
             code="invoice-amount", params={"number": invoice.invoice_number, "amount": amount})

@@ -19,6 +19,7 @@ from schemas.vouchers import (
     VatRate,
     Voucher,
     check_invoice,
+    invoice_named,
     voucher_body,
 )
 from worker.sync.context import SyncContext
@@ -116,7 +117,7 @@ def check_vat(ctx: SyncContext, invoice: MomentInvoice, voucher: Voucher) -> str
         parts = "; ".join(f"VAT code {c.code}: Moment {kroner(c.moment)}, SpareBank 1 Regnskap would book "
                           f"{kroner(c.platform)}" for c in off)
         raise RecordInvalid(
-            f"invoice {invoice.invoice_number} was not posted: its VAT does not match what SpareBank 1 "
+            f"{invoice_named(invoice)} was not posted: its VAT does not match what SpareBank 1 "
             f"Regnskap computes ({parts})",
             hint="Check the VAT codes and amounts of the invoice in Moment, and that the VAT codes have the "
                  "same rates in SpareBank 1 Regnskap. Post the invoice by hand if Moment is right.",

@@ -378,6 +378,7 @@ def test_an_amount_the_platform_cannot_hold_is_refused():
     ({"lines": [line("1", kind="TRAVEL")]}, "unknown product type (6 characters: letters)"),
     ({"currencyCode": "EUR"}, "is in currency EUR; the integration posts invoices in NOK only"),
     ({"currencyCode": "Kari"}, "is in currency (4 characters: letters); the integration posts"),
+    ({"invoiceNumber": 15058500027, "lines": []}, "the invoice has no lines"),   # a number that may be a person's
 ])
 def test_invoice_rules(change, error):
     from schemas.moment import MOMENT_INVOICE
