@@ -608,9 +608,10 @@ def test_dripping_clients_beyond_the_connection_limit_are_cut_and_webhooks_answe
 
 @pytest.mark.slow
 def test_600_dripping_clients_at_the_default_limits(receiver, r):
-    """The issue's probe: 600 sockets drip (more than the 500 connections kept) while valid
-    webhooks are sent; each is answered, within about two request timeouts (10 s each)."""
-    with Drippers(receiver.port, 600) as drip:
+    """The issue's probe: 600 sockets drip a byte a second (more than the 500 connections
+    kept) while valid webhooks are sent; each is answered, within about two request timeouts
+    (10 s each)."""
+    with Drippers(receiver.port, 600, every=1.0) as drip:
         time.sleep(2)
         answers = webhooks_while(receiver, 25, timeout=60)
         cut = drip.cut
