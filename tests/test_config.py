@@ -67,6 +67,8 @@ def test_explicit_base_url_instead_of_bank():
     ({"bank": None, "sb1_base_url": "http://regnskap.smn.no"}, "integration 'acme', field 'sb1_base_url': must be https://"),
     ({"bank": None, "sb1_base_url": "http://10.0.0.5:8082"}, "field 'sb1_base_url': must be https://"),
     ({"webhook_secret": "short"}, "integration 'acme', field 'webhook_secret': must be at least 16 characters"),
+    ({"moment_api_key": "key-123\r\n"}, "integration 'acme', field 'moment_api_key': must not contain line breaks or "
+                                         "other control characters"),
     ({"webhook_secret": "0123456789abcdef/x"}, "field 'webhook_secret': must not contain spaces, control characters, '/'"),
     ({"webhook_secret": "0123456789abcdef\n"}, "field 'webhook_secret': must not contain spaces"),
     ({"vat_codes": ["3\n"]}, "field 'vat_codes': 0: must be a VAT code such as 3 or 31"),

@@ -51,6 +51,12 @@ class IntegrationsError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
+def _no_control(value: str) -> None:
+    """A secret goes into a header: a line break in it (a file's, say) would break every call."""
+    if text_problem(value):
+        raise ValidationError("must not contain line breaks or other control characters")
+
+
 def _webhook_secret(value: str) -> None:
     """In the webhook URL's path: 16 or more characters, nothing that would end the path
     segment or hide in a log."""
@@ -156,7 +162,7 @@ class IntegrationSchema(Schema):
         ID_PATTERN, error="must be 1 to 63 lower-case letters, digits, - or _, starting with a letter or digit"))
     moment_company = fields.String(required=True, validate=validate.Regexp(
         COMPANY_PATTERN, error="must be Moment's company code: 1 to 63 letters, digits, - or _"))
-    moment_api_key = Secret(required=True)
+    moment_api_key = Secret(required=True, validate=_no_control)
     moment_base_url = fields.String(load_default=MOMENT_BASE_URL)
     bank = fields.String(load_default=None, validate=validate.OneOf(
         sorted(BANKS), error="unknown bank {input!r}; valid names: {choices}"))
