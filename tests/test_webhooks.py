@@ -585,6 +585,7 @@ def webhooks_while(rc: "Receiver", seconds: float, timeout: float) -> list[tuple
     return answers
 
 
+@pytest.mark.slow
 def test_dripping_clients_beyond_the_connection_limit_are_cut_and_webhooks_answered(start_receiver, r):
     """20 clients drip a request a byte every half second, against a limit of 10 connections:
     never silent, so the channel timeout never cuts them; each request is cut once it has
