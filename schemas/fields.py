@@ -88,6 +88,10 @@ class Text:
     # None: a text we put into our own words and cut to length (an invoice's texts go into
     # the voucher's description, schemas/vouchers.py); the characters are checked all the same
     max_length: int | None = TEXT_MAX_LENGTH
+    # True: line breaks and tabs are allowed, because the text is folded onto one line before
+    # it is sent (an invoice's texts: a finalized invoice cannot be changed in Moment, and a
+    # description over several lines is ordinary); every other control character is refused
+    multiline: bool = False
 
 
 CUSTOMER_TEXTS = (
@@ -99,8 +103,10 @@ CUSTOMER_TEXTS = (
     Text("address.country_code", "address-country"),
 )
 PROJECT_TEXTS = (Text("name", "name"),)
-INVOICE_TEXTS = (Text("description", "description", max_length=None), Text("payment_id", "kid"),
-                 Text("lines[].item_text", "line-text", max_length=None))
+INVOICE_TEXTS = (Text("description", "description", max_length=None, multiline=True), Text("payment_id", "kid"),
+                 Text("lines[].item_text", "line-text", max_length=None, multiline=True))
+# what a multi-line text may hold: folded into spaces on the way to the books
+LINE_BREAKS = str.maketrans({ch: " " for ch in "\r\n\t\u2028\u2029"})
 
 
 @dataclass(frozen=True)
@@ -232,7 +238,7 @@ def text_problem(value: str, spec: Text, line: int | None = None) -> Problem | N
     """What is wrong with one value of a text field, or None when the books can hold it."""
     where = f"the {field_label(spec.field, line)} field"
     facts: dict[str, Any] = {"length": utf16_length(value), "limit": spec.max_length}
-    bad = character_problem(value)
+    bad = character_problem(value.translate(LINE_BREAKS) if spec.multiline else value)
     if bad:
         code, position, ch = bad
         facts.update(char=char_name(ch), position=position)
