@@ -172,7 +172,12 @@ def test_a_poll_during_a_retry_wait_does_not_start_a_second_sync(sandbox, start_
 
 
 def test_two_beats_do_not_double_the_work(sandbox, start_worker, worker_env, r, tmp_path):
+    from datetime import datetime, timezone
+    before = datetime.now(timezone.utc)
     records = seed_customers(sandbox.moment, "acme", 3)
+    # the first poll starts here, however long the worker and the beats take to start (without
+    # a cursor it would look back only MSB1_POLL_OVERLAP from its own start)
+    r.set("msb1test:cursor:acme:customers", before.isoformat(timespec="microseconds"))
     env = dict(worker_env, MSB1_POLL_INTERVAL="1", MSB1_POLL_OVERLAP="5")
     start_worker(MSB1_POLL_INTERVAL="1", MSB1_POLL_OVERLAP="5")
     beats, logs = [], []
