@@ -75,6 +75,14 @@ def test_explicit_base_url_instead_of_bank():
     ({"sb1_rate_limit": -1}, "field 'sb1_rate_limit': Must be greater than or equal to 0 and less than or equal to 10000."),
     ({"moment_rate_limit": float("inf")}, "field 'moment_rate_limit': Special numeric values (nan or infinity) are not permitted."),
     ({"moment_rate_limit": float("nan")}, "field 'moment_rate_limit': Special numeric values"),
+    # a key or an address copied with a space: refused, not sent as it is on every call
+    ({"moment_api_key": "key-123 "}, "integration 'acme', field 'moment_api_key': must not start or end with a space"),
+    ({"moment_api_key": " key-123"}, "field 'moment_api_key': must not start or end with a space"),
+    ({"notify_email": "regnskap@acme.no "}, "field 'notify_email': must not start or end with a space"),
+    ({"notify_email": " regnskap@acme.no"}, "field 'notify_email': must not start or end with a space"),
+    ({"webhook_secret": "æ" * 16}, "field 'webhook_secret': must be ASCII letters, digits and punctuation only"),
+    ({"moment_base_url": "https://\uff10.example"}, "field 'moment_base_url': must have a host name in ASCII"),
+    ({"bank": None, "sb1_base_url": "https://regnskap.sm\u0578.no"}, "field 'sb1_base_url': must have a host name in ASCII"),
 ])
 def test_each_refused_entry_is_one_line_naming_integration_and_field(change, expected):
     entry = {**GOOD, **change}
@@ -178,6 +186,15 @@ def test_each_refused_file_is_one_line_naming_it(tmp_path, content, expected):
         assert text.split(str(path) + "'", 1)[1].lstrip().startswith(expected), text
 
 
+def test_a_fifo_or_a_device_is_not_a_file(tmp_path):
+    """Reading a FIFO would hang the worker's start; a device may never end."""
+    import os
+    os.mkfifo(tmp_path / "integrations.toml")
+    for path in (tmp_path / "integrations.toml", "/dev/null"):
+        with pytest.raises(IntegrationsError, match="is not a regular file"):
+            load_integrations(path)
+
+
 def test_a_directory_is_not_a_file(tmp_path):
     with pytest.raises(IntegrationsError, match="is a directory, not a file"):
         load_integrations(tmp_path)
@@ -200,6 +217,17 @@ def test_settings_from_env():
     ({"MSB1_RETRY_MAX_DELAY": "3600"}, "MSB1_RETRY_MAX_DELAY (3600s) plus MSB1_LOCK_WAIT must stay below "
                                        "MSB1_VISIBILITY_TIMEOUT (3600s), or Redis would hand a waiting task to a second worker"),
     ({"MSB1_SMTP_TLS": "maybe"}, "MSB1_SMTP_TLS must be one of none, starttls, ssl, got 'maybe'"),
+    # a number in ASCII digits only (Python would read all of these)
+    ({"MSB1_SMTP_PORT": "\uff12\uff15"}, "MSB1_SMTP_PORT must be a whole number from 1 to 65535, got '２５'"),
+    ({"MSB1_SMTP_PORT": "+25"}, "MSB1_SMTP_PORT must be a whole number from 1 to 65535, got '+25'"),
+    ({"MSB1_CONCURRENCY": "1_000"}, "MSB1_CONCURRENCY must be a whole number from 1 to 1000"),
+    ({"MSB1_CONCURRENCY": "\u0664"}, "MSB1_CONCURRENCY must be a whole number from 1 to 1000"),
+    ({"MSB1_POLL_INTERVAL": "300 "}, "MSB1_POLL_INTERVAL must be a number from 1 to 86400, got '300 '"),
+    ({"MSB1_POLL_INTERVAL": "3_00"}, "MSB1_POLL_INTERVAL must be a number from 1 to 86400"),
+    # a credential or an address copied with a space
+    ({"MSB1_SB1_CLIENT_ID": "client-1 "}, "MSB1_SB1_CLIENT_ID must not start or end with a space, got 'client-1 '"),
+    ({"MSB1_SMTP_PASSWORD": " pw-123"}, "MSB1_SMTP_PASSWORD must not start or end with a space"),
+    ({"MSB1_OPERATOR_EMAIL": "drift@acme.no "}, "MSB1_OPERATOR_EMAIL must not start or end with a space"),
     ({"MSB1_SMTP_PORT": "twenty-five"}, "MSB1_SMTP_PORT must be a whole number from 1 to 65535, got 'twenty-five'"),
     ({"MSB1_TASK_EVENTS": "maybe"}, "MSB1_TASK_EVENTS must be true or false, got 'maybe'"),
     ({"MSB1_RETRY_MAX_ATTEMPTS": "0"}, "MSB1_RETRY_MAX_ATTEMPTS must be a whole number from 1 to 100, got '0'"),

@@ -15,6 +15,7 @@ data_types = ["customers"]                   # any of customers, projects, invoi
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ def _no_control(value: str) -> None:
     """A secret goes into a header: a line break in it (a file's, say) would break every call."""
     if text_problem(value):
         raise ValidationError("must not contain line breaks or other control characters")
+    if value != value.strip():      # a key copied with a space: every call would be refused
+        raise ValidationError("must not start or end with a space")
 
 
 def _webhook_secret(value: str) -> None:
@@ -64,6 +67,8 @@ def _webhook_secret(value: str) -> None:
         raise ValidationError("must be at least 16 characters")
     if text_problem(value) or any(ch.isspace() or ch in "/?#%" for ch in value):
         raise ValidationError("must not contain spaces, control characters, '/', '?', '#' or '%'")
+    if not (value.isascii() and value.isprintable()):   # a path segment Moment may encode otherwise
+        raise ValidationError("must be ASCII letters, digits and punctuation only")
 
 
 @dataclass(frozen=True)
@@ -295,6 +300,13 @@ def load_integrations(path: str | Path, env: Mapping[str, str] | None = None,
                       allowed_http: frozenset[str] | None = None) -> dict[str, Integration]:
     path = Path(path)
     where = f"integrations file {shown(str(path), 200)}"
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        mode = None         # said below, when it is opened
+    if mode is not None and not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        # a FIFO or a device: reading it would hang the worker's start, or never end
+        raise IntegrationsError(f"{where} is not a regular file (set MSB1_INTEGRATIONS_FILE to the TOML file)")
     try:
         with path.open("rb") as f:
             raw = f.read(MAX_FILE_BYTES + 1)

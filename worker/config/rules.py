@@ -58,6 +58,8 @@ def url_problem(url: str, allowed_http: frozenset[str] = frozenset()) -> str | N
     if parts.query or parts.fragment:
         return "must not have a query (?) or a fragment (#)"
     host = parts.hostname
+    if not host.isascii():      # "０.example" or a look-alike letter: the name another host may resolve to
+        return "must have a host name in ASCII (an international name in its xn-- form)"
     if scheme == "http" and not (is_loopback(host) or host.lower() in allowed_http):
         return (f"must be https:// (plain http:// only to {HTTP_ONLY_TO}): "
                 "the credentials sent there would travel in clear")
@@ -69,7 +71,9 @@ def address_problem(value: str, display_name: bool = False) -> str | None:
     is allowed too), or None."""
     if unsafe_characters(value):
         return "must not contain line breaks or other control characters"
-    address = value.strip()
+    if value != value.strip():
+        return "must not start or end with a space"
+    address = value
     if display_name and "<" in value:
         name, address = parseaddr(value)
         if not address or "<" in name or ">" in name:

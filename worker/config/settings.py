@@ -220,6 +220,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         reader = _MappingEnv(os.environ if env is None else env, secret_settings())
         values: dict[str, Any] = {}
+        strict = _strict_number_problems(reader, cls)
         for f in fields(cls):
             kind = f.type if isinstance(f.type, str) else f.type.__name__
             parse = (reader.bool if kind.startswith("bool") else reader.int if kind.startswith("int")
@@ -233,8 +234,10 @@ class Settings:
             secret = {PREFIX + f.name.upper() for f in fields(cls) if not f.repr}
             lines = [f"{name} must be {_expected(name)}"
                      + ("" if name in secret else f", got {shown(reader._source.get(name))}")
-                     for name in problems]
-            raise SettingsError("; ".join(lines) or str(err)) from None
+                     for name in problems if name not in strict]
+            raise SettingsError("; ".join(lines + list(strict.values())) or str(err)) from None
+        if strict:
+            raise SettingsError("; ".join(strict.values()))
         values["log_level"] = values["log_level"].upper()
         settings = cls(**values)
         settings.check()
@@ -253,8 +256,12 @@ class Settings:
         secret = {f.name for f in fields(self) if not f.repr}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, str) and text_problem(value):
-                out.append(f"{PREFIX}{f.name.upper()} {text_problem(value)}"
+            problem = text_problem(value) if isinstance(value, str) else None
+            if isinstance(value, str) and not problem and value != value.strip():
+                # a space copied in with a key or an address: a credential that never matches
+                problem = "must not start or end with a space"
+            if problem:
+                out.append(f"{PREFIX}{f.name.upper()} {problem}"
                            + ("" if f.name in secret else f", got {shown(value)}"))
         if out:
             return out          # the rules below assume text without control characters
@@ -321,6 +328,25 @@ class Settings:
             out.append("MSB1_DIGEST_WINDOW must stay below MSB1_VISIBILITY_TIMEOUT, or Redis would "
                        "hand the waiting digest to a second worker")
         return out
+
+
+# a number as it is written in an env file: ASCII digits, a sign, a point and an exponent;
+# Python's int() and float() would also take "１０", "1_000", " 10" and "+25"
+_INT = re.compile(r"-?[0-9]+")
+_FLOAT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|-?(?:nan|inf|infinity)", re.I)
+
+
+def _strict_number_problems(reader: "_MappingEnv", cls: type) -> dict[str, str]:
+    """The number settings written in a way only Python would read: name -> one line."""
+    out = {}
+    for f in fields(cls):
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        pattern = _INT if kind.startswith("int") else _FLOAT if kind.startswith("float") else None
+        name = PREFIX + f.name.upper()
+        raw = reader._source.get(name)
+        if pattern and raw and not pattern.fullmatch(raw):
+            out[name] = f"{name} must be {_expected(name)}, got {shown(raw)}"
+    return out
 
 
 def _number(value: float | None) -> str | None:
