@@ -8,7 +8,8 @@ value the books can hold safely. A text field is refused when it has
 * a format character, category Cf: the bidi embeddings, overrides, isolates and marks
   (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C), zero-width characters
   (U+200B-U+200D, U+2060), the byte order mark U+FEFF, the soft hyphen; text that reads one
-  way and is stored another;
+  way and is stored another; and the other characters shown as nothing (``IGNORABLE``: the
+  Hangul fillers U+115F, U+1160, U+3164, U+FFA0, the combining grapheme joiner U+034F);
 * an unpaired surrogate, a private-use or an unassigned code point (Cs, Co, Cn);
 * more than ``TEXT_MAX_LENGTH`` characters, counted as the platform (a .NET service) counts
   them: in UTF-16 code units (an invoice's texts are cut to the voucher's length instead).
@@ -24,7 +25,8 @@ Letters of every script, accents and combining marks (``é`` written as ``e`` + 
   checked as such and sent as Moment has it. Any other scheme (``javascript:``, ``data:``,
   ``file:``, ``mailto:``, in any case and after leading spaces), a user name or password
   (``https://user:pass@host``), spaces, backslashes and the characters a URL cannot hold
-  (``"<>`{}|^``) are refused.
+  (``"<>`{}|^``) are refused, and so is a host name that mixes Latin, Cyrillic and Greek
+  letters in one label (``аpple.com`` with a Cyrillic ``а``).
 
 Each refusal is one ``RecordInvalid`` for the record, with a ``code`` per kind of problem
 (``FIELD_CODES``) and ``params`` naming the field as the company knows it in Moment
@@ -46,7 +48,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from errors import RecordInvalid
 
-from .text import shape
+from .text import IGNORABLE, shape
 
 # Assumed: the longest text any field of the platform holds. Its Swagger gives no maxLength
 # for any field, so this is our bound for every text we send (a name, an email address, a
@@ -148,7 +150,7 @@ def utf16_length(text: str) -> int:
 def character_problem(text: str) -> tuple[str, int, str] | None:
     """The first character a text field may not hold: (code, position from 1, the character)."""
     for position, ch in enumerate(text, 1):
-        code = _KINDS.get(unicodedata.category(ch))
+        code = "field-format-character" if ch in IGNORABLE else _KINDS.get(unicodedata.category(ch))
         if code:
             return code, position, ch
     return None
@@ -198,6 +200,16 @@ def website_problem(value: str) -> str | None:
     return None if host_ok(parts.hostname or "") else "website-invalid"
 
 
+_LOOKALIKE_SCRIPTS = ("LATIN", "CYRILLIC", "GREEK")
+
+
+def _mixed_scripts(label: str) -> bool:
+    """A host label with letters of two of the scripts that look alike ("аpple" with a
+    Cyrillic а): a name made to pass for another."""
+    scripts = {unicodedata.name(ch, "").split(" ")[0] for ch in label if ch.isalpha()}
+    return len(scripts & set(_LOOKALIKE_SCRIPTS)) > 1
+
+
 def host_ok(host: str) -> bool:
     """A host name with a dot (international names too, by IDNA) or an IP address."""
     try:
@@ -205,6 +217,8 @@ def host_ok(host: str) -> bool:
         return True
     except ValueError:
         pass
+    if any(_mixed_scripts(label) for label in host.split(".")):
+        return False
     try:
         labels = host.encode("idna").decode("ascii").lower().split(".")
     except UnicodeError:

@@ -16,10 +16,15 @@ import unicodedata
 ELLIPSIS = "…"
 
 
+# Default-ignorable code points that are not format characters: shown as nothing (the
+# Hangul fillers, the combining grapheme joiner, Khmer and Mongolian ones)
+IGNORABLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u3164\uffa0")
+
+
 def _invisible(ch: str) -> bool:
     # Cc controls (line breaks, tabs, NUL), Cf format characters (zero-width, bidi marks),
-    # Zl/Zp line and paragraph separators, and unassigned or private code points.
-    return unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+    # Zl/Zp line and paragraph separators, unassigned or private code points, and IGNORABLE.
+    return unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") or ch in IGNORABLE
 
 
 _LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
@@ -49,8 +54,8 @@ def _kind(ch: str) -> str:
         return "a control character"
     if cat == "Cs":
         return "an unpaired surrogate"
-    if cat in ("Cf", "Co", "Cn"):
-        return "an invisible character" if cat == "Cf" else "an unassigned or private character"
+    if cat in ("Cf", "Co", "Cn") or ch in IGNORABLE:
+        return "an invisible character" if cat == "Cf" or ch in IGNORABLE else "an unassigned or private character"
     if cat.startswith("L"):
         return "letters"
     if cat == "Nd":

@@ -60,6 +60,10 @@ def test_text_a_person_types_is_fine(value):
     ("A\ue000B", "field-invalid-character"), ("A\U000f0000B", "field-invalid-character"),
     ("A\U0010fffdB", "field-invalid-character"), ("A\uffffB", "field-invalid-character"),
     ("A\u0378B", "field-invalid-character"),
+    ("\u3164", "field-format-character"), ("A\u115fB", "field-format-character"),     # Hangul fillers: blank
+    ("A\u034fB", "field-format-character"), ("A\uffa0B", "field-format-character"),
+    ("A\u17b4B", "field-format-character"), ("A\u180eB", "field-format-character"),
+    ("A\x1fB", "field-control-character"), ("A\x0cB", "field-control-character"),
     ("x" * (TEXT_MAX_LENGTH + 1), "field-too-long"), ("N" * 10_000, "field-too-long"),
     ("😀" * 126, "field-too-long"),        # 252 UTF-16 code units, as the platform counts
 ])
@@ -130,7 +134,9 @@ def test_websites_that_are_fine(value):
     ("https://1.2.3", "website-invalid"), (" https://firma.no", "website-invalid"),
     ("jav&#x09;ascript:alert(1)", "website-invalid"), ("javascript:1", "website-invalid"),
     ("java\tscript:alert(1)", "field-control-character"), ("\x01javascript:alert(1)", "field-control-character"),
-    ("https://firma.no\u202e", "field-format-character"), ("https://firma.no/" + "a" * 250, "field-too-long"),
+    ("https://firma.no\u202e", "field-format-character"),
+    ("https://\u0430pple.com", "website-invalid"), ("www.fj\u03bfrd.no", "website-invalid"),   # look-alike letters
+    ("j\u0430vascript:alert(1)", "website-invalid"), ("https:javascript:alert(1)", "website-invalid"), ("https://firma.no/" + "a" * 250, "field-too-long"),
 ])
 def test_websites_that_are_refused(value, code):
     assert code_of(value, SITE) == code
@@ -251,3 +257,10 @@ def test_the_norwegian_email_says_what_to_do():
     what, _ = templates.problem("nb", RecordInvalid("x", code="field-control-character", params={
         "field": "name", "char": "U+000D CARRIAGE RETURN", "position": 4}), "RecordInvalid", "x")
     assert what.startswith("Feltet «navn» inneholder et kontrolltegn (linjeskift (CR), tegn nummer 4)")
+
+
+def test_a_blank_looking_name_is_shown_escaped_and_its_shape_says_invisible():
+    """A name of Hangul fillers reads as blank: the company's email shows it written out."""
+    from schemas.text import shape, shown
+    assert shown("\u3164\u3164") == "'\\u3164\\u3164'"
+    assert shape("A\u115fB") == "3 characters: letters and an invisible character"
