@@ -222,3 +222,23 @@ def test_a_value_the_books_hold_twice_is_named_only_when_it_is_a_number(sandbox,
 def test_a_number_that_may_be_a_national_identity_number_is_told_apart(text, national_id):
     from schemas.sb1 import looks_like_national_id
     assert looks_like_national_id(text) is national_id
+
+
+def test_a_number_lock_in_redis_holds_the_number_keyed_never_in_clear(r):
+    """A project number may be a national identity number: the lock that serializes the
+    writes to it names it by HMAC with the deployment's key, also while a sync holds it."""
+    from worker.config.settings import Settings
+    from worker.runtime import Runtime
+    rt = Runtime(Settings.from_env({"MSB1_KEY_PREFIX": "msb1test"}), integrations={})
+    rt.__dict__.update(redis=r, digest_key=b"k" * 32)
+    lock = rt.number_lock("acme", "projects", "01017000027")
+    assert lock.acquire(token="t")
+    try:
+        [key] = r.keys("msb1test:number-lock:*")
+        assert "01017000027" not in key and key.startswith("msb1test:number-lock:acme:projects:")
+        assert not rt.number_lock("acme", "projects", "01017000027").acquire(blocking=False)   # the same lock
+        other = rt.number_lock("acme", "projects", "01017000035")
+        assert other.acquire(blocking=False)
+        other.release()
+    finally:
+        lock.release()

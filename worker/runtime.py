@@ -2,6 +2,8 @@
 Redis, and the API clients for each integration (HTTP connections are shared by its threads)."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 from email.message import EmailMessage
 from functools import cached_property
@@ -133,8 +135,11 @@ class Runtime:
 
     def number_lock(self, integration_id: str, data_type: str, number: object):
         """One writer per customer or project number: two Moment records that claim the same
-        number are written one after the other, so the second finds the first's record."""
-        return self.redis.lock(self.keys.number_lock(integration_id, data_type, number),
+        number are written one after the other, so the second finds the first's record. The
+        key holds the number keyed by the deployment's digest key, never the number itself (a
+        project number may be a national identity number)."""
+        keyed = hmac.new(self.digest_key, str(number).encode(), hashlib.sha256).hexdigest()[:32]
+        return self.redis.lock(self.keys.number_lock(integration_id, data_type, keyed),
                                timeout=self.settings.lock_timeout, blocking_timeout=self.settings.lock_wait)
 
     @cached_property

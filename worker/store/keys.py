@@ -9,7 +9,8 @@ Records (``worker.store.records``, ``worker.store.batch``):
   ``{p}:stats:{integration}``                 hash  counters (created, updated, unchanged, failed, ...)
   ``{p}:history:{integration}:{type}:{id}``   list  the record's last syncs, newest first
   ``{p}:lock:{integration}:{type}:{id}``      one writer per record
-  ``{p}:number-lock:{integration}:{type}:{number}``  one writer per customer/project number
+  ``{p}:number-lock:{integration}:{type}:{keyed}``  one writer per customer/project number
+                                              (the number keyed by HMAC, never in clear)
   ``{p}:paused``                              hash  integration → when it was paused
 Coalescing (``worker.store.coalescer``):
   ``{p}:pending:{integration}:{type}:{id}``   a sync of this record is queued (its due time)
