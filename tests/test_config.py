@@ -302,6 +302,7 @@ def test_settings_from_env():
     ({"MSB1_REDIS_URL": "redis://:pw-123@redis:abc/0"}, "MSB1_REDIS_URL is not a Redis address (redis://, rediss://, "
                                                         "unix:// or redis+sentinel://): Port could not be cast"),
     ({"MSB1_REDIS_URL": "redis://redis:6379/zero"}, "MSB1_REDIS_URL: the database 'zero' is not a number"),
+    ({"MSB1_REDIS_URL": "redis://:pw-123@red is:6379/0"}, "MSB1_REDIS_URL must not contain spaces"),
     # the integrator's credentials: one kind, not two of which one silently wins
     ({"MSB1_SB1_PRIVATE_KEY_FILE": "/k.pem", "MSB1_SB1_CLIENT_SECRET": "pw-123"},
      "MSB1_SB1_PRIVATE_KEY_FILE and MSB1_SB1_CLIENT_SECRET are set: give only one of MSB1_SB1_PRIVATE_KEY_FILE, "
@@ -321,6 +322,16 @@ def test_each_refused_setting_is_one_line(env, message):
         Settings.from_env(env)
     assert str(err.value).startswith(message) and "\n" not in str(err.value), str(err.value)
     assert "pw-123" not in str(err.value) and "key123" not in str(err.value)      # no secret repeated
+
+
+@pytest.mark.parametrize("url", ["redis://:pw-123@redis:6379/0\n", " redis://:pw-123@redis:6379/0",
+                                 "redis://user:pw-123@redis:6379/0\r", "redis://:pw/123:x@y@redis:6379/0\t",
+                                 "redis+sentinel://:pw-123@a:26379,b:26379/m\n"])
+def test_the_redis_password_is_not_repeated(url):
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"MSB1_REDIS_URL": url})
+    assert str(err.value).startswith("MSB1_REDIS_URL must not") and "pw" not in str(err.value), str(err.value)
+    assert ":***@" in str(err.value)
 
 
 @pytest.mark.parametrize("name", ["MSB1_SMTP_PASSWORD", "MSB1_SENTRY_DSN", "MSB1_SB1_CLIENT_SECRET", "MSB1_SB1_P12_PASSWORD"])

@@ -2,13 +2,13 @@
 accept what we have? One line per check; none of them writes anything."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from clients.sb1 import ACCOUNTS_ROUTE, VAT_TYPES_ROUTE
 from errors import IntegrationError
 from worker.config.integrations import Integration
+from worker.config.rules import redacted
 from worker.notices.mail import smtp_session
 
 
@@ -17,11 +17,6 @@ class Check:
     name: str
     ok: bool
     detail: str
-
-
-def redacted(url: str) -> str:
-    """A URL without its password: ``redis://:***@host:6379/0``."""
-    return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)
 
 
 def _run(name: str, check: Callable[[], str]) -> Check:

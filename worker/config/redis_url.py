@@ -35,6 +35,8 @@ class RedisTarget:
 
     @classmethod
     def parse(cls, url: str) -> RedisTarget:
+        if any(ch.isspace() for ch in url):     # a space in the host: refused now, not on every connection
+            raise RedisUrlError("MSB1_REDIS_URL must not contain spaces")
         if not url.startswith(SCHEME + "://"):
             return cls(_checked(url))
         rest = url[len(SCHEME) + 3:]

@@ -7,6 +7,7 @@ problem in words, or None, and never repeats a secret."""
 from __future__ import annotations
 
 import ipaddress
+import re
 import unicodedata
 from email.utils import parseaddr
 from urllib.parse import urlsplit
@@ -100,3 +101,9 @@ def shown(value: object, limit: int = 60) -> str:
 def one_line(text: str) -> str:
     """A message on one line: line breaks and other unprintable characters escaped."""
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def redacted(url: str) -> str:
+    """A URL without what comes before its host: ``redis://:***@host:6379/0`` (a password
+    holding ``/``, ``:`` or ``@`` included)."""
+    return re.sub(r"//.*@", "//:***@", url, flags=re.S)

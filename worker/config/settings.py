@@ -21,8 +21,8 @@ from marshmallow.validate import OneOf, Range
 from clients.http import Timeouts
 from clients.retry import RetryPolicy
 from clients.sb1 import DEFAULT_IDENTITY_URL, TOKEN_PATH
-from worker.config.rules import (HTTP_ONLY_TO, address_problem, http_hosts, is_loopback, one_line, shown,
-                                 text_problem, url_problem)
+from worker.config.rules import (HTTP_ONLY_TO, address_problem, http_hosts, is_loopback, one_line, redacted,
+                                 shown, text_problem, url_problem)
 
 PREFIX = "MSB1_"
 
@@ -261,8 +261,8 @@ class Settings:
                 # a space copied in with a key or an address: a credential that never matches
                 problem = "must not start or end with a space"
             if problem:
-                out.append(f"{PREFIX}{f.name.upper()} {problem}"
-                           + ("" if f.name in secret else f", got {shown(value)}"))
+                out.append(f"{PREFIX}{f.name.upper()} {problem}" + ("" if f.name in secret else
+                           f", got {shown(redacted(value) if f.name == 'redis_url' else value)}"))
         if out:
             return out          # the rules below assume text without control characters
         try:
