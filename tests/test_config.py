@@ -237,7 +237,9 @@ def test_settings_from_env():
      "MSB1_SB1_TOKEN_URL must be https:// (plain http:// only to 127.0.0.1, ::1, localhost or a host in "
      "MSB1_INSECURE_HTTP_HOSTS): the credentials sent there would travel in clear, got 'http://login.example/connect/token'"),
     ({"MSB1_SB1_IDENTITY_URL": "http://login.regnskap.sparebank1.no"}, "MSB1_SB1_IDENTITY_URL must be https://"),
-    ({"MSB1_SB1_IDENTITY_URL": "https://id:pw@login.example"}, "MSB1_SB1_IDENTITY_URL must not hold a user name or password"),
+    ({"MSB1_SB1_IDENTITY_URL": "https://id:pw-123@login.example"}, "MSB1_SB1_IDENTITY_URL must not hold a user name or "
+                                                                     "password, got 'https://:***@login.example'"),
+    ({"MSB1_SB1_TOKEN_URL": "https://pw-123@login.example/t\n"}, "MSB1_SB1_TOKEN_URL must not contain line breaks"),
     ({"MSB1_SB1_IDENTITY_URL": "http://sandbox:8082", "MSB1_INSECURE_HTTP_HOSTS": "other"}, "MSB1_SB1_IDENTITY_URL must be https://"),
     ({"MSB1_INSECURE_HTTP_HOSTS": "*"}, "MSB1_INSECURE_HTTP_HOSTS must be host names separated by commas, got '*'"),
     # addresses in a header: no CR/LF, and an address

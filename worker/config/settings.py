@@ -262,7 +262,7 @@ class Settings:
                 problem = "must not start or end with a space"
             if problem:
                 out.append(f"{PREFIX}{f.name.upper()} {problem}" + ("" if f.name in secret else
-                           f", got {shown(redacted(value) if f.name == 'redis_url' else value)}"))
+                           f", got {shown(redacted(value) if '@' in value else value)}"))
         if out:
             return out          # the rules below assume text without control characters
         try:
@@ -280,7 +280,7 @@ class Settings:
             url = getattr(self, name)
             problem = url_problem(url, allowed) if url else None
             if problem:
-                out.append(f"{PREFIX}{name.upper()} {problem}, got {shown(url)}")
+                out.append(f"{PREFIX}{name.upper()} {problem}, got {shown(redacted(url))}")
         for name, display_name in _ADDRESS_SETTINGS.items():
             value = getattr(self, name)
             problem = address_problem(value, display_name) if value is not None else None
