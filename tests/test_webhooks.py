@@ -175,6 +175,20 @@ def test_wrong_secret_and_unknown_integration_look_the_same(receiver, r):
     assert "acme-webhook-secret" not in receiver.log(), "request paths carry secrets and must not be logged"
 
 
+def test_a_secret_sent_where_the_id_goes_is_not_logged(receiver, r):
+    """A webhook URL set up the wrong way round (/webhooks/<secret>, /webhooks/<secret>/<id>)
+    puts a secret where the log names the integration claimed: it is named by its shape."""
+    for path in (f"/webhooks/{SECRETS['acme']}", f"/webhooks/{SECRETS['acme']}/acme"):
+        resp = receiver.post(path, CUSTOMER, headers={"X-Webhook-Secret": "nope"})
+        assert resp.status_code == 404 and resp.json() == {"error": "not found"}
+    wait_until(lambda: receiver.log().count("unknown integration or wrong secret") >= 2, 10,
+               message="the two refusals logged")
+    assert "acme-webhook-secret" not in receiver.log()
+    assert "(unknown: 30 characters: letters, digits and '-')" in receiver.log()
+    receiver.hook("acme", CUSTOMER, secret="acme-webhook-secret-0123456780")
+    wait_until(lambda: '"claimed": "acme"' in receiver.log(), 10, message="a configured id named as it is")
+
+
 def test_one_integrations_secret_is_refused_on_another_endpoint(receiver, r):
     resp = receiver.hook("fjord", CUSTOMER, secret=SECRETS["acme"])
     assert resp.status_code == 404

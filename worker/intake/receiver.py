@@ -27,7 +27,7 @@ import time
 from flask import Flask, g, jsonify, request
 from marshmallow import ValidationError
 
-from schemas.text import plain
+from schemas.text import plain, shape
 from schemas.webhooks import WEBHOOK
 from worker.intake.producer import Paused, enqueue
 from worker.ops.logs import configure_logging
@@ -93,8 +93,12 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     def receive(integration_id: str, secret: str | None):
         integration = authenticate(integration_id, secret)
         if integration is None:
+            # a configured id is named; anything else by its shape: a secret sent where the id
+            # goes (a webhook URL set up the wrong way round) must not reach the log
+            known = integration_id in rt().integrations
             return answer(404, "refused", "not found", level=logging.WARNING,
-                          claimed=plain(integration_id, 40), why="unknown integration or wrong secret")
+                          claimed=integration_id if known else f"(unknown: {shape(integration_id)})",
+                          why="unknown integration or wrong secret")
         iid = integration.id
         if request.mimetype != "application/json":
             return answer(415, "refused", f"Content-Type must be application/json, not "
