@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from marshmallow import fields, post_load
+from marshmallow import fields, post_load, validate
 
 from .base import MomentSchema
 
@@ -172,11 +172,17 @@ class MomentProjectRefSchema(MomentSchema):
         return MomentRef(data["id"])
 
 
+# an amount or quantity beyond this is no invoice's ("1e999999" would overflow every sum);
+# the books' own bound (schemas.vouchers.MAX_AMOUNT) is lower and says so in its own words
+AMOUNT_BOUND = validate.Range(-Decimal(10) ** 15, Decimal(10) ** 15, min_inclusive=False, max_inclusive=False,
+                              error="must be a number between -10^15 and 10^15")
+
+
 class MomentInvoiceLineSchema(MomentSchema):
     item_text = fields.String(load_default="")
-    quantity = fields.Decimal(load_default=Decimal(1))
-    amount_excl_vat = fields.Decimal(required=True)      # the line total, a decimal string
-    vat_amount = fields.Decimal(allow_none=True, load_default=None)   # assumed name; optional
+    quantity = fields.Decimal(load_default=Decimal(1), validate=AMOUNT_BOUND)
+    amount_excl_vat = fields.Decimal(required=True, validate=AMOUNT_BOUND)      # the line total, a decimal string
+    vat_amount = fields.Decimal(allow_none=True, load_default=None, validate=AMOUNT_BOUND)   # assumed name; optional
     vat_code = fields.Raw(required=True)
     product_type = fields.String(required=True)
 

@@ -395,3 +395,19 @@ def test_every_voucher_field_we_send_exists_in_the_swagger():
     for ln in body["DraftLines"]:
         assert set(ln) <= set(definitions["JournalEntryLineDraft"]["properties"]), set(ln)
         assert set(ln["Dimensions"]) <= set(definitions["Dimensions"]["properties"])
+
+
+@pytest.mark.parametrize("field,value", [("amountExclVat", "1e999999"), ("amountExclVat", "-1E+999999"),
+                                         ("quantity", "1e20"), ("vatAmount", "1e400")])
+def test_an_amount_no_invoice_has_is_refused_when_read_not_when_summed(field, value):
+    """"1e999999" read as a Decimal overflowed the first sum (an unexpected error, not a refusal)."""
+    from marshmallow import ValidationError
+
+    from schemas.moment import MOMENT_INVOICE
+    line = {"itemText": "x", "quantity": "1", "amountExclVat": "100.00", "vatCode": "3", "productType": "HOURS",
+            field: value}
+    with pytest.raises(ValidationError) as err:
+        MOMENT_INVOICE.load({"id": 1, "invoiceNumber": 1001, "status": "FINALIZED", "invoiceDate": "2026-11-20",
+                             "dueDate": "2026-12-04", "customer": {"id": 2, "customerNumber": "100001"},
+                             "lines": [line]})
+    assert err.value.normalized_messages() == {"lines": {0: {field: ["must be a number between -10^15 and 10^15"]}}}
