@@ -75,6 +75,8 @@ def test_explicit_base_url_instead_of_bank():
     ({"sb1_rate_limit": -1}, "field 'sb1_rate_limit': Must be greater than or equal to 0 and less than or equal to 10000."),
     ({"moment_rate_limit": float("inf")}, "field 'moment_rate_limit': Special numeric values (nan or infinity) are not permitted."),
     ({"moment_rate_limit": float("nan")}, "field 'moment_rate_limit': Special numeric values"),
+    ({"moment_rate_limit": "5"}, "field 'moment_rate_limit': Not a valid number."),
+    ({"sb1_rate_limit": "inf"}, "field 'sb1_rate_limit': Not a valid number."),
     # a key or an address copied with a space: refused, not sent as it is on every call
     ({"moment_api_key": "key-123 "}, "integration 'acme', field 'moment_api_key': must not start or end with a space"),
     ({"moment_api_key": " key-123"}, "field 'moment_api_key': must not start or end with a space"),

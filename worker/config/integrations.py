@@ -158,6 +158,15 @@ def _read_secret(path: str) -> str | Missing:
     return text if text else Missing(f"file {path!r} is empty")
 
 
+class _Number(fields.Float):
+    """A TOML number, not a string that reads as one ("5", "1_0", "inf")."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class IntegrationSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -185,8 +194,8 @@ class IntegrationSchema(Schema):
     vat_codes = fields.List(fields.String(validate=validate.Regexp(r"[0-9A-Za-z]{1,10}\Z",
                                                                    error="must be a VAT code such as 3 or 31")),
                             load_default=lambda: list(DEFAULT_VAT_CODES))
-    sb1_rate_limit = fields.Float(load_default=None, validate=validate.Range(0, 10000))
-    moment_rate_limit = fields.Float(load_default=None, validate=validate.Range(0, 10000))
+    sb1_rate_limit = _Number(load_default=None, validate=validate.Range(0, 10000))
+    moment_rate_limit = _Number(load_default=None, validate=validate.Range(0, 10000))
     vat_account = fields.Raw(load_default=None, metadata={"removed": True})
     language = fields.String(load_default="nb", validate=validate.OneOf(
         ("nb", "en"), error="unknown language {input!r}; choose nb (Norwegian bokmål) or en (English)"))
