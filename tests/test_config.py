@@ -441,7 +441,17 @@ def _nested_file(path):
     path.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n" + path.read_text())
 
 
+def _fifo_file(path):
+    """The integrations file replaced by a FIFO: reading it would hang the start."""
+    import os
+    path.unlink()
+    os.mkfifo(path)
+
+
 REFUSED_AT_START = [
+    ("a fifo", _fifo_file, {}, "integrations file '{file}' is not a regular file"),
+    ("a number", None, {"MSB1_CONCURRENCY": "1_0"}, "MSB1_CONCURRENCY must be a whole number from 1 to 1000, got '1_0'"),
+    ("a spaced id", None, {"MSB1_SB1_CLIENT_ID": "client "}, "MSB1_SB1_CLIENT_ID must not start or end with a space"),
     ("a file", _bad_file, {}, "invalid integrations file '{file}': integration 'acme', field 'moment_base_url': "
                               "must be https:// (plain http:// only to 127.0.0.1, ::1, localhost"),
     ("a deep file", _nested_file, {}, "integrations file '{file}' is not valid TOML: nested too deeply"),
