@@ -242,3 +242,32 @@ def test_a_number_lock_in_redis_holds_the_number_keyed_never_in_clear(r):
         other.release()
     finally:
         lock.release()
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_celerys_line_for_a_task_that_raised_carries_no_value(fmt, capsys):
+    """Celery logs a task that raised with the exception's repr and traceback text in the
+    message and in ``data``: another library's exception is named by its type only."""
+    from celery.app.trace import TraceInfo
+
+    from worker.config.settings import Settings
+    from worker.ops.logs import configure_logging
+
+    class Task:
+        name = "tasks.poll.poll_integration"
+        throws = ()
+
+    class Request(dict):
+        hostname, id, args, kwargs = "w@h", "t-1", ("acme", "customers"), {}
+
+    configure_logging(Settings.from_env({"MSB1_LOG_FORMAT": fmt}), "worker")
+    message = f"could not parse {NAME}"
+    try:
+        raise ValueError(message)
+    except ValueError:
+        from billiard.einfo import ExceptionInfo
+        einfo = ExceptionInfo()
+    TraceInfo("FAILURE", einfo.exception)._log_error(Task(), Request(), einfo)
+    err = capsys.readouterr().err
+    assert "raised unexpected" in err and "builtins.ValueError (message withheld" in err, err
+    assert NAME not in err and "could not parse" not in err

@@ -169,6 +169,8 @@ def configure_logging(settings: Settings, process: str) -> None:
         trace.removeFilter(old)
     if not debug:
         trace.addFilter(_NoSuccessLines())
+    if not any(isinstance(f, _SafeTaskFailures) for f in trace.filters):
+        trace.addFilter(_SafeTaskFailures())
     # our own HTTP calls are logged by the clients, without query strings; urllib3's debug
     # lines would print the URL
     logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLevelName(settings.log_level)))
@@ -177,3 +179,22 @@ def configure_logging(settings: Settings, process: str) -> None:
 class _NoSuccessLines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return record.msg is not LOG_SUCCESS
+
+
+class _SafeTaskFailures(logging.Filter):
+    """Celery's line for a task that raised ("Task ... raised unexpected: ValueError('...')")
+    carries the exception's repr and its traceback text in the message and in ``data``: both
+    are ``safe_exception``'s and ``safe_traceback``'s instead (another library's exception
+    may quote any value it was given)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = record.args if isinstance(record.args, dict) else None
+        exc = record.exc_info[1] if record.exc_info else None
+        if context is not None and "exc" in context and exc is not None:
+            context["exc"] = safe_exception(exc)
+            if "traceback" in context:
+                context["traceback"] = safe_traceback(record.exc_info)
+            data = getattr(record, "data", None)
+            if isinstance(data, dict) and data is not context:
+                data.update(exc=context["exc"], traceback=context.get("traceback"))
+        return True
