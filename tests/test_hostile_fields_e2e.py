@@ -34,6 +34,23 @@ CUSTOMERS = [
     ({"email": "Ola Nordmann <ola@firma.no>"}, "Ola Nordmann <", "e-post"),
     ({"address": {"postalCode": "0155\u2028", "city": "Oslo"}}, "\u2028", "postnummer"),
     ({"organizationNumber": "\ufeff923609016", "countryCode": "SE"}, "\ufeff", "organisasjonsnummer"),
+    # other controls, other format characters, characters shown as nothing
+    ({"name": "Fjord\x85Bygg"}, "\x85", "navn"), ({"name": "Fjord\x0bBygg"}, "\x0b", "navn"),
+    ({"name": "Fjord\x0cBygg"}, "\x0c", "navn"), ({"name": "Fjord\x1fBygg"}, "\x1f", "navn"),
+    ({"name": "Fjord\u061cBygg"}, "\u061c", "navn"), ({"name": "Fjord\u200eBygg"}, "\u200e", "navn"),
+    ({"name": "Fjord\u2067Bygg"}, "\u2067", "navn"), ({"name": "Fjord\u00adBygg"}, "\u00ad", "navn"),
+    ({"name": "Fjord\u3164Bygg"}, "\u3164", "navn"),
+    # websites that are not what they seem
+    ({"website": "j\u0430vascript:alert(4)"}, "alert(4)", "nettside"),
+    ({"website": "https:javascript:alert(5)"}, "alert(5)", "nettside"),
+    ({"website": "//evil.example"}, "evil.example", "nettside"),
+    ({"website": "http://evil.example\\@good.example"}, "@good.example", "nettside"),
+    ({"website": "https://\u0430pple.com"}, "pple.com", "nettside"),
+    # two addresses, a trailing dot; ten thousand characters in the address and the phone
+    ({"email": "a@b.no, c@d.no"}, "c@d.no", "e-post"), ({"email": "post@firma.no."}, "firma.no.", "e-post"),
+    ({"address": {"postalCode": "0" * 10_000, "city": "Oslo"}}, "0" * 300, "postnummer"),
+    ({"address": {"addressLine1": "Storgata 3", "city": "O" * 10_000}}, "O" * 300, "poststed"),
+    ({"phone": "9" * 10_000}, "9" * 300, "telefon"),
 ]
 PROJECT_NAME = "Tilbygg\u2066 Lysaker"          # a bidi isolate
 LINE_TEXT = "Lisens\x1b[31m rød"               # an escape sequence
