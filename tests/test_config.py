@@ -123,11 +123,14 @@ def test_plain_http_to_a_host_the_operator_names():
     ({"webhook_secret": "the-same-secret-0123"},
      "invalid integrations file: integration 'fjord', field 'webhook_secret': the same as integration 'acme''s; "
      "each integration needs its own"),
+    ({"moment_company": "ACME"},
+     "invalid integrations file: integration 'fjord', field 'moment_company': the same as integration 'acme''s; "
+     "each integration needs its own"),
 ])
 def test_what_two_integrations_may_not_share(second, expected):
     first = {**GOOD, "webhook_secret": "the-same-secret-0123"}
     other = {**GOOD, "id": "fjord", "company_key": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
-             "webhook_secret": "another-secret-01234", **second}
+             "webhook_secret": "another-secret-01234", "moment_company": "fjord", **second}
     with pytest.raises(IntegrationsError) as err:
         parse_integrations({"integration": [first, other]}, env={"ACME_KEY": "k"})
     assert err.value.problems == [expected]
@@ -137,7 +140,7 @@ def test_what_two_integrations_may_not_share(second, expected):
 def test_two_integrations_with_their_own_keys_and_secrets_are_fine():
     first = {**GOOD, "webhook_secret": "first-secret-0123456"}
     other = {**GOOD, "id": "fjord", "company_key": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
-             "webhook_secret": "second-secret-012345"}
+             "webhook_secret": "second-secret-012345", "moment_company": "fjord"}
     assert set(parse_integrations({"integration": [first, other]}, env={"ACME_KEY": "k"})) == {"acme", "fjord"}
 
 
@@ -168,7 +171,7 @@ ENTRY = ('[[integration]]\nid = "acme"\nmoment_company = "acme"\nmoment_api_key 
     (ENTRY.replace('id = "acme"', 'id = "acme\\n"'), ": integration 'acme\\n', field 'id': must be 1 to 63"),
     (ENTRY.replace('bank = "smn"', 'bank = "smn"\nsb1_base_url = "https://regnskap.smn.no"'),
      ": integration 'acme', field 'sb1_base_url': give bank or sb1_base_url, not both"),
-    (ENTRY + ENTRY.replace('id = "acme"', 'id = "fjord"'),
+    (ENTRY + ENTRY.replace('id = "acme"', 'id = "fjord"').replace('moment_company = "acme"', 'moment_company = "fjord"'),
      ": integration 'fjord', field 'company_key': the same as integration 'acme''s; each integration needs its own"),
 ])
 def test_each_refused_file_is_one_line_naming_it(tmp_path, content, expected):

@@ -282,12 +282,15 @@ def parse_integrations(doc: Mapping[str, Any], env: Mapping[str, str] | None = N
 
 
 def _shared(integrations) -> list[str]:
-    """What two integrations may not share: the books (a company key) and a webhook secret
-    (a webhook for one would be taken for the other)."""
+    """What two integrations may not share: the books (a company key), a webhook secret
+    (a webhook for one would be taken for the other) and the Moment company (one integration
+    per Moment company: two would poll it and write its records twice; Moment's company codes
+    are compared without case)."""
     problems = []
     seen: dict[tuple[str, str], str] = {}
     for i in integrations:
-        for what, value in (("company_key", i.company_key.lower()), ("webhook_secret", i.webhook_secret)):
+        for what, value in (("company_key", i.company_key.lower()), ("webhook_secret", i.webhook_secret),
+                            ("moment_company", i.moment_company.lower())):
             if value is None:
                 continue
             other = seen.setdefault((what, value), i.id)
