@@ -33,6 +33,19 @@ class TimedOut(AssertionError):
     """What was awaited did not happen in time (an AssertionError, so pytest shows it as a failure)."""
 
 
+def listening_on(port: int) -> set[str]:
+    """The IPv4 addresses a socket listens on at ``port``, as the kernel says (/proc/net/tcp;
+    LISTEN is state 0A)."""
+    import struct
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(socket.inet_ntoa(struct.pack("<I", int(address, 16))))
+    return found
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.05,
                message: str = "condition", describe: Callable[[], str] | None = None) -> Any:
     """Poll ``predicate`` until it is true and return its value; on timeout, say what was

@@ -3,26 +3,13 @@ only unless configured: ``MSB1_METRICS_HOST``, 127.0.0.1 by default. What the ke
 each socket listens on is read from /proc/net/tcp."""
 from __future__ import annotations
 
-import socket
-import struct
-from pathlib import Path
-
 import pytest
 import requests
 from conftest import free_port, wait_until
 
+from sandbox.local import listening_on
+
 pytestmark = pytest.mark.slow
-
-
-def listening_on(port: int) -> set[str]:
-    """The IPv4 addresses a socket listens on at ``port`` (LISTEN is state 0A)."""
-    found = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, state = line.split()[1], line.split()[3]
-        address, hex_port = local.split(":")
-        if state == "0A" and int(hex_port, 16) == port:
-            found.add(socket.inet_ntoa(struct.pack("<I", int(address, 16))))
-    return found
 
 
 def scrape(port: int) -> str:

@@ -14,6 +14,8 @@ import redis
 import requests
 from conftest import ROOT, free_port, wait_until
 
+from sandbox.local import listening_on
+
 QUEUE = "moment-sb1"                      # Celery's queue: a Redis list of JSON messages
 SECRETS = {name: f"{name}-webhook-secret-0123456789" for name in ("acme", "fjord")}
 CUSTOMER = {"event": "UPDATE", "customer": {"id": 62788973, "customerNumber": "100001"}}
@@ -636,20 +638,6 @@ def test_600_dripping_clients_at_the_default_limits(receiver, r):
 
 
 # ---------------------------------------------------------------- where it listens, and its figures
-
-def listening_on(port: int) -> set[str]:
-    """The IPv4 addresses a socket listens on at ``port``, as the kernel says (/proc/net/tcp;
-    LISTEN is state 0A)."""
-    import struct
-    from pathlib import Path
-    found = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, state = line.split()[1], line.split()[3]
-        address, hex_port = local.split(":")
-        if state == "0A" and int(hex_port, 16) == port:
-            found.add(socket.inet_ntoa(struct.pack("<I", int(address, 16))))
-    return found
-
 
 def test_the_receiver_and_its_figures_listen_on_this_machine_and_apart(worker_env, r, tmp_path):
     """Without --host the receiver listens on 127.0.0.1 only, and its figures (which name every
