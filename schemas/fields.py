@@ -217,7 +217,12 @@ def host_ok(host: str) -> bool:
         return True
     except ValueError:
         pass
-    if any(_mixed_scripts(label) for label in host.split(".")):
+    try:        # as a person reads it: an xn-- label decoded (look-alikes hide in that form too)
+        shown_labels = [label.encode("ascii").decode("idna") if label.lower().startswith("xn--") else label
+                        for label in host.split(".")]
+    except UnicodeError:
+        return False
+    if any(_mixed_scripts(label) for label in shown_labels):
         return False
     try:
         labels = host.encode("idna").decode("ascii").lower().split(".")

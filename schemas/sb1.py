@@ -85,9 +85,12 @@ _NATIONAL_ID_WEIGHTS = ([3, 7, 6, 1, 8, 9, 4, 5, 2], [5, 4, 3, 2, 7, 6, 5, 4, 3,
 def looks_like_national_id(text: str) -> bool:
     """Eleven digits whose last two are the check digits of a Norwegian national identity
     number (fødselsnummer, D-number): a number of another kind that may be one is named by
-    the record's Moment id, never by itself (one 11-digit number in 121 matches by chance)."""
-    if not (len(text) == 11 and text.isascii() and text.isdigit()):
+    the record's Moment id, never by itself (one 11-digit number in 121 matches by chance).
+    Ten digits are tried with the leading zero a number read as an integer loses (a person
+    born on the 1st to the 9th of a month)."""
+    if not (len(text) in (10, 11) and text.isascii() and text.isdigit()):
         return False
+    text = text.zfill(11)
     for n, weights in enumerate(_NATIONAL_ID_WEIGHTS):
         check = (11 - sum(int(d) * w for d, w in zip(text, weights)) % 11) % 11
         if check == 10 or check != int(text[9 + n]):

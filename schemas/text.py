@@ -21,7 +21,9 @@ ELLIPSIS = "…"
 IGNORABLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u3164\uffa0")
 
 
-def _invisible(ch: str) -> bool:
+def invisible(ch: str) -> bool:
+    """A character that does not show as itself: refused in any text we send or take as a
+    setting, written out or blanked wherever a value is shown back."""
     # Cc controls (line breaks, tabs, NUL), Cf format characters (zero-width, bidi marks),
     # Zl/Zp line and paragraph separators, unassigned or private code points, and IGNORABLE.
     return unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") or ch in IGNORABLE
@@ -124,14 +126,14 @@ def shown(value: object, limit: int = 40) -> str:
     """A value quoted back to a person: invisible characters written out (``\\n``,
     ``\\u200b``) so "100001\\n" does not look like 100001, and at most ``limit`` characters."""
     text = "" if value is None else str(value)
-    return "'" + _cut("".join(_escape(ch) if _invisible(ch) else ch for ch in text), limit) + "'"
+    return "'" + _cut("".join(_escape(ch) if invisible(ch) else ch for ch in text), limit) + "'"
 
 
 def plain(value: object, limit: int = 200) -> str:
     """Running text (a name, a description) with invisible characters turned into spaces,
     runs of whitespace folded, and at most ``limit`` characters."""
     text = "" if value is None else str(value)
-    text = "".join(" " if _invisible(ch) else ch for ch in text)
+    text = "".join(" " if invisible(ch) else ch for ch in text)
     return _cut(" ".join(text.split()), limit)
 
 
@@ -146,6 +148,6 @@ def label(value: object, limit: int = 20) -> str:
     """A number or code in running text: as it is when it is short and has no invisible
     character or space, else quoted by ``shown`` ("customer 100001", "customer '1000\\n01'")."""
     text = "" if value is None else str(value)
-    if text and len(text) <= limit and not any(_invisible(ch) or ch.isspace() for ch in text):
+    if text and len(text) <= limit and not any(invisible(ch) or ch.isspace() for ch in text):
         return text
     return shown(text, limit)

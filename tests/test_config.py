@@ -502,3 +502,21 @@ def test_check_config_loads_the_credentials_as_the_worker_does(worker_env, tmp_p
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 1 and len(lines) == 1 and lines[0].startswith(expected), out.stderr
         assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("name,value", [("MSB1_SENTRY_ENVIRONMENT", "prod\u3164"),      # a Hangul filler
+                                        ("MSB1_SMTP_HOST", "mail\ue000.example"),       # a private-use code point
+                                        ("MSB1_OPERATOR_EMAIL", "drift\u034f@firma.no")])
+def test_a_setting_with_a_character_that_shows_as_nothing_is_refused(name, value):
+    """The same rule as for every text we send (schemas.text.invisible)."""
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_a_sentinel_password_with_reserved_characters_reaches_kombu_whole():
+    from kombu.utils.url import url_to_parts
+
+    from worker.config.redis_url import RedisTarget
+    url = RedisTarget.parse("redis+sentinel://:p%40ss%2Fw%3Ad@h1:26379,h2:26379/m/0").broker_url()
+    assert [url_to_parts(part).password for part in url.split(";")] == ["p@ss/w:d", "p@ss/w:d"]
+    assert [url_to_parts(part).hostname for part in url.split(";")] == ["h1", "h2"]

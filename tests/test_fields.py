@@ -264,3 +264,12 @@ def test_a_blank_looking_name_is_shown_escaped_and_its_shape_says_invisible():
     from schemas.text import shape, shown
     assert shown("\u3164\u3164") == "'\\u3164\\u3164'"
     assert shape("A\u115fB") == "3 characters: letters and an invisible character"
+
+
+def test_a_look_alike_host_is_refused_in_its_xn_form_too():
+    """"аpple.com" with a Cyrillic а is the same host as xn--pple-43d.com: refused both ways,
+    while a Norwegian name in either form is fine."""
+    assert website_problem("https://аpple.com/login") == "website-invalid"
+    assert website_problem("https://xn--pple-43d.com/login") == "website-invalid"
+    assert website_problem("https://www.bjørn.no") is None
+    assert website_problem("https://www.xn--bjrn-ura.no") is None

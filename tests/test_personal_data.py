@@ -141,7 +141,8 @@ def test_a_records_number_is_logged_only_when_it_is_a_valid_one():
                                          ("projects", "01042", False), ("invoices", 1001, True),
                                          ("invoices", "１００１", False), ("projects", "15058500027", False),
                                          ("projects", "12345678901", True), ("invoices", 15058500027, False),
-                                         ("invoices", 1017000027, True)]:
+                                         ("invoices", 1017000027, False),   # 01017000027, its zero lost
+                                         ("invoices", 1017000028, True)]:
             ctx = SyncContext(None, None, data_type, 7)
             ctx.describe(number)
             assert (ctx.number == str(number)) is valid and (str(number) in ctx.what) is valid, (data_type, number)
@@ -271,3 +272,10 @@ def test_celerys_line_for_a_task_that_raised_carries_no_value(fmt, capsys):
     err = capsys.readouterr().err
     assert "raised unexpected" in err and "builtins.ValueError (message withheld" in err, err
     assert NAME not in err and "could not parse" not in err
+
+
+def test_a_national_identity_number_that_lost_its_leading_zero_is_still_one():
+    """An invoice number is read as an integer: 01017010170 arrives as 1017010170."""
+    from schemas.sb1 import looks_like_national_id
+    assert looks_like_national_id("01017010170") and looks_like_national_id("1017010170")
+    assert not looks_like_national_id("1017010171") and not looks_like_national_id("101701017")

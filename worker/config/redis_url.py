@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import redis
 from redis.connection import parse_url
@@ -71,7 +71,7 @@ class RedisTarget:
     def broker_url(self) -> str:
         if not self.is_sentinel:
             return self.url
-        auth = f":{self.password}@" if self.password else ""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""     # kombu unquotes it
         return ";".join(f"sentinel://{auth}{host}:{port}/{self.db}" for host, port in self.sentinels)
 
     def broker_transport_options(self) -> dict[str, Any]:

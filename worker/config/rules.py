@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import unicodedata
 from email.utils import parseaddr
 from urllib.parse import urlsplit
 
 from marshmallow import ValidationError
 from marshmallow.validate import Email
 
+from schemas.text import invisible
+
 LOOPBACK_NAMES = frozenset({"localhost"})
 HTTP_ONLY_TO = "127.0.0.1, ::1, localhost or a host in MSB1_INSECURE_HTTP_HOSTS"
-# control (Cc: CR, LF, TAB, NUL ...), format (Cf: bidi overrides, zero-width), surrogates
-# (undecodable bytes in the environment), line and paragraph separators
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _EMAIL = Email()
 
 
@@ -38,7 +36,10 @@ def is_loopback(host: str) -> bool:
 
 
 def unsafe_characters(text: str) -> bool:
-    return any(unicodedata.category(ch) in _UNSAFE_CATEGORIES for ch in text)
+    """A control, format, invalid or invisible character (``schemas.text.invisible``, the same
+    rule as for every text we send): CR, LF, NUL, bidi overrides, zero-width characters,
+    surrogates from undecodable bytes in the environment."""
+    return any(invisible(ch) for ch in text)
 
 
 def url_problem(url: str, allowed_http: frozenset[str] = frozenset()) -> str | None:

@@ -22,13 +22,11 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
     Histogram,
     disable_created_metrics,
-    generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -139,10 +137,6 @@ def registry(runtime_getter) -> CollectorRegistry:
     reg.register(_ProcessMetrics())
     reg.register(StateCollector(runtime_getter))
     return reg
-
-
-def exposition(reg: CollectorRegistry) -> tuple[bytes, str]:
-    return generate_latest(reg), CONTENT_TYPE_LATEST
 
 
 def serve_worker_metrics(port: int, runtime_getter, host: str = "127.0.0.1") -> None:

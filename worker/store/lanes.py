@@ -5,7 +5,7 @@
 
 Workers read the live queue first (kombu's ``priority`` queue order): a bulk sync is taken
 only when no live one waits. Bulk work does not go to Celery all at once: each company's
-records wait in a list of its own in Redis (``{p}:bulk:{integration}``), and the bulk queue
+records wait in a list of its own in Redis (``Keys.bulk_list``), and the bulk queue
 is kept short (``MSB1_BULK_QUEUE_TARGET``), refilled a chunk at a time from the companies in
 turn. So a company's 10,000-record backfill holds another company's backfill up by one
 chunk, not by 10,000 records. Refills happen when bulk work is added, after each bulk sync

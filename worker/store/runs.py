@@ -1,14 +1,10 @@
 """Runs: a backfill or a replay followed to its end.
 
-A run marks each record it queues (``{p}:run-of:{integration}:{data_type}`` maps the
-record to the run); whichever sync of that record ends next (written, unchanged, failed)
+A run marks each record it queues (a hash maps the record to the run); whichever sync of that record ends next (written, unchanged, failed)
 counts it for the run. So ``moment-sb1 backfill --wait`` can show a total, a rate and an
 ETA, and end with the outcome counts; ``status`` shows the runs still going. Tasks keep
 carrying only IDs. A record already in a run joins the newer run (and leaves the older).
-
-``{p}:run:{run id}``                     hash  integration, data_type, kind, started, total, done, outcomes
-``{p}:run-of:{integration}:{data_type}`` hash  record id → run id
-``{p}:runs``                             sorted set  run id by start time
+Its Redis keys: ``worker.store.keys`` (lanes and runs).
 """
 from __future__ import annotations
 
