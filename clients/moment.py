@@ -45,7 +45,7 @@ class MomentClient:
                         timeouts=self.timeouts, headers=self._headers, params=params)
         except TransientError as exc:
             if exc.status == 429:
-                self.limits.rate_limited()
+                self.limits.rate_limited(exc.retry_after)
             raise
         try:
             return resp.json()

@@ -288,7 +288,7 @@ class SB1Client:
                             timeouts=self.timeouts, headers=headers, **kwargs)
             except TransientError as exc:
                 if exc.status == 429:
-                    self.limits.rate_limited()
+                    self.limits.rate_limited(exc.retry_after)
                 raise
             except AuthError as exc:
                 if exc.status != 401 or attempt == 2:

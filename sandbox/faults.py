@@ -1,4 +1,5 @@
-"""Fault injection shared by the sandbox apps: latency, random 503/429, slow answers, scripts."""
+"""Fault injection shared by the sandbox apps: latency, random 503/429, slow answers, scripts,
+and a true rate limit per company (``company_limit``)."""
 from __future__ import annotations
 
 import json
@@ -15,8 +16,10 @@ ADMIN_PREFIX = "/_sandbox/"
 # Never hit by random faults (only by scripted ones): the identity server's endpoints.
 RANDOM_EXEMPT_PREFIXES = ("/connect/token", "/.well-known/")
 FAULT_BODY = {"Message": "sandbox fault"}
-SETTINGS = ("latency", "error_rate", "rate_limit_rate", "slow_rate", "slow_seconds", "lost_write_rate")
+SETTINGS = ("latency", "error_rate", "rate_limit_rate", "slow_rate", "slow_seconds", "lost_write_rate",
+            "company_limit")
 WRITES = ("POST", "PUT", "DELETE")
+COMPANY_PATH = "/companies/"          # Moment's paths: /api/1.0/companies/<company code>/...
 
 
 @dataclass
@@ -48,6 +51,13 @@ class Faults:
         self.slow_seconds: float = 2.0
         # a write that happened, but whose answer is lost (replaced by a 503): the ambiguous case
         self.lost_write_rate: float = 0.0
+        # calls per second per company (SpareBank 1: the CompanyKey header; Moment: the company
+        # code in the path), a token bucket holding one second's calls; above it a 429 with
+        # Retry-After: 1. 0: no limit
+        self.company_limit: float = 0.0
+        self._buckets: dict[str, tuple[float, float]] = {}     # company -> (tokens, at)
+        self.passed: Counter[str] = Counter()       # company -> calls the limit let through
+        self.limited: Counter[str] = Counter()      # company -> calls it answered 429
         self.injected: Counter[int] = Counter()  # status -> how many faults were answered
         self._scripts: list[ScriptedFault] = []
         self._lock = threading.Lock()
@@ -83,6 +93,8 @@ class Faults:
         """Back to no faults at all (counters of injected faults are kept)."""
         with self._lock:
             self.latency = self.error_rate = self.rate_limit_rate = self.slow_rate = self.lost_write_rate = 0.0
+            self.company_limit = 0.0
+            self._buckets.clear()
             self.slow_seconds = 2.0
             self._scripts.clear()
 
@@ -102,6 +114,24 @@ class Faults:
                     return fault
         return None
 
+    def _over_company_limit(self, req: Request) -> bool:
+        """Take a token from the caller's company bucket; True when there is none."""
+        company = req.headers.get("CompanyKey", "").strip()
+        if not company and COMPANY_PATH in req.path:
+            company = req.path.split(COMPANY_PATH, 1)[1].split("/", 1)[0].lower()
+        if not company:
+            return False
+        with self._lock:
+            limit, now = self.company_limit, time.monotonic()
+            tokens, at = self._buckets.get(company, (limit, now))
+            tokens = min(limit, tokens + (now - at) * limit)
+            over = tokens < 1
+            self._buckets[company] = (tokens if over else tokens - 1, now)
+            (self.limited if over else self.passed)[company] += 1
+            if over:
+                self.injected[429] += 1
+        return over
+
     def _answer(self, status: int, headers: dict[str, str] | None = None) -> Response:
         return Response(json.dumps(FAULT_BODY), status=status, headers=headers or {},
                         mimetype="application/json")
@@ -119,6 +149,8 @@ class Faults:
             return self._answer(scripted.status, scripted.headers)
         if path.startswith(RANDOM_EXEMPT_PREFIXES):
             return None
+        if self.company_limit > 0 and self._over_company_limit(req):
+            return self._answer(429, {"Retry-After": "1"})
         with self._lock:
             fault_roll, slow_roll = self._rng.random(), self._rng.random()
             status = None

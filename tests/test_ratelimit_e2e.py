@@ -1,12 +1,15 @@
 """The shared rate limit (clients/ratelimit.py) with real worker processes: 4 processes × 16
 threads against the sandbox, which notes when each call arrived. Every one-second window
-holds at most the limit + 10 %, and every record arrives. A 429 halves the rate for a while."""
+holds at most the limit + 10 %, and every record arrives. Against a sandbox that truly
+limits a company (``company_limit``), the learned rate finds the limit, keeps to it, and
+follows it when it changes."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
-from conftest import COMPANY_KEYS, wait_until
+from conftest import CLIENT_ID, COMPANY_KEYS, wait_until
 
 from sandbox.moment import seed_customers
 
@@ -47,31 +50,6 @@ def test_four_processes_share_one_limit_and_every_record_arrives(sandbox, start_
     print(f"{len(times)} calls in {elapsed:.1f}s, busiest second {most} (limit {LIMIT:g})")
 
 
-def test_a_429_halves_the_rate_for_a_while(r):
-    import redis as redis_lib
-    from conftest import REDIS_URL
-
-    from clients.ratelimit import Bucket, RateLimiter
-    from worker.store.keys import Keys
-    limiter = RateLimiter(redis_lib.Redis.from_url(REDIS_URL), Keys("msb1test").rate_limits(), max_wait=30)
-    bucket = (Bucket("test:company", 20.0),)
-
-    def calls_in(seconds: float) -> int:
-        n, end = 0, time.monotonic() + seconds
-        while time.monotonic() < end:
-            limiter.acquire(bucket, "test")
-            n += 1
-        return n
-    calls_in(0.3)                                         # use up the burst
-    before = calls_in(1.0)
-    assert limiter.penalize(bucket) == 0.5
-    after = calls_in(1.0)
-    # never over 90 % of 20, then of 10 (a busy machine makes fewer calls, never more)
-    assert before <= 21 and after <= 11, (before, after)
-    assert before >= 13, (before, after)       # well above the halved rate: the halving shows
-    assert r.ttl("msb1test:rate:test:company:penalty") > 50        # it comes back by itself
-
-
 def test_a_wait_past_the_longest_is_a_passing_error_not_a_held_thread(r):
     import redis as redis_lib
     from conftest import REDIS_URL
@@ -89,3 +67,128 @@ def test_a_wait_past_the_longest_is_a_passing_error_not_a_held_thread(r):
         turned_away.append(err.value.retry_after)
     # a caller turned away takes no turn: the next one's wait does not grow
     assert all(0.4 < w < 0.6 for w in turned_away), turned_away
+
+
+class Callers:
+    """``threads`` threads calling SpareBank 1 through the shared limit (ceiling ``ceiling``
+    calls/s) as a sync does: a 429 is a passing error, reported to the limit, and the thread
+    goes on with its next call."""
+
+    def __init__(self, sandbox, r, rsa_key, ceiling: float, threads: int = 16):
+        from clients.ratelimit import Bucket, Limited, RateLimiter
+        from clients.sb1 import Credentials, SB1Client, TokenProvider
+        from worker.store.keys import Keys
+        self.key, self.faults = COMPANY_KEYS["acme"], sandbox.sb1_faults
+        self.limiter = RateLimiter(r, Keys("msb1test").rate_limits(), max_wait=30)
+        self.bucket = (Bucket(Keys.sb1_company_bucket(self.key), ceiling),)
+        tokens = TokenProvider(sandbox.token_url, Credentials.load(CLIENT_ID, key_file=str(rsa_key[0])),
+                               redis_client=r, cache_key="msb1test:sb1-token")
+        self.client = SB1Client(sandbox.sb1_url, self.key, tokens,
+                                limits=Limited(self.limiter, self.bucket, SB1Client.service))
+        self.client.query("currencycodes", top=1)                  # the token, before the clock runs
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._call) for _ in range(threads)]
+
+    def _call(self) -> None:
+        from errors import TransientError
+        while not self.stop.is_set():
+            try:
+                self.client.query("currencycodes", top=1)
+            except TransientError:
+                pass
+
+    def __enter__(self) -> Callers:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+    def counts(self) -> tuple[int, int]:
+        """Calls the sandbox accepted and answered 429, so far."""
+        return self.faults.passed[self.key], self.faults.limited[self.key]
+
+    def measure(self, seconds: float) -> tuple[float, float, float]:
+        """Accepted calls per second in the next ``seconds``, the share answered 429, and the
+        learned rate's mean (sampled every 0.1 s)."""
+        (ok0, limited0), t0, learned = self.counts(), time.monotonic(), []
+        while time.monotonic() < t0 + seconds:
+            learned += self.limiter.learned(self.bucket)
+            time.sleep(0.1)
+        (ok, limited), elapsed = self.counts(), time.monotonic() - t0
+        ok, limited = ok - ok0, limited - limited0
+        return ok / elapsed, limited / max(1, ok + limited), sum(learned) / len(learned)
+
+
+def test_the_learned_rate_finds_a_true_limit_and_keeps_to_it(sandbox, r, rsa_key):
+    sandbox.sb1_faults.configure(company_limit=30)
+    with Callers(sandbox, r, rsa_key, ceiling=50.0) as callers:
+        accepted, limited, learned = callers.measure(20.0)
+    print(f"true limit 30/s, ceiling 50/s: {accepted:.1f} accepted calls/s ({accepted / 30:.0%} of the limit), "
+          f"{limited:.1%} answered 429, learned {learned:.1f}/s on average")
+    assert accepted >= 0.75 * 30, f"{accepted:.1f} accepted calls/s against a limit of 30"
+    assert limited <= 0.05, f"{limited:.1%} of the calls answered 429"
+    assert 20 <= learned <= 45, learned
+
+
+def test_the_learned_rate_follows_a_limit_that_changes(sandbox, r, rsa_key):
+    faults = sandbox.sb1_faults
+    faults.configure(company_limit=30)
+    with Callers(sandbox, r, rsa_key, ceiling=50.0) as callers:
+        time.sleep(4.0)
+        first, _, learned_first = callers.measure(4.0)
+        faults.configure(company_limit=15)
+        time.sleep(4.0)                                         # found within a few seconds
+        low, low_limited, learned_low = callers.measure(6.0)
+        faults.configure(company_limit=30)
+        time.sleep(6.0)                                         # climbs back by 2.5 calls/s each second
+        again, again_limited, learned_again = callers.measure(5.0)
+    print(f"limit 30 -> 15 -> 30: {first:.1f} accepted calls/s (learned {learned_first:.1f}/s), then {low:.1f} "
+          f"({low_limited:.1%} 429s, learned {learned_low:.1f}/s), then {again:.1f} ({again_limited:.1%} 429s, "
+          f"learned {learned_again:.1f}/s)")
+    assert first >= 0.75 * 30, first
+    assert 0.7 * 15 <= low <= 15 * 1.05 and low_limited <= 0.1, (low, low_limited)
+    assert learned_low < 0.75 * learned_first, (learned_first, learned_low)        # followed down
+    assert again >= 0.75 * 30 and again_limited <= 0.05, (again, again_limited)   # and back up
+    assert learned_again > 1.25 * learned_low, (learned_low, learned_again)
+
+
+def test_the_learned_rate_shows_in_status_and_the_metrics(sandbox, start_worker, worker_env, r):
+    import json
+    import subprocess
+    import sys
+
+    import redis as redis_lib
+    import requests
+    from conftest import REDIS_URL, ROOT, free_port
+    from test_operations_e2e import metric
+
+    from clients.ratelimit import Bucket, RateLimiter
+    from worker.store.keys import Keys
+    limits = {"MSB1_SB1_RATE_LIMIT": "50", "MSB1_MOMENT_RATE_LIMIT": "25", "MSB1_SB1_HOST_RATE_LIMIT": "200"}
+    limiter = RateLimiter(redis_lib.Redis.from_url(REDIS_URL), Keys("msb1test").rate_limits())
+    limiter.penalize((Bucket(Keys.sb1_company_bucket(COMPANY_KEYS["acme"]), 50.0),))      # 50 → 35
+    env = dict(worker_env, **limits)
+
+    def status(*args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "worker.cli", "status", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60, check=True).stdout
+    shown = json.loads(status("--json"))["integrations"]
+    [company, host] = shown["acme"]["rate_limits"]["SpareBank 1 Regnskap"]
+    assert company["bucket"] == "company" and 35 <= company["calls_per_second"] < 37 and company["ceiling"] == 50
+    assert host == {"bucket": "host", "calls_per_second": 200, "ceiling": 200}
+    assert shown["acme"]["rate_limits"]["Moment"] == [{"bucket": "company", "calls_per_second": 25, "ceiling": 25}]
+    assert shown["fjord"]["rate_limits"]["SpareBank 1 Regnskap"][0]["calls_per_second"] == 50
+    assert "SpareBank 1 Regnskap rate limit: company 3" in status("--integration", "acme")
+
+    port = free_port()
+    start_worker(MSB1_METRICS_PORT=port, **limits)
+    text = wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text, 20, 0.2,
+                      message="the worker's metrics")
+    learned = metric(text, "msb1_rate_limit_calls_per_second", integration="acme", service="SpareBank 1 Regnskap")
+    assert learned is not None and 35 <= learned < 40, learned
+    assert metric(text, "msb1_rate_limit_calls_per_second", integration="fjord", service="SpareBank 1 Regnskap") == 50
+    assert metric(text, "msb1_rate_limit_calls_per_second", integration="acme", service="Moment") == 25

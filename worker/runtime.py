@@ -184,20 +184,24 @@ class Runtime:
     def limiter(self) -> RateLimiter:
         return RateLimiter(self.redis, self.keys.rate_limits())
 
+    def rate_buckets(self, integration: Integration) -> dict[str, tuple[Bucket, ...]]:
+        """Per service, the rate limit buckets of an integration's calls (the company's first)."""
+        s, i = self.settings, integration
+        moment = i.moment_rate_limit if i.moment_rate_limit is not None else s.moment_rate_limit
+        sb1 = i.sb1_rate_limit if i.sb1_rate_limit is not None else s.sb1_rate_limit
+        host = urlsplit(i.sb1_base_url).netloc
+        return {"Moment": (Bucket(Keys.moment_bucket(i.moment_company), moment),),
+                SB1Client.service: (Bucket(Keys.sb1_company_bucket(i.company_key), sb1),
+                                    Bucket(Keys.sb1_host_bucket(host), s.sb1_host_rate_limit))}
+
     def moment(self, integration: Integration) -> MomentClient:
-        rate = integration.moment_rate_limit if integration.moment_rate_limit is not None \
-            else self.settings.moment_rate_limit
-        limits = Limited(self.limiter, (Bucket(Keys.moment_bucket(integration.moment_company), rate),), "Moment")
+        limits = Limited(self.limiter, self.rate_buckets(integration)["Moment"], "Moment")
         return MomentClient(integration.moment_company, integration.secret("moment_api_key"),
                             base_url=integration.moment_base_url, http=self.http,
                             timeouts=self.settings.timeouts, limits=limits)
 
     def sb1(self, integration: Integration) -> SB1Client:
-        rate = integration.sb1_rate_limit if integration.sb1_rate_limit is not None else self.settings.sb1_rate_limit
-        host = urlsplit(integration.sb1_base_url).netloc
-        limits = Limited(self.limiter, (Bucket(Keys.sb1_company_bucket(integration.company_key), rate),
-                                        Bucket(Keys.sb1_host_bucket(host), self.settings.sb1_host_rate_limit)),
-                         SB1Client.service)
+        limits = Limited(self.limiter, self.rate_buckets(integration)[SB1Client.service], SB1Client.service)
         return SB1Client(integration.sb1_base_url, integration.company_key, self.tokens,
                          http=self.http, timeouts=self.settings.timeouts,
                          lookup_cache=self._lookups, limits=limits)

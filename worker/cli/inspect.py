@@ -36,6 +36,7 @@ def status(integration_id: str | None, as_json: bool) -> None:
             "dead_letters": rt.dead_letters.count(i.id),
             "poll_cursor": {t: rt.redis.get(rt.keys.cursor(i.id, t)) for t in sorted(i.data_types)},
             "open_circuits": [c.waiting_for for c in rt.circuits.open_for(i.id)],
+            "rate_limits": rate_limits(rt, i),
             "digest_pending": rt.notices.pending(i.id),
             "lanes": {ls.lane: {"waiting": ls.waiting, "running": ls.running, "per_second": ls.per_second,
                                 "oldest_waiting_seconds": None if ls.oldest_waiting_s is None
@@ -62,6 +63,9 @@ def status(integration_id: str | None, as_json: bool) -> None:
         click.echo(f"  dead letters: {info['dead_letters']}")
         if info["digest_pending"]:
             click.echo(f"  failures waiting for the next digest email: {info['digest_pending']}")
+        for service, buckets in info["rate_limits"].items():
+            click.echo(f"  {service} rate limit: " + ", ".join(
+                f"{b['bucket']} {b['calls_per_second']:g} of {b['ceiling']:g} calls/s" for b in buckets))
         for circuit in info["open_circuits"]:
             click.echo(f"  waiting: {circuit}")
         for lane, ls in info["lanes"].items():
@@ -75,6 +79,18 @@ def status(integration_id: str | None, as_json: bool) -> None:
                        f"{run['per_second']}/s, ETA {duration(run['eta_seconds'])}")
         for t, cursor in info["poll_cursor"].items():
             click.echo(f"  {t} polled up to: {cursor or 'never'}")
+
+
+def rate_limits(rt, integration) -> dict[str, list[dict]]:
+    """Per service, the learned rate of each bucket against its ceiling (limits that are off: left out)."""
+    out = {}
+    for service, buckets in rt.rate_buckets(integration).items():
+        named = [(name, b) for name, b in zip(("company", "host"), buckets) if b.rate > 0]
+        if named:
+            rates = rt.limiter.learned(tuple(b for _, b in named))
+            out[service] = [{"bucket": name, "calls_per_second": round(rate, 1), "ceiling": b.rate}
+                            for (name, b), rate in zip(named, rates)]
+    return out
 
 
 @main.command()

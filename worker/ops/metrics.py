@@ -2,7 +2,7 @@
 
 Counted in each process (``msb1_syncs_total``, ``msb1_sync_duration_seconds``,
 ``msb1_webhooks_total``), and read from Redis when scraped (the state every process shares:
-dead letters, the queue, the last write, the poll's lag, circuits, pauses). A worker serves
+dead letters, the queue, the last write, the poll's lag, circuits, pauses, the learned rate limits). A worker serves
 them on ``MSB1_METRICS_PORT``, the webhook receiver on ``/metrics``.
 
 With a prefork pool (several processes per worker), set ``PROMETHEUS_MULTIPROC_DIR`` to an
@@ -95,6 +95,9 @@ class StateCollector(Collector):
                                    labels=["integration"])
         circuit = GaugeMetricFamily("msb1_circuit_open", "1 while syncs wait for a service that is out",
                                     labels=["integration", "service", "reason"])
+        limit = GaugeMetricFamily("msb1_rate_limit_calls_per_second", "The rate the shared limit of the company's "
+                                  "calls has learned from the service's 429s (its ceiling: the configured rate; "
+                                  "calls are spaced for 90 % of it)", labels=["integration", "service"])
         pauses = rt.pauses.all()
         for iid, integration in sorted(rt.integrations.items()):
             pipe = r.pipeline(transaction=False)
@@ -112,9 +115,12 @@ class StateCollector(Collector):
                 if cursor:
                     lag.add_metric([iid, dt], max(0.0, now - datetime.fromisoformat(cursor).timestamp()))
             paused.add_metric([iid], 1 if iid in pauses else 0)
+            for service, buckets in rt.rate_buckets(integration).items():
+                if buckets[0].rate > 0:
+                    limit.add_metric([iid, service], rt.limiter.learned(buckets[:1])[0])
         for c in rt.circuits.all_open():
             circuit.add_metric([c["scope"], c["service"], c.get("reason", "outage")], 1)
-        yield from (dead, last_write, lag, paused, circuit)
+        yield from (dead, last_write, lag, paused, circuit, limit)
 
 
 class _ProcessMetrics(Collector):
