@@ -180,5 +180,7 @@ class Limited:
             self.limiter.acquire(self.buckets, self.service)
 
     def rate_limited(self, retry_after: float | None = None) -> None:
+        """A 429 is the company's: only its bucket (the first) learns from it. The host's stays
+        at its setting, so one company at its limit does not hold back the others at that bank."""
         if self.limiter is not None:
-            self.limiter.penalize(self.buckets, retry_after)
+            self.limiter.penalize(self.buckets[:1], retry_after)

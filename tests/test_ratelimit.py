@@ -82,6 +82,8 @@ def test_the_rate_climbs_back_additively_up_to_its_ceiling(r):
     assert lim.penalize(bucket) == [pytest.approx(12.6)]    # cut from where it had climbed to
     clock.now += 3600
     assert lim.learned(bucket) == [20.0]                # never above the ceiling
+    r.delete("msb1test:rate:test:climb:cut")
+    assert lim.penalize(bucket) == [pytest.approx(14.0)]    # nor in the scripts
 
 
 @pytest.mark.parametrize("ceiling, lowest", [(50.0, 10.0), (3.0, 1.0), (0.5, 0.5)])
@@ -113,3 +115,32 @@ def test_a_cut_rate_spaces_the_calls_further_apart(r):
     # never over 90 % of 20, then of ~8 (a busy machine makes fewer calls, never more)
     assert before <= 19 and after <= 9, (before, after)
     assert before >= 13, (before, after)
+
+
+def test_a_429_holds_the_company_not_the_host(r):
+    from clients.ratelimit import Limited
+    lim = limiter(r)
+    company, host = Bucket("test:company", 20.0), Bucket("test:host", 200.0)
+    Limited(lim, (company, host), "SpareBank 1 Regnskap").rate_limited(2.0)
+    assert lim.learned((company, host)) == [pytest.approx(14.0, abs=0.1), 200.0]
+    assert lim.acquire((host,), "test") == 0              # the other companies at that bank go on
+
+
+def test_the_sandbox_limits_each_company_through_its_faults_endpoint(sandbox):
+    import requests
+    from conftest import API_KEYS
+    faults = f"{sandbox.moment_url}/_sandbox/faults"
+    assert requests.post(faults, json={"company_limit": 5}, timeout=5).json()["company_limit"] == 5
+
+    def statuses(company: str, n: int) -> list[requests.Response]:
+        return [requests.get(f"{sandbox.moment_url}/api/1.0/companies/{company}/customers",
+                             auth=("apikey", API_KEYS[company]), timeout=5) for _ in range(n)]
+    acme = statuses("acme", 8)
+    assert [a.status_code for a in acme[:5]] == [200] * 5 and 429 in [a.status_code for a in acme[5:]]
+    assert all(a.headers["Retry-After"] == "1" for a in acme if a.status_code == 429)
+    assert [f.status_code for f in statuses("fjord", 5)] == [200] * 5        # per company
+    assert sandbox.moment_faults.limited["acme"] >= 1 and sandbox.moment_faults.limited["fjord"] == 0
+    time.sleep(1.0)                                       # 5 calls a second come back
+    assert [a.status_code for a in statuses("acme", 4)] == [200] * 4
+    requests.post(faults, json={"company_limit": 0}, timeout=5)            # changed mid-run: off
+    assert [a.status_code for a in statuses("acme", 12)] == [200] * 12

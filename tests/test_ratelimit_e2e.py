@@ -131,6 +131,7 @@ def test_the_learned_rate_finds_a_true_limit_and_keeps_to_it(sandbox, r, rsa_key
           f"{limited:.1%} answered 429, learned {learned:.1f}/s on average")
     assert accepted >= 0.75 * 30, f"{accepted:.1f} accepted calls/s against a limit of 30"
     assert limited <= 0.05, f"{limited:.1%} of the calls answered 429"
+    assert accepted <= 32 and limited > 0, "the sandbox limits, and the limiter looked for its limit"
     assert 20 <= learned <= 45, learned
 
 
@@ -192,3 +193,23 @@ def test_the_learned_rate_shows_in_status_and_the_metrics(sandbox, start_worker,
     assert learned is not None and 35 <= learned < 40, learned
     assert metric(text, "msb1_rate_limit_calls_per_second", integration="fjord", service="SpareBank 1 Regnskap") == 50
     assert metric(text, "msb1_rate_limit_calls_per_second", integration="acme", service="Moment") == 25
+
+
+def test_two_worker_processes_backfilling_keep_to_a_true_limit(sandbox, start_worker, r):
+    from worker.intake.producer import enqueue
+    key = COMPANY_KEYS["acme"]
+    seeded = seed_customers(sandbox.moment, "acme", 300)
+    for _ in range(2):
+        start_worker(concurrency=16, MSB1_SB1_RATE_LIMIT=50, MSB1_SB1_HOST_RATE_LIMIT=0, MSB1_MOMENT_RATE_LIMIT=0)
+    sandbox.sb1_faults.configure(company_limit=30)
+    t0 = time.time()
+    for rec in seeded:
+        enqueue("acme", "customers", rec["id"])
+    wait_until(lambda: len(sandbox.sb1.customers(key)) == 300, 120, 0.2, message="all 300 customers")
+    elapsed = time.time() - t0
+    ok, limited = sandbox.sb1_faults.passed[key], sandbox.sb1_faults.limited[key]
+    print(f"2 workers × 16 threads, true limit 30/s, ceiling 50/s: {ok} calls accepted in {elapsed:.1f}s "
+          f"({ok / elapsed:.1f}/s), {limited} answered 429 ({limited / (ok + limited):.1%})")
+    assert ok / elapsed >= 0.6 * 30, f"{ok / elapsed:.1f} accepted calls/s against a limit of 30"
+    assert limited / (ok + limited) <= 0.05, f"{limited} of {ok + limited} calls answered 429"
+    assert len({c["CustomerNumber"] for c in sandbox.sb1.customers(key)}) == 300
