@@ -26,7 +26,8 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 from clients.moment import DEFAULT_BASE_URL as MOMENT_BASE_URL
 from schemas.datatypes import DATA_TYPES
 from worker.config.banks import BANKS
-from worker.config.rules import address_problem, http_hosts, one_line, shown, text_problem, url_problem
+from worker.config.rules import (address_problem, http_hosts, one_line, read_secret_file, shown, text_problem,
+                                 url_problem)
 
 # Revenue account per invoice line product type; account numbers are the same in Moment
 # and SpareBank 1 Regnskap. Overridable per integration. (Output VAT needs no account of
@@ -36,7 +37,6 @@ DEFAULT_REVENUE_ACCOUNTS = {"HOURS": 3000, "EXPENSES": 3000, "PRODUCTS": 3000}
 # 12 %, zero-rated, outside the VAT act). `check-config --online` checks they exist in the
 # books; the invoices themselves look up whatever code a line carries.
 DEFAULT_VAT_CODES = ("3", "31", "33", "5", "6")
-SECRET_FILE_MAX = 64 * 1024         # a secret's file is read up to this size
 
 
 ID_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}\Z"
@@ -144,17 +144,9 @@ class Secret(fields.Field):
 
 
 def _read_secret(path: str) -> str | Missing:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(SECRET_FILE_MAX + 1)
-    except OSError as err:
-        return Missing(f"file {path!r} cannot be read ({err.strerror or type(err).__name__})")
-    if len(raw) > SECRET_FILE_MAX:
-        return Missing(f"file {path!r} is larger than {SECRET_FILE_MAX // 1024} KiB")
-    try:
-        text = raw.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError:
-        return Missing(f"file {path!r} is not UTF-8 text")
+    text, problem = read_secret_file(path)
+    if problem:
+        return Missing(f"file {path!r} {problem}")
     return text if text else Missing(f"file {path!r} is empty")
 
 

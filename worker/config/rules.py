@@ -108,3 +108,23 @@ def redacted(url: str) -> str:
     """A URL without what comes before its host: ``redis://:***@host:6379/0`` (a password
     holding ``/``, ``:`` or ``@`` included)."""
     return re.sub(r"//.*@", "//:***@", url, flags=re.S)
+
+
+SECRET_FILE_MAX = 64 * 1024         # a secret's file is read up to this size
+
+
+def read_secret_file(path: str) -> tuple[str | None, str | None]:
+    """A secret kept in a file (its trailing line break dropped), or why it cannot be used,
+    in words that follow the file's name: (text, None) or (None, "cannot be read (...)").
+    Never the content in a message."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(SECRET_FILE_MAX + 1)
+    except OSError as err:
+        return None, f"cannot be read ({err.strerror or type(err).__name__})"
+    if len(raw) > SECRET_FILE_MAX:
+        return None, f"is larger than {SECRET_FILE_MAX // 1024} KiB"
+    try:
+        return raw.decode("utf-8").rstrip("\r\n"), None
+    except UnicodeDecodeError:
+        return None, "is not UTF-8 text"

@@ -21,8 +21,8 @@ from marshmallow.validate import OneOf, Range
 from clients.http import Timeouts
 from clients.retry import RetryPolicy
 from clients.sb1 import DEFAULT_IDENTITY_URL, TOKEN_PATH
-from worker.config.rules import (HTTP_ONLY_TO, address_problem, http_hosts, is_loopback, one_line, redacted,
-                                 shown, text_problem, url_problem)
+from worker.config.rules import (HTTP_ONLY_TO, address_problem, http_hosts, is_loopback, one_line, read_secret_file,
+                                 redacted, shown, text_problem, url_problem)
 
 PREFIX = "MSB1_"
 
@@ -33,7 +33,6 @@ class SettingsError(ValueError):
 
 # a secret setting's file (``MSB1_SMTP_PASSWORD_FILE``, as compose and Kubernetes secrets
 # give them) is read up to this size; more is not a password
-SECRET_FILE_MAX = 64 * 1024
 
 
 class _MappingEnv(Env):
@@ -56,19 +55,12 @@ class _MappingEnv(Env):
 
 
 def _secret_file(name: str, path: str) -> str:
-    """The secret in the file ``name`` points at (its trailing line break dropped); one line
-    saying why when it cannot be read. Never the content in a message."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(SECRET_FILE_MAX + 1)
-    except OSError as err:
-        raise SettingsError(f"{name}: {path!r} cannot be read ({err.strerror or type(err).__name__})") from None
-    if len(raw) > SECRET_FILE_MAX:
-        raise SettingsError(f"{name}: {path!r} is larger than {SECRET_FILE_MAX // 1024} KiB; is it the right file?")
-    try:
-        return raw.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError:
-        raise SettingsError(f"{name}: {path!r} is not UTF-8 text") from None
+    """The secret in the file ``name`` points at; one line saying why when it cannot be read."""
+    text, problem = read_secret_file(path)
+    if problem:
+        size = "; is it the right file?" if problem.startswith("is larger") else ""
+        raise SettingsError(f"{name}: {path!r} {problem}{size}")
+    return text
 
 
 # validation beyond the type, by field name: every number has a range that makes sense
