@@ -16,7 +16,6 @@ from schemas.fields import (
     TEXT_MAX_LENGTH,
     WEBSITE,
     Text,
-    check_texts,
     text_problem,
     website_problem,
 )

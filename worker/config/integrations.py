@@ -26,7 +26,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 from clients.moment import DEFAULT_BASE_URL as MOMENT_BASE_URL
 from schemas.datatypes import DATA_TYPES
 from worker.config.banks import BANKS
-from worker.config.rules import (address_problem, http_hosts, one_line, read_secret_file, shown, text_problem,
+from worker.config.rules import (address_problem, http_hosts, one_line, read_secret_file, quoted, text_problem,
                                  url_problem)
 
 # Revenue account per invoice line product type; account numbers are the same in Moment
@@ -252,7 +252,7 @@ def parse_integrations(doc: Mapping[str, Any], env: Mapping[str, str] | None = N
     problems: list[str] = []
     result: dict[str, Integration] = {}
     for index, entry in enumerate(entries, start=1):
-        name = shown(entry["id"], 40) if isinstance(entry, dict) and isinstance(entry.get("id"), str) else f"#{index}"
+        name = quoted(entry["id"], 40) if isinstance(entry, dict) and isinstance(entry.get("id"), str) else f"#{index}"
         try:
             integration = schema.load(entry)
         except ValidationError as err:
@@ -261,7 +261,7 @@ def parse_integrations(doc: Mapping[str, Any], env: Mapping[str, str] | None = N
                 messages = {"_schema": messages}
             for field_name, field_messages in sorted(messages.items(), key=lambda kv: str(kv[0])):
                 for msg in _flatten(field_messages):
-                    where = "" if field_name == "_schema" else f", field {shown(field_name, 40)}"
+                    where = "" if field_name == "_schema" else f", field {quoted(field_name, 40)}"
                     problems.append(f"integration {name}{where}: {msg}")
             continue
         if integration.id in result:
@@ -287,8 +287,8 @@ def _shared(integrations) -> list[str]:
                 continue
             other = seen.setdefault((what, value), i.id)
             if other != i.id:
-                problems.append(f"integration {shown(i.id)}, field '{what}': the same as integration "
-                                f"{shown(other)}'s; each integration needs its own")
+                problems.append(f"integration {quoted(i.id)}, field '{what}': the same as integration "
+                                f"{quoted(other)}'s; each integration needs its own")
     return problems
 
 
@@ -303,7 +303,7 @@ def _flatten(messages: Any) -> list[str]:
 def load_integrations(path: str | Path, env: Mapping[str, str] | None = None,
                       allowed_http: frozenset[str] | None = None) -> dict[str, Integration]:
     path = Path(path)
-    where = f"integrations file {shown(str(path), 200)}"
+    where = f"integrations file {quoted(str(path), 200)}"
     try:
         mode = path.stat().st_mode
     except (OSError, ValueError):

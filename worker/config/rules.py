@@ -93,7 +93,7 @@ def text_problem(value: str) -> str | None:
     return None
 
 
-def shown(value: object, limit: int = 60) -> str:
+def quoted(value: object, limit: int = 60) -> str:
     """A value for a message: quoted, on one line (control characters escaped), cut."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 4] + "...'"

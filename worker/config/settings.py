@@ -22,7 +22,7 @@ from clients.http import Timeouts
 from clients.retry import RetryPolicy
 from clients.sb1 import DEFAULT_IDENTITY_URL, TOKEN_PATH
 from worker.config.rules import (HTTP_ONLY_TO, address_problem, http_hosts, is_loopback, one_line, read_secret_file,
-                                 redacted, shown, text_problem, url_problem)
+                                 redacted, quoted, text_problem, url_problem)
 
 PREFIX = "MSB1_"
 
@@ -225,7 +225,7 @@ class Settings:
             problems = getattr(err, "error_messages", {}) or {}
             secret = {PREFIX + f.name.upper() for f in fields(cls) if not f.repr}
             lines = [f"{name} must be {_expected(name)}"
-                     + ("" if name in secret else f", got {shown(reader._source.get(name))}")
+                     + ("" if name in secret else f", got {quoted(reader._source.get(name))}")
                      for name in problems if name not in strict]
             raise SettingsError("; ".join(lines + list(strict.values())) or str(err)) from None
         if strict:
@@ -254,7 +254,7 @@ class Settings:
                 problem = "must not start or end with a space"
             if problem:
                 out.append(f"{PREFIX}{f.name.upper()} {problem}" + ("" if f.name in secret else
-                           f", got {shown(redacted(value) if '@' in value else value)}"))
+                           f", got {quoted(redacted(value) if '@' in value else value)}"))
         if out:
             return out          # the rules below assume text without control characters
         try:
@@ -263,21 +263,21 @@ class Settings:
             out.append(str(err))
         if not _KEY_PREFIX.fullmatch(self.key_prefix):
             out.append(f"MSB1_KEY_PREFIX must be 1 to 63 letters, digits, '_', '.', ':' or '-', "
-                       f"got {shown(self.key_prefix)}")
+                       f"got {quoted(self.key_prefix)}")
         if any(not _HOST.fullmatch(host) for host in http_hosts(self.insecure_http_hosts)):
             out.append("MSB1_INSECURE_HTTP_HOSTS must be host names separated by commas, got "
-                       f"{shown(self.insecure_http_hosts)}")
+                       f"{quoted(self.insecure_http_hosts)}")
         allowed = http_hosts(self.insecure_http_hosts)
         for name in _URL_SETTINGS:
             url = getattr(self, name)
             problem = url_problem(url, allowed) if url else None
             if problem:
-                out.append(f"{PREFIX}{name.upper()} {problem}, got {shown(redacted(url))}")
+                out.append(f"{PREFIX}{name.upper()} {problem}, got {quoted(redacted(url))}")
         for name, display_name in _ADDRESS_SETTINGS.items():
             value = getattr(self, name)
             problem = address_problem(value, display_name) if value is not None else None
             if problem:
-                out.append(f"{PREFIX}{name.upper()} {problem}, got {shown(value)}")
+                out.append(f"{PREFIX}{name.upper()} {problem}, got {quoted(value)}")
         if self.sentry_dsn:
             from sentry_sdk.utils import BadDsn, Dsn
             try:
@@ -296,15 +296,15 @@ class Settings:
         if self.smtp_password and self.smtp_tls == "none" and not (
                 is_loopback(self.smtp_host) or self.smtp_host.lower() in allowed):
             out.append("MSB1_SMTP_TLS must be starttls or ssl when MSB1_SMTP_PASSWORD is set (the password "
-                       f"would travel in clear to {shown(self.smtp_host)}); none only to {HTTP_ONLY_TO}")
+                       f"would travel in clear to {quoted(self.smtp_host)}); none only to {HTTP_ONLY_TO}")
         if len(self.sentry_environment) > 64 or not _SENTRY_ENVIRONMENT.fullmatch(self.sentry_environment):
             out.append("MSB1_SENTRY_ENVIRONMENT must be 1 to 64 characters without spaces or '/', "
-                       f"got {shown(self.sentry_environment)}")
+                       f"got {quoted(self.sentry_environment)}")
         if not _listen_address(self.metrics_host):
             out.append("MSB1_METRICS_HOST must be an IP address or a host name to listen on (127.0.0.1, "
-                       f"0.0.0.0), got {shown(self.metrics_host)}")
+                       f"0.0.0.0), got {quoted(self.metrics_host)}")
         if any(c.isspace() for c in self.smtp_host) or not self.smtp_host:
-            out.append(f"MSB1_SMTP_HOST must be a host name, got {shown(self.smtp_host)}")
+            out.append(f"MSB1_SMTP_HOST must be a host name, got {quoted(self.smtp_host)}")
         if self.retry_base_delay > self.retry_max_delay:
             out.append("MSB1_RETRY_BASE_DELAY must not be above MSB1_RETRY_MAX_DELAY "
                        f"({self.retry_base_delay:g}s > {self.retry_max_delay:g}s)")
@@ -337,7 +337,7 @@ def _strict_number_problems(reader: "_MappingEnv", cls: type) -> dict[str, str]:
         name = PREFIX + f.name.upper()
         raw = reader._source.get(name)
         if pattern and raw and not pattern.fullmatch(raw):
-            out[name] = f"{name} must be {_expected(name)}, got {shown(raw)}"
+            out[name] = f"{name} must be {_expected(name)}, got {quoted(raw)}"
     return out
 
 
