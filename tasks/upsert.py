@@ -15,6 +15,7 @@ from marshmallow import Schema, ValidationError
 
 from clients.moment import MODIFIED_FIELD
 from errors import DuplicateCreate, IntegrationError, NotFound, RecordInvalid, TransientError
+from schemas.base import covers
 from schemas.datatypes import DATA_TYPES, DataType
 from schemas.sb1 import create_guid, field_digests, fingerprint
 from schemas.text import label, plain
@@ -29,10 +30,12 @@ Build = Callable[[dict | None], dict]
 
 def fetch(ctx: SyncContext, schema: Schema) -> Any | None:
     """The record as Moment has it now, loaded with ``schema``; None when it is gone."""
-    try:
-        raw = ctx.moment.get(ctx.data_type, ctx.record_id)
-    except NotFound:
-        return None
+    raw = ctx.page_copy().get("moment")      # as a backfill's page listed it, if it did
+    if raw is None:
+        try:
+            raw = ctx.moment.get(ctx.data_type, ctx.record_id)
+        except NotFound:
+            return None
     try:
         record = schema.load(raw)
     except ValidationError as err:
@@ -104,27 +107,28 @@ def upsert(ctx: SyncContext, route: str, previous: dict | None, build: Build, *,
         raise TransientError(f"another sync is writing {what} number {ctx.number or '(this number)'} right now")
     try:
         sb1 = ctx.sb1
-        existing = _written_before(ctx, route, previous, expand)
+        existing, from_page = _written_before(ctx, route, previous, key, expand)
         if existing is not None and str(existing.get(key_field)) != str(key):
             # the number changed in Moment: it must be free in the books
-            holder = sb1.find_by(route, key_field, key, expand=expand, what=what)
+            holder, _ = _by_number(ctx, route, key_field, key, expand, what)
             if holder is not None and holder["ID"] != existing["ID"]:
                 _refuse_shared_number(ctx, holder, key)
         if existing is None:
-            existing = _found_by_number(ctx, route, key_field, key, expand, what)
+            existing, from_page = _found_by_number(ctx, route, key_field, key, expand, what)
         if existing is None:
             try:
                 outcome, sb1_id = Outcome.CREATED, sb1.create(route, build(None))["ID"]
             except DuplicateCreate:
                 # a create that already happened (the answer was lost) is refused as a twin
-                existing = _found_by_number(ctx, route, key_field, key, expand, what)
+                existing, from_page = _found_by_number(ctx, route, key_field, key, expand, what, fresh=True)
                 if existing is None:
                     raise
         if existing is not None:
-            sb1.update(route, existing["ID"], build(existing))
-            outcome, sb1_id = Outcome.UPDATED, existing["ID"]
+            outcome, sb1_id = _update(ctx, route, existing, build(existing), from_page), existing["ID"]
         if not ctx.dry_run:
-            rt.state.own(iid, ctx.data_type, sb1_id, ctx.record_id, ctx.writes.pipe if ctx.writes else None)
+            pipe = ctx.writes.pipe if ctx.writes else None
+            rt.state.own(iid, ctx.data_type, sb1_id, ctx.record_id, pipe)
+            rt.pages.wrote_number(iid, ctx.data_type, rt.keyed(key), ctx.record_id, pipe)
         return outcome, sb1_id
     finally:
         # after the owner (both in the sync's batch, in this order); if it expired
@@ -132,29 +136,76 @@ def upsert(ctx: SyncContext, route: str, previous: dict | None, build: Build, *,
         release_lock(rt.redis, lock.name, token, ctx.writes)
 
 
-def _written_before(ctx: SyncContext, route: str, previous: dict | None, expand: str | None) -> dict | None:
+def _update(ctx: SyncContext, route: str, existing: dict, body: dict, from_page: bool) -> Outcome:
+    """Write ``body`` over the books' record, unless the record already says all of it."""
+    if covers(existing, body):
+        return Outcome.UNCHANGED
+    try:
+        ctx.sb1.update(route, existing["ID"], body)
+    except NotFound:
+        if not from_page:
+            raise
+        # deleted in the books since the backfill's page was read: the next try looks again
+        raise TransientError(f"the {DATA_TYPES[ctx.data_type].noun} in SpareBank 1 Regnskap changed since "
+                             "the backfill read it", service=ctx.sb1.service) from None
+    return Outcome.UPDATED
+
+
+def _written_before(ctx: SyncContext, route: str, previous: dict | None, key: Any,
+                    expand: str | None) -> tuple[dict | None, bool]:
+    """The books' record this Moment record wrote before (None: none, or deleted in the
+    books), and whether it comes from the backfill's page copy."""
     if previous and previous.get("sb1_id"):
+        known, row = _page_row(ctx, key)
+        if known and row is not None and row.get("ID") == previous["sb1_id"]:
+            return row, True
         try:
-            return ctx.sb1.get(route, previous["sb1_id"], expand=expand)
+            return ctx.sb1.get(route, previous["sb1_id"], expand=expand), False
         except NotFound:
             pass                # deleted in the books: find by number or create anew
-    return None
+    return None, False
+
+
+def _page_row(ctx: SyncContext, key: Any) -> tuple[bool, dict | None]:
+    """What the backfill's page read held under this number: (known, the record or None)."""
+    books = ctx.page_copy().get("books")
+    if isinstance(books, dict) and books.get("key") == str(key):
+        row = books.get("row")
+        return True, row if isinstance(row, dict) else None
+    return False, None
+
+
+def _by_number(ctx: SyncContext, route: str, key_field: str, key: Any, expand: str | None, what: str,
+               fresh: bool = False) -> tuple[dict | None, bool]:
+    """The books' record with this number (or None), and whether it comes from the page copy.
+    The copy's "none" is trusted only while no other Moment record has written the number
+    since (``PageCopies.number_writer``, read under the number's lock)."""
+    if not fresh:
+        known, row = _page_row(ctx, key)
+        if known and row is not None:
+            return row, True
+        if known:
+            rt = ctx.runtime
+            writer = rt.pages.number_writer(ctx.integration.id, ctx.data_type, rt.keyed(key))
+            if writer is None or writer == ctx.record_id:
+                return None, True
+    return ctx.sb1.find_by(route, key_field, key, expand=expand, what=what), False
 
 
 def _found_by_number(ctx: SyncContext, route: str, key_field: str, key: Any, expand: str | None,
-                     what: str) -> dict | None:
+                     what: str, fresh: bool = False) -> tuple[dict | None, bool]:
     """The books' record with this number, when it is this Moment record's to write: one it
     wrote, or one nobody did (made by hand, or before the integration kept track)."""
-    found = ctx.sb1.find_by(route, key_field, key, expand=expand, what=what)
+    found, from_page = _by_number(ctx, route, key_field, key, expand, what, fresh)
     if found is None:
-        return None
+        return None, from_page
     state, iid = ctx.runtime.state, ctx.integration.id
     owner = state.owner(iid, ctx.data_type, found["ID"])
     if owner is None or owner == ctx.record_id:
-        return found
+        return found, from_page
     theirs = state.get(iid, ctx.data_type, owner)
     if theirs and theirs.get("sb1_id") != found["ID"]:
-        return found            # that Moment record has moved on to another record in the books
+        return found, from_page    # that Moment record has moved on to another record in the books
     _refuse_shared_number(ctx, found, key, owner)
 
 

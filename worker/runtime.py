@@ -25,14 +25,16 @@ from worker.notices.mail import send_email
 from worker.store.coalescer import Coalescer
 from worker.store.keys import Keys
 from worker.store.lanes import Lanes
+from worker.store.pages import PageCopies
 from worker.store.records import DeadLetters, History, Pauses, Stats, SyncState
 from worker.store.runs import Runs
-
 
 # HKDF's ``info`` for the key of the record digests (``schemas.sb1.fingerprint``): one key, one use
 RECORD_DIGEST_KEY_INFO = b"moment-sb1/record-digests/v1"
 # ... and for the key that encrypts the failure notices collected for a digest (worker.notices.digest)
 NOTICE_KEY_INFO = b"moment-sb1/collected-notices/v1"
+# ... and for the key that encrypts the page copies a backfill keeps for its syncs (worker.store.pages)
+PAGE_COPY_KEY_INFO = b"moment-sb1/page-copies/v1"
 
 
 class UnknownIntegration(KeyError):
@@ -105,6 +107,10 @@ class Runtime:
         return Lanes(self.redis, self.keys, self.settings.bulk_queue_target)
 
     @cached_property
+    def pages(self) -> PageCopies:
+        return PageCopies(self.redis, self.keys, key=lambda: self.credentials.derive_key(PAGE_COPY_KEY_INFO))
+
+    @cached_property
     def runs(self) -> Runs:
         return Runs(self.redis, self.keys)
 
@@ -138,9 +144,13 @@ class Runtime:
         number are written one after the other, so the second finds the first's record. The
         key holds the number keyed by the deployment's digest key, never the number itself (a
         project number may be a national identity number)."""
-        keyed = hmac.new(self.digest_key, str(number).encode(), hashlib.sha256).hexdigest()[:32]
-        return self.redis.lock(self.keys.number_lock(integration_id, data_type, keyed),
+        return self.redis.lock(self.keys.number_lock(integration_id, data_type, self.keyed(number)),
                                timeout=self.settings.lock_timeout, blocking_timeout=self.settings.lock_wait)
+
+    def keyed(self, number: object) -> str:
+        """A customer or project number as Redis may hold it: keyed by the deployment's digest
+        key (HMAC), never in clear."""
+        return hmac.new(self.digest_key, str(number).encode(), hashlib.sha256).hexdigest()[:32]
 
     @cached_property
     def http(self) -> Http:

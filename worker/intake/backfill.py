@@ -1,5 +1,9 @@
 """Backfill: queue a sync of every Moment record of one type, page by page.
 
+Each page is read once for all its records (``worker.intake.pages``): the records as
+listed, and what the books hold under their numbers, so a record's sync writes without
+reading again (one call per new record). The messages still carry only ids.
+
 A page that fails is tried again (``MSB1_RETRY_MAX_ATTEMPTS``, with the usual backoff);
 when it still fails the backfill stops with a one-line reason, and the same command
 started again resumes there: Redis remembers the last page that was fully queued. It
@@ -17,6 +21,7 @@ from typing import Callable
 from errors import IntegrationError, TransientError
 from worker.config.integrations import Integration
 from worker.config.queues import BULK
+from worker.intake.pages import keep_page
 from worker.intake.producer import enqueue, enqueue_bulk
 from worker.store.runs import Run
 
@@ -28,6 +33,7 @@ class Backfill:
     queued: int = 0             # syncs queued now
     already: int = 0            # already queued (a change or an earlier run covers them)
     skipped: int = 0            # listed without a usable id
+    read_ahead: int = 0         # records whose numbers the books were asked for with their page
     pages: int = 0
     resumed_from: int | None = None
     stopped_at: int | None = None
@@ -59,16 +65,18 @@ def run_backfill(rt, integration: Integration, data_type: str, since: datetime |
         try:
             for page, content in moment.pages(data_type, modified_from=since, page_size=page_size,
                                               start=next_page):
-                ids = []
+                listed: dict[int, dict] = {}
                 for record in content:
                     record_id = record.get("id") if isinstance(record, dict) else None
                     if not isinstance(record_id, int) or isinstance(record_id, bool) or record_id <= 0:
                         result.skipped += 1
                         continue
-                    ids.append(record_id)
+                    listed[record_id] = record
+                ids = list(listed)
                 if run is not None:
                     rt.runs.mark(run, ids)
                 if lane == BULK:
+                    result.read_ahead += keep_page(rt, integration, data_type, listed)
                     result.queued += enqueue_bulk(integration.id, data_type, ids, runtime=rt)
                 else:
                     for record_id in ids:

@@ -11,6 +11,9 @@ Records (``worker.store.records``, ``worker.store.batch``):
   ``{p}:lock:{integration}:{type}:{id}``      one writer per record
   ``{p}:number-lock:{integration}:{type}:{keyed}``  one writer per customer/project number
                                               (the number keyed by HMAC, never in clear)
+  ``{p}:numbers:{integration}:{type}``        hash  keyed number → the Moment record id that wrote it
+  ``{p}:page-copy:{integration}:{type}:{id}`` the record as a backfill's page listed it, and the
+                                              books' record with its number (encrypted, an hour)
   ``{p}:paused``                              hash  integration → when it was paused
 Coalescing (``worker.store.coalescer``):
   ``{p}:pending:{integration}:{type}:{id}``   a sync of this record is queued (its due time)
@@ -81,6 +84,12 @@ class Keys:
 
     def number_lock(self, integration_id: str, data_type: str, number: object) -> str:
         return f"{self.prefix}:number-lock:{integration_id}:{data_type}:{number}"
+
+    def numbers(self, integration_id: str, data_type: str) -> str:
+        return f"{self.prefix}:numbers:{integration_id}:{data_type}"
+
+    def page_copy(self, integration_id: str, data_type: str, record_id: int) -> str:
+        return f"{self.prefix}:page-copy:{integration_id}:{data_type}:{record_id}"
 
     def paused(self) -> str:
         return f"{self.prefix}:paused"

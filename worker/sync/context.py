@@ -61,8 +61,12 @@ class SyncContext:
     # reads at once): each write is sent at once.
     writes: Batch | None = None
     started: bool = False       # the record's start is marked: its end (``follow_up``) must be too
+    # a sync in the bulk lane (a backfill's): it takes what the backfill's page read for it
+    # (``worker.store.pages``) instead of reading the services again
+    bulk: bool = False
     _clients: dict = field(default_factory=dict)
     _previous: Any = field(default=_UNREAD, repr=False)   # the state, read with the record's lock
+    _page: dict | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         noun = DATA_TYPES[self.data_type].noun
@@ -100,6 +104,16 @@ class SyncContext:
         if "sb1" not in self._clients:
             self._clients["sb1"] = self.runtime.sb1(self.integration)
         return self._clients["sb1"]
+
+    def page_copy(self) -> dict[str, Any]:
+        """What a backfill's page read for this record: ``moment`` (the record as listed) and
+        ``books`` (what the books held under its number), or {}. Only a bulk-lane sync has
+        one, taken once (the first try; a retry reads the services again)."""
+        if self._page is None:
+            self._page = {}
+            if self.bulk and not self.dry_run:
+                self._page = self.runtime.pages.take(self.integration.id, self.data_type, self.record_id) or {}
+        return self._page
 
     def read_under_lock(self, state: dict[str, Any] | None) -> None:
         """The record's state, as read together with taking its lock: ``previous`` needs no

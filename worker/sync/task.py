@@ -128,7 +128,7 @@ class RecordSync(RuntimeTask):
         if isinstance(ctx, Outcome):
             self.runtime.lanes.started(integration_id, lane)
             return str(ctx)
-        ctx.writes = writes
+        ctx.writes, ctx.bulk = writes, lane == BULK
         ended = False
         try:
             token = self.lock(ctx, attempt, lane)
