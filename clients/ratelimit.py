@@ -1,21 +1,32 @@
 """A rate limit every worker process on every machine honours: token buckets in Redis, whose
-rate is learned from the service's 429s (AIMD) under a configured ceiling.
+rate is learned from the service's 429s under a configured ceiling.
 
 Each call to a service first reserves a token in each of its buckets (for SpareBank 1: the
 company and the API host; for Moment: the company), in one Redis round trip (a Lua
 script). A reservation never fails: it says how long to wait, so callers queue up in the
-order they asked, spaced for ``HEADROOM`` of the bucket's learned rate, with no burst beyond
-one call (so a one-second window never holds much more than the rate, even when some
-callers' calls arrive late and bunch up).
+order they asked, spaced for the bucket's rate with no burst beyond one call. The configured
+rate is a guess (neither service documents a limit): it is a ceiling, and calls are spaced
+for ``HEADROOM`` of it; a rate learned from the service's 429s is kept as it is.
 
-The learned rate: neither service documents its limit, so the configured rate is a ceiling
-and each bucket finds the real one. A 429 cuts the bucket's rate to ``CUT`` of what it was,
-at most once per ``Retry-After`` (or per second without one) however many threads saw a 429
-in that burst (a key with that expiry guards the cut); no call leaves through the bucket
-until the ``Retry-After`` has passed (callers wait for it as for a token). From the cut on
-the rate climbs by ``STEP`` of the ceiling per second while no 429 comes (the reservation
-computes it from the time since the cut: a success costs no round trip), up to the
-ceiling, and never falls below ``floor(ceiling)``.
+How the limit is learned (per bucket, shared by every worker):
+
+* Each bucket counts its calls (as they leave) and its 429s per second, for the last
+  ``SLOTS`` seconds.
+* A 429 is evidence that the rate is too high when the share of 429s in the last two
+  seconds is above the noise learned so far (below). Then, at most once per ``Retry-After``
+  (or per second) however many threads saw it, the rate is cut to ``CUT`` of the rate the
+  service *accepted* in those seconds (so one cut from a high ceiling lands near the limit),
+  that accepted rate is the bucket's estimate of the limit, and no call leaves before the
+  ``Retry-After`` has passed. Callers whose turn was given before the cut take a new one.
+* The rate then climbs back to the estimate in ``CLIMB`` seconds (fast at first, flat near
+  the estimate: long cycles, few 429s, a high average) and beyond it faster and faster (a
+  limit that rose is found: twice the estimate ``DOUBLE`` seconds later).
+* Each cut is a test: if the share of 429s after it does not fall, the 429s were noise (a
+  service answering 429 at random): the cut is undone and the share is learned as the noise
+  level (it fades with a half-life of ``NOISE_HALF_LIFE``), so random 429s no longer cut the
+  rate nor hold the company. The call that got a 429 still waits its Retry-After (the sync
+  is retried after it).
+* Never below ``floor(ceiling)``, never above the ceiling.
 
 A wait longer than ``max_wait`` is not waited out in a worker thread: the call fails as a
 passing error and the sync is retried later, like any 429.
@@ -30,76 +41,187 @@ import redis
 
 from errors import TransientError
 
-# Calls are spaced for this share of the (learned) rate: a call that leaves late (a busy
-# machine) can then still not push a one-second window over the limit.
+# Calls are spaced for this share of the configured rate (a guess): a call that leaves late
+# (a busy machine) can then still not push a one-second window over it. A learned rate is
+# the service's own answer and is not spaced further.
 HEADROOM = 0.9
-CUT = 0.7                 # a 429: the rate becomes this share of what it was
-STEP = 0.05               # each second without a 429: the rate climbs by this share of the ceiling
-FLOOR = 0.2               # never below this share of the ceiling, nor below MIN_RATE
+CUT = 0.9                 # a 429 caused by the rate: this share of the accepted rate
+CLIMB = 20.0              # seconds from a cut back to the estimated limit
+DOUBLE = 30.0             # seconds after that to twice the estimate (probing a limit that rose)
+FLOOR = 0.02              # never below this share of the ceiling, nor below MIN_RATE
 MIN_RATE = 1.0            # calls per second: a floor that still makes progress
+SLOTS = 16                # seconds of counts (calls, 429s) a bucket keeps
+NOISE_MAX = 0.3           # a share of 429s above this (8 or more) is never noise
+NOISE_HALF_LIFE = 600.0   # seconds
+TEST_CALLS = 20           # calls after a cut (at least) before it is judged
+RECHECK = 0.02            # a caller that waited longer checks that no cut came meanwhile
 LONGEST_RETRY_AFTER = 600.0
-RESERVATIONS = 3          # turns a caller takes at most when 429s keep coming while it waits
+RESERVATIONS = 3          # turns a caller takes at most when cuts keep coming while it waits
 
-# The rate a bucket has learned (ARGV: its ceiling), from its state hash (base: the rate
-# right after the last cut, cut_at: when). Shared by both scripts.
-_LEARNED = """
-local function learned(state, ceiling, now)
-  local base = tonumber(state[1])
+_COMMON = """
+local function learned(base, cut_at, lim, ceiling, now)
   if not base then return ceiling end
-  return math.min(ceiling, base + {step} * ceiling * math.max(0, now - tonumber(state[2])))
+  local t, r = math.max(0, now - cut_at), 0
+  if t < {climb} then
+    r = lim - (lim - base) * (1 - t / {climb}) ^ 3
+  else
+    r = lim * (1 + (t - {climb}) ^ 3 / {double} ^ 3)
+  end
+  return math.min(ceiling, math.max(base, r))
 end
-""".format(step=STEP)
+local function state_rate(key, ceiling, now)
+  local s = redis.call('HMGET', key, 'base', 'cut_at', 'lim')
+  return learned(tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), ceiling, now)
+end
+-- counts per second in a ring of {slots} fields: s<i> the second, c<i> calls, l<i> 429s
+local function bump(key, sec, field, by)
+  local i = sec % {slots}
+  if tonumber(redis.call('HGET', key, 's' .. i)) ~= sec then
+    if by < 0 then return end
+    redis.call('HSET', key, 's' .. i, sec, 'c' .. i, 0, 'l' .. i, 0)
+  end
+  redis.call('HINCRBY', key, field .. i, by)
+end
+local function window(key, from, to)
+  local calls, limited = 0, 0
+  for sec = math.max(from, to - {slots} + 1), to do
+    local i = sec % {slots}
+    local s = redis.call('HMGET', key, 's' .. i, 'c' .. i, 'l' .. i)
+    if tonumber(s[1]) == sec then
+      calls, limited = calls + tonumber(s[2]), limited + tonumber(s[3])
+    end
+  end
+  return calls, limited
+end
+""".replace("{climb}", repr(CLIMB)).replace("{double}", repr(DOUBLE)).replace("{slots}", str(SLOTS))
 
-# KEYS: bucket state hashes. ARGV: now, the longest wait a caller takes, then per bucket:
-# ceiling, burst. Reserves one token in each bucket (after its Retry-After, if one holds)
-# and returns the longest wait (seconds, as text); a wait past the longest reserves nothing
-# (the caller does not call), so turned-away callers do not push the others' turns further out.
-_RESERVE = _LEARNED + """
-local now = tonumber(ARGV[1])
-local wait = 0
-local left, from = {}, {}
+# KEYS: bucket state hashes. ARGV: now, the longest wait a caller takes, the longest wait
+# counted at once, then per bucket: ceiling, burst. Reserves one token in each bucket (after
+# its Retry-After, if one holds) and returns the longest wait (seconds, as text) and the
+# buckets' epochs (which cuts change). A wait past the longest reserves nothing (the caller
+# does not call); a call that leaves at once is counted, one that waits is counted when it
+# leaves (_DEPART).
+_RESERVE = _COMMON + """
+local now, longest = tonumber(ARGV[1]), tonumber(ARGV[2])
+local wait, left, from, epochs, idle = 0, {}, {}, {}, {}
 for i = 1, #KEYS do
-  local burst = tonumber(ARGV[2 * i + 2])
-  local state = redis.call('HMGET', KEYS[i], 'base', 'cut_at', 'tokens', 'at', 'until')
-  local rate = learned(state, tonumber(ARGV[2 * i + 1]), now) * {headroom}
-  local start = math.max(now, tonumber(state[5] or now))
-  local at = tonumber(state[4] or start)
-  local tokens = math.min(burst, tonumber(state[3] or burst) + math.max(0, start - at) * rate) - 1
-  left[i], from[i] = tokens, math.max(start, at)
+  local ceiling, burst = tonumber(ARGV[2 * i + 2]), tonumber(ARGV[2 * i + 3])
+  local state = redis.call('HMGET', KEYS[i], 'base', 'cut_at', 'lim', 'tokens', 'at', 'until', 'epoch')
+  local rate = math.min({headroom} * ceiling,
+                        learned(tonumber(state[1]), tonumber(state[2]), tonumber(state[3]), ceiling, now))
+  local start = math.max(now, tonumber(state[6] or now))
+  local at = tonumber(state[5] or start)
+  local tokens = math.min(burst, tonumber(state[4] or burst) + math.max(0, start - at) * rate) - 1
+  left[i], from[i], epochs[i], idle[i] = tokens, math.max(start, at), state[7] or '0', tonumber(state[5] or 0)
   wait = math.max(wait, start - now + math.max(0, -tokens / rate))
 end
-if wait <= tonumber(ARGV[2]) then
+if wait <= longest then
   for i = 1, #KEYS do
+    if now - idle[i] > 1 then redis.call('HSET', KEYS[i], 'active', tostring(now)) end   -- calls begin
     redis.call('HSET', KEYS[i], 'tokens', tostring(left[i]), 'at', tostring(from[i]))
+    if wait < tonumber(ARGV[3]) then bump(KEYS[i], math.floor(now), 'c', 1) end
     redis.call('EXPIRE', KEYS[i], 3600)
   end
 end
-return tostring(wait)
+return {tostring(wait), table.concat(epochs, ',')}
 """.replace("{headroom}", repr(HEADROOM))
 
-# KEYS: a bucket's state hash, its cut guard. ARGV: now, Retry-After (seconds; 0: none),
-# ceiling. No call before now + Retry-After; the rate is cut once per guard period.
-# Returns the learned rate after.
-_CUT = _LEARNED + """
-local now, after, ceiling = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local state = redis.call('HMGET', KEYS[1], 'base', 'cut_at', 'until')
-local rate = learned(state, ceiling, now)
-if after > 0 and now + after > tonumber(state[3] or 0) then
-  redis.call('HSET', KEYS[1], 'until', tostring(now + after))
+# KEYS: bucket state hashes. ARGV: now, the epochs the caller's turn was given in. A caller
+# that waited leaves now: counted, if no cut came since (returns 1); else returns 0.
+_DEPART = _COMMON + """
+local epochs = {}
+for i = 1, #KEYS do epochs[i] = redis.call('HGET', KEYS[i], 'epoch') or '0' end
+if table.concat(epochs, ',') ~= ARGV[2] then return 0 end
+for i = 1, #KEYS do bump(KEYS[i], math.floor(tonumber(ARGV[1])), 'c', 1) end
+return 1
+"""
+
+# KEYS: a bucket's state hash. ARGV: now, Retry-After (seconds; 0: none), ceiling, floor.
+# Counts the 429; judges the last cut's test; cuts when the 429s are evidence. Returns the
+# learned rate after.
+_LIMITED = _COMMON + """
+local now, after, ceiling, lowest = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local key, sec = KEYS[1], math.floor(now)
+bump(key, sec, 'l', 1)
+redis.call('EXPIRE', key, 3600)
+local s = redis.call('HMGET', key, 'base', 'cut_at', 'lim', 'until', 'noise', 'noise_at', 't_from', 't_frac',
+                     't_base', 't_cut_at', 't_lim', 'guard', 'active')
+local rate = learned(tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), ceiling, now)
+local held = tonumber(s[4] or 0)
+if now < held then return tostring(rate) end            -- answers to calls from before a hold
+-- the calls of the last two seconds (since calls began, since the hold)
+local since = math.max(sec - 1, held, tonumber(s[13] or 0))
+local n, k = window(key, math.floor(since), sec)
+local strong = k >= 8 and k / n > {noise_max}             -- far above the limit: not noise
+local t_from, t_frac = tonumber(s[7]), tonumber(s[8])
+if t_from and not strong then
+  -- the last cut's test: did the share of 429s fall? The same share after it: noise
+  local tn, tk = window(key, t_from, sec)
+  if tn < math.max({test_calls}, 3 / math.max(t_frac, 0.01)) and sec - t_from < {slots} - 2 then
+    return tostring(rate)                               -- too early to judge
+  end
+  local share = tk / math.max(1, tn)
+  if tk >= 3 and share >= 0.5 * t_frac and share <= 2 * t_frac then
+    redis.call('HDEL', key, 'base', 'cut_at', 'lim', 't_from')
+    if s[9] ~= 'none' then redis.call('HSET', key, 'base', s[9], 'cut_at', s[10], 'lim', s[11]) end
+    redis.call('HSET', key, 'noise', tostring(share), 'noise_at', tostring(now))
+    redis.call('HINCRBY', key, 'epoch', 1)
+    return tostring(state_rate(key, ceiling, now))
+  end
 end
-local guard = math.max(1, after)
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', math.floor(guard * 1000)) then
-  rate = math.max(math.min(ceiling, math.max({min_rate}, {floor} * ceiling)), rate * {cut})
-  redis.call('HSET', KEYS[1], 'base', tostring(rate), 'cut_at', tostring(now))
+if t_from then redis.call('HDEL', key, 't_from') end   -- it worked, or was not deep enough
+if now < tonumber(s[12] or 0) then return tostring(rate) end     -- one cut per Retry-After
+local noise = tonumber(s[5] or 0) * 0.5 ^ ((now - tonumber(s[6] or now)) / {half_life})
+local expected = n * noise
+if k <= expected + 3 * math.sqrt(expected * (1 - noise)) + (noise > 0.001 and 2 or 0) then
+  return tostring(rate)                                 -- within the noise
 end
-redis.call('EXPIRE', KEYS[1], 3600)
-return tostring(rate)
-""".replace("{min_rate}", repr(MIN_RATE)).replace("{floor}", repr(FLOOR)).replace("{cut}", repr(CUT))
+-- the rate the service accepted: the share not answered 429 of the rate calls left at, and
+-- no more than it accepted in those seconds; far above the limit (a strong share of 429s),
+-- no more than a service limiting per second lets through in them (after a hold it may let
+-- one second's calls through at once)
+local est, span = math.min(rate, {headroom} * ceiling), now - since
+if n >= 5 then
+  est = est * math.max(0, 1 - k / n)
+  if strong then
+    est = math.min(est, math.max(0, n - k) / (span + (since == held and 1 or 0)))
+  elseif span >= 0.25 then
+    est = math.min(est, math.max(0, n - k) / span)
+  end
+end
+local new = math.max(lowest, {cut} * est)
+redis.call('HSET', key, 'base', tostring(new), 'cut_at', tostring(now), 'lim', tostring(math.max(new, est)),
+           't_from', tostring(after > 0 and math.floor(now + after) or sec + 1), 't_frac', tostring(k / math.max(1, n)),
+           't_base', s[1] or 'none', 't_cut_at', s[2] or '0', 't_lim', s[3] or '0',
+           'guard', tostring(now + math.max(1, after)))
+if after > 0 then redis.call('HSET', key, 'until', tostring(now + after)) end
+redis.call('HINCRBY', key, 'epoch', 1)
+return tostring(new)
+""".replace("{noise_max}", repr(NOISE_MAX)).replace("{test_calls}", str(TEST_CALLS)) \
+   .replace("{slots}", str(SLOTS)).replace("{half_life}", repr(NOISE_HALF_LIFE)) \
+   .replace("{headroom}", repr(HEADROOM)).replace("{cut}", repr(CUT))
+
+# KEYS: bucket state hashes. ARGV: now, then each bucket's ceiling. Their learned rates.
+_RATES = _COMMON + """
+local out = {}
+for i = 1, #KEYS do out[i] = tostring(state_rate(KEYS[i], tonumber(ARGV[i + 1]), tonumber(ARGV[1]))) end
+return out
+"""
 
 
 def floor(ceiling: float) -> float:
     """The lowest rate a bucket learns: it still makes progress."""
     return min(ceiling, max(MIN_RATE, FLOOR * ceiling))
+
+
+def climb(base: float, limit: float, seconds: float, ceiling: float) -> float:
+    """The learned rate ``seconds`` after a cut to ``base`` with ``limit`` the estimated
+    limit (what the scripts compute; for tests and docs)."""
+    if seconds < CLIMB:
+        rate = limit - (limit - base) * (1 - seconds / CLIMB) ** 3
+    else:
+        rate = limit * (1 + (seconds - CLIMB) ** 3 / DOUBLE ** 3)
+    return min(ceiling, max(base, rate))
 
 
 @dataclass(frozen=True)
@@ -113,12 +235,15 @@ class Bucket:
 
 
 class RateLimiter:
-    def __init__(self, r: redis.Redis, prefix: str, max_wait: float = 30.0, clock: Callable[[], float] = time.time):
-        """``prefix``: what every bucket's Redis key starts with (``Keys.rate_limits``)."""
-        self.redis, self.prefix, self.max_wait, self.clock = r, prefix, max_wait, clock
+    def __init__(self, r: redis.Redis, prefix: str, max_wait: float = 30.0, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep):
+        """``prefix``: what every bucket's Redis key starts with (``Keys.rate_limits``);
+        ``clock`` and ``sleep``: the time (a test may pass its own)."""
+        self.redis, self.prefix, self.max_wait, self.clock, self.sleep = r, prefix, max_wait, clock, sleep
         self._reserve = r.register_script(_RESERVE)
-        self._cut = r.register_script(_CUT)
-        self._cut_at: dict[str, float] = {}       # bucket key -> when this process last saw a 429
+        self._depart = r.register_script(_DEPART)
+        self._limited = r.register_script(_LIMITED)
+        self._rates = r.register_script(_RATES)
 
     def _key(self, bucket: Bucket) -> str:
         return f"{self.prefix}:{bucket.key}"
@@ -128,45 +253,44 @@ class RateLimiter:
         buckets = tuple(b for b in buckets if b.rate > 0)
         if not buckets:
             return 0.0
+        keys = [self._key(b) for b in buckets]
         waited = 0.0
         for _ in range(RESERVATIONS):
-            asked = time.monotonic()
-            args: list = [f"{self.clock():.6f}", self.max_wait]
+            args: list = [f"{self.clock():.6f}", self.max_wait, RECHECK]
             for b in buckets:
                 args += [b.rate, b.burst]
-            wait = float(self._reserve(keys=[self._key(b) for b in buckets], args=args))
+            wait, epochs = self._reserve(keys=keys, args=args)
+            wait = float(wait)
             if wait > self.max_wait:
                 raise TransientError(f"{service}: our own rate limit has {wait:.0f}s of calls waiting",
                                      service=service, retry_after=wait)
-            if wait > 0:
-                time.sleep(wait)
             waited += wait
-            # a 429 came (in this process) while this caller waited for its turn: the turn was
-            # given at the old rate and before the Retry-After; take a new one
-            if not any(self._cut_at.get(b.key, 0.0) > asked for b in buckets):
+            if wait > 0:
+                self.sleep(wait)
+            if wait < RECHECK:          # counted already
+                break
+            # leaves now (and is counted) unless a cut came, in any worker, while it waited: its
+            # turn was given at the old rate, perhaps before a Retry-After; it takes a new one
+            if self._depart(keys=keys, args=[f"{self.clock():.6f}", epochs]):
                 break
         return waited
 
     def penalize(self, buckets: tuple[Bucket, ...], retry_after: float | None = None) -> list[float]:
-        """The service answered 429 (``retry_after``: its Retry-After, seconds): hold these
-        buckets' calls that long and cut their rates (once per period); their learned rates."""
+        """The service answered 429 (``retry_after``: its Retry-After, seconds): count it, and
+        when the 429s are the rate's doing, cut these buckets' rates (once per period) and
+        hold their calls that long. Their learned rates."""
         after = min(LONGEST_RETRY_AFTER, max(0.0, retry_after or 0.0))
-        for b in buckets:
-            self._cut_at[b.key] = time.monotonic()
-        return [float(self._cut(keys=[self._key(b), f"{self._key(b)}:cut"],
-                                args=[f"{self.clock():.6f}", after, b.rate]))
+        return [float(self._limited(keys=[self._key(b)],
+                                    args=[f"{self.clock():.6f}", after, b.rate, floor(b.rate)]))
                 for b in buckets if b.rate > 0]
 
     def learned(self, buckets: tuple[Bucket, ...]) -> list[float]:
-        """Each bucket's learned rate now (its ceiling when it has seen no 429), one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for b in buckets:
-            pipe.hmget(self._key(b), "base", "cut_at")
-        now, rates = self.clock(), []
-        for b, (base, cut_at) in zip(buckets, pipe.execute()):
-            rates.append(b.rate if base is None or b.rate <= 0 else
-                         min(b.rate, float(base) + STEP * b.rate * max(0.0, now - float(cut_at))))
-        return rates
+        """Each bucket's learned rate now (its ceiling when it has learned nothing), one round trip."""
+        live = [b for b in buckets if b.rate > 0]
+        rates = iter(float(v) for v in self._rates(keys=[self._key(b) for b in live],
+                                                   args=[f"{self.clock():.6f}", *(b.rate for b in live)])
+                     ) if live else iter(())
+        return [next(rates) if b.rate > 0 else b.rate for b in buckets]
 
 
 class Limited:

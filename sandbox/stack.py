@@ -84,8 +84,8 @@ class Stack:
             "MSB1_SB1_TOKEN_URL": f"{self.sb1_url}/connect/token",
             "MSB1_SMTP_HOST": "127.0.0.1", "MSB1_SMTP_PORT": str(smtp_port or free_port()),
             "MSB1_SMTP_SENDER": "moment-sb1@localhost",
-            # no shared rate limit: the sandbox has none; a run that wants one passes it in env
-            "MSB1_SB1_RATE_LIMIT": "0", "MSB1_SB1_HOST_RATE_LIMIT": "0", "MSB1_MOMENT_RATE_LIMIT": "0",
+            # the rate limits are the product's defaults (MSB1_SB1_RATE_LIMIT and the others are
+            # not set); a run that wants other limits, or none (0), passes them in env
             **(env or {}),
         })
         os.environ.update({k: v for k, v in self.env.items() if k.startswith("MSB1_")})

@@ -157,10 +157,12 @@ class Settings:
     lock_timeout: float = 120.0       # a dead worker's record lock frees itself after this
     lock_wait: float = 10.0           # how long a task waits for another's lock before retrying
     # calls per second, shared by every worker (clients/ratelimit.py); 0: no limit. Neither
-    # service documents a limit: these are assumptions, kept low enough to be polite
-    sb1_rate_limit: float = 50.0       # per SpareBank 1 company (an integration may set its own)
-    sb1_host_rate_limit: float = 200.0  # per SpareBank 1 API host (per bank), all companies together
-    moment_rate_limit: float = 25.0    # per Moment company (an integration may set its own)
+    # service documents a limit: these are ceilings, high enough not to brake a burst (a
+    # change costs 2 SpareBank 1 calls and 1 Moment call; 50 changes/s for one company fit);
+    # the limiter learns each company's real limit from the service's 429s
+    sb1_rate_limit: float = 200.0      # per SpareBank 1 company (an integration may set its own)
+    sb1_host_rate_limit: float = 1000.0  # per SpareBank 1 API host (per bank), all companies together
+    moment_rate_limit: float = 100.0   # per Moment company (an integration may set its own)
     http_connect_timeout: float = 5.0
     http_read_timeout: float = 30.0
     concurrency: int = 32
