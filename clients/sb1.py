@@ -240,6 +240,9 @@ class TokenProvider:
         return code, desc if isinstance(desc, str) else None
 
 
+_LOOKING_UP: dict[tuple, threading.Lock] = {}     # a reference look-up under way, per key
+
+
 class SB1Client:
     """One company's SpareBank 1 Regnskap: every call sends the bearer token and CompanyKey."""
 
@@ -321,25 +324,32 @@ class SB1Client:
 
     def find_many(self, route: str, field_name: str, values: Iterable[Any], *, expand: str | None = None,
                   budget: int = FILTER_BUDGET) -> dict[str, dict[str, Any] | None]:
+        """The books' one record for each of ``values`` (as text), or None when the books have
+        none; a value held by more than one record, or not known (see ``rows_for``), is left
+        out: ask ``find_by`` for it."""
+        rows = self.rows_for(route, field_name, values, expand=expand, per_value=1, budget=budget)
+        return {value: found[0] if found else None for value, found in rows.items() if len(found) <= 1}
+
+    def rows_for(self, route: str, field_name: str, values: Iterable[Any], *, expand: str | None = None,
+                 select: str | None = None, per_value: int = 1,
+                 budget: int = FILTER_BUDGET) -> dict[str, list[dict[str, Any]]]:
         """The books' records whose ``field_name`` is one of ``values``, in as few calls as the
-        URL's length allows (``a eq 1 or a eq 2 ...``): each value (as text) → its one record,
-        or None when the books have none. A value missing from the answer is not known: more
-        than one record holds it, or the answer was a full page (a filter the platform did not
-        understand, answered unfiltered), which may not hold them all. Ask ``find_by``."""
-        found: dict[str, dict[str, Any] | None] = {}
+        URL's length allows (``a eq 1 or a eq 2 ...``): each value (as text) → its records.
+        A value is left out when the answer may not hold all of its records: the answer was a
+        full page (``per_value``: how many records a value usually has; or a filter the
+        platform did not understand, answered unfiltered)."""
+        found: dict[str, list[dict[str, Any]]] = {}
         for chunk in chunks([f"{field_name} eq {quote(v)}" for v in dict.fromkeys(values)], budget):
-            top = 2 * len(chunk) + 10
-            rows = self.query(route, filter=" or ".join(chunk), expand=expand, top=top)
+            top = 2 * per_value * len(chunk) + 10
+            rows = self.query(route, filter=" or ".join(chunk), expand=expand, select=select, top=top)
+            if len(rows) >= top:
+                continue
             by_value: dict[str, list] = {}
             for row in rows:
                 by_value.setdefault(str(row.get(field_name)), []).append(row)
             for term in chunk:
                 value = unquote(term.split(" eq ", 1)[1])
-                matches = by_value.get(value, [])
-                if len(matches) == 1:
-                    found[value] = matches[0]
-                elif not matches and len(rows) < top:
-                    found[value] = None
+                found[value] = by_value.get(value, [])
         return found
 
     def create(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -358,11 +368,15 @@ class SB1Client:
         hit = self._lookups.get(key)
         if hit and hit[1] > time.time():
             return hit[0]
-        row = self.find_by(route, field_name, value)
-        if row is None:
-            return None     # not cached: it may be set up in a minute, then a replay works
-        self._lookups[key] = (row, time.time() + self._lookup_ttl)
-        return row
+        with _LOOKING_UP.setdefault(key, threading.Lock()):     # one thread asks, the others wait for it
+            hit = self._lookups.get(key)
+            if hit and hit[1] > time.time():
+                return hit[0]
+            row = self.find_by(route, field_name, value)
+            if row is None:
+                return None     # not cached: it may be set up in a minute, then a replay works
+            self._lookups[key] = (row, time.time() + self._lookup_ttl)
+            return row
 
     def lookup_id(self, route: str, field_name: str, value: Any) -> int | None:
         row = self.lookup(route, field_name, value)

@@ -83,6 +83,9 @@ def lookups(ctx: SyncContext, invoice: MomentInvoice) -> tuple[dict[str, int], d
 
 
 def receivable_account(ctx: SyncContext, customer_id: int) -> int:
+    copy = ctx.page_copy().get("receivable")      # as the backfill's page read it
+    if isinstance(copy, dict) and copy.get("customer") == customer_id and copy.get("account"):
+        return int(copy["account"])
     row = ctx.sb1.find_by(ACCOUNTS_ROUTE, RECEIVABLE_ACCOUNT_FIELD, customer_id, what="customer ledger account")
     if row is None:
         raise RecordInvalid("the customer has no ledger account (receivable) in SpareBank 1 Regnskap",
@@ -90,18 +93,23 @@ def receivable_account(ctx: SyncContext, customer_id: int) -> int:
     return int(row["ID"])
 
 
-def posted_voucher(ctx: SyncContext, invoice: MomentInvoice, receivable: int) -> int | None:
+def posted_voucher(ctx: SyncContext, invoice: MomentInvoice, receivable: int, fresh: bool = False) -> int | None:
     """The journal entry that already holds this invoice: a line with its invoice number on
     the customer's ledger account (the platform keeps it as AccountID, or as SubAccountID
-    under 1500)."""
+    under 1500). Not ``fresh``: as the backfill's page read it, if it did (a voucher posted
+    since then by another sync of this invoice is in the state, read under its lock)."""
     number = str(invoice.invoice_number)
-    try:
-        rows = ctx.sb1.query(VOUCHER_LINES_ROUTE, filter=f"{VOUCHER_KEY_FIELD} eq {quote(number)}", top=100)
-    except (NotFound, AuthError) as exc:
-        # a platform without this route: the state and the _createguid still stop a twin
-        log.warning("%s %s: cannot look up posted vouchers (HTTP %s); relying on the _createguid",
-                    ctx.integration.id, ctx.what, exc.status)
-        return None
+    copy = None if fresh else ctx.page_copy().get("vouchers")
+    if isinstance(copy, dict) and copy.get("key") == number and isinstance(copy.get("rows"), list):
+        rows = copy["rows"]
+    else:
+        try:
+            rows = ctx.sb1.query(VOUCHER_LINES_ROUTE, filter=f"{VOUCHER_KEY_FIELD} eq {quote(number)}", top=100)
+        except (NotFound, AuthError) as exc:
+            # a platform without this route: the state and the _createguid still stop a twin
+            log.warning("%s %s: cannot look up posted vouchers (HTTP %s); relying on the _createguid",
+                        ctx.integration.id, ctx.what, exc.status)
+            return None
     for row in rows:        # the platform ignores a filter it does not understand: check
         if str(row.get(VOUCHER_KEY_FIELD)) == number and receivable in (row.get("AccountID"),
                                                                           row.get("SubAccountID")):
@@ -159,7 +167,7 @@ def post_invoice(ctx: SyncContext) -> Outcome:
             outcome = Outcome.POSTED
         except DuplicateCreate:
             # posted before, and the answer was lost (the worker died, a timeout)
-            posted = posted_voucher(ctx, invoice, receivable)
+            posted = posted_voucher(ctx, invoice, receivable, fresh=True)
     ctx.posted(posted, invoice.last_modified_date, note)
     return outcome
 

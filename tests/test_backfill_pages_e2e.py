@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import COMPANY_KEYS, ROOT, publish_task, wait_until
+from conftest import COMPANY_KEYS, ROOT, publish_task, wait_until, write_integrations
 
-from sandbox.moment import seed_customers
+from sandbox.moment import seed_customers, seed_invoices, seed_projects
 
 ACME = COMPANY_KEYS["acme"]
 pytestmark = pytest.mark.slow
@@ -99,3 +99,32 @@ def test_a_live_change_during_a_backfill_is_not_undone_by_the_page_copy(sandbox,
     wait_until(lambda: finished(r) == 2, 60, message="both syncs", describe=lambda: str(stats(r)))
     [c] = sandbox.sb1.customers(ACME)
     assert c["Info"]["Name"] == "Nytt Navn AS"
+
+
+def test_an_invoice_backfill_posts_each_voucher_once_with_one_call_each(sandbox, worker_env, tmp_path,
+                                                                        start_worker, r):
+    write_integrations(tmp_path / "integrations.toml", sandbox, data_types=("customers", "projects", "invoices"),
+                       acme={"extra": ['revenue_accounts = { hours = 3000, products = 3100, expenses = 3200 }']})
+    start_worker()
+    customers = seed_customers(sandbox.moment, "acme", 40)
+    projects = seed_projects(sandbox.moment, "acme", customers, 20)
+    seed_invoices(sandbox.moment, "acme", projects, customers, 120)
+    backfill(worker_env, "--data-type", "customers")
+    backfill(worker_env, "--data-type", "projects")
+    wait_until(lambda: len(sandbox.sb1.documents(ACME, "projects")) == 20, 60, message="the projects")
+    sandbox.sb1.reset_counters()
+    sandbox.moment.requests.clear()
+    backfill(worker_env, "--data-type", "invoices")
+    wait_until(lambda: len(sandbox.sb1.documents(ACME, "journalentries")) == 120, 90, message="120 vouchers")
+    # one post each, the page reads, and the company's VAT types and revenue accounts (about ten
+    # calls however many invoices, each process caching them)
+    assert sandbox.sb1.count_writes(ACME) == 120
+    assert sb1_calls(sandbox) - 120 <= 15, sandbox.sb1.requests
+    assert moment_calls(sandbox) / 120 <= 0.02, sandbox.moment.requests
+    # once more: nothing posted twice, and nothing read one by one
+    sandbox.sb1.reset_counters()
+    backfill(worker_env, "--data-type", "invoices")
+    wait_until(lambda: int(r.hget("msb1test:stats:acme", "invoices:already-posted") or 0) == 120, 60,
+               message="120 already posted")
+    assert len(sandbox.sb1.documents(ACME, "journalentries")) == 120
+    assert sandbox.sb1.count_writes(ACME) == 0 and sb1_calls(sandbox) <= 10, sandbox.sb1.requests

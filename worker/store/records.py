@@ -24,6 +24,13 @@ class SyncState:
     def get(self, integration_id: str, data_type: str, record_id: int) -> dict[str, Any] | None:
         return self.parse(self.redis.hget(self.keys.state(integration_id, data_type), str(record_id)))
 
+    def get_many(self, integration_id: str, data_type: str, record_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """The states of many records in one round trip (those with none are left out)."""
+        if not record_ids:
+            return {}
+        raws = self.redis.hmget(self.keys.state(integration_id, data_type), [str(i) for i in record_ids])
+        return {i: json.loads(raw) for i, raw in zip(record_ids, raws) if raw}
+
     @staticmethod
     def parse(raw: str | None) -> dict[str, Any] | None:
         return json.loads(raw) if raw else None
