@@ -56,8 +56,9 @@ class Faults:
         # Retry-After: 1. 0: no limit
         self.company_limit: float = 0.0
         self._buckets: dict[str, tuple[float, float]] = {}     # company -> (tokens, at)
-        self.passed: Counter[str] = Counter()       # company -> calls the limit let through
-        self.limited: Counter[str] = Counter()      # company -> calls it answered 429
+        # company -> calls answered (not a fault), calls answered 429 (the limit's or at random)
+        self.passed: Counter[str] = Counter()
+        self.limited: Counter[str] = Counter()
         self.injected: Counter[int] = Counter()  # status -> how many faults were answered
         self._scripts: list[ScriptedFault] = []
         self._lock = threading.Lock()
@@ -101,6 +102,7 @@ class Faults:
     def to_dict(self) -> dict[str, Any]:
         with self._lock:
             return {**{name: getattr(self, name) for name in SETTINGS},
+                    "passed": dict(self.passed), "limited": dict(self.limited),
                     "scripts": [vars(s).copy() for s in self._scripts if s.times > 0],
                     "injected": {str(k): v for k, v in self.injected.items()}}
 
@@ -114,20 +116,21 @@ class Faults:
                     return fault
         return None
 
-    def _over_company_limit(self, req: Request) -> bool:
-        """Take a token from the caller's company bucket; True when there is none."""
+    @staticmethod
+    def _company(req: Request) -> str:
         company = req.headers.get("CompanyKey", "").strip()
         if not company and COMPANY_PATH in req.path:
             company = req.path.split(COMPANY_PATH, 1)[1].split("/", 1)[0].lower()
-        if not company:
-            return False
+        return company
+
+    def _over_company_limit(self, company: str) -> bool:
+        """Take a token from the company's bucket; True when there is none."""
         with self._lock:
             limit, now = self.company_limit, time.monotonic()
             tokens, at = self._buckets.get(company, (limit, now))
             tokens = min(limit, tokens + (now - at) * limit)
             over = tokens < 1
             self._buckets[company] = (tokens if over else tokens - 1, now)
-            (self.limited if over else self.passed)[company] += 1
             if over:
                 self.injected[429] += 1
         return over
@@ -149,7 +152,9 @@ class Faults:
             return self._answer(scripted.status, scripted.headers)
         if path.startswith(RANDOM_EXEMPT_PREFIXES):
             return None
-        if self.company_limit > 0 and self._over_company_limit(req):
+        company = self._company(req)
+        if company and self.company_limit > 0 and self._over_company_limit(company):
+            self.limited[company] += 1
             return self._answer(429, {"Retry-After": "1"})
         with self._lock:
             fault_roll, slow_roll = self._rng.random(), self._rng.random()
@@ -163,7 +168,9 @@ class Faults:
         if status == 503:
             return self._answer(503)
         if status == 429:
+            self.limited[company] += 1
             return self._answer(429, {"Retry-After": "1"})
+        self.passed[company] += 1
         if slow_roll < self.slow_rate:
             time.sleep(self.slow_seconds)
         return None
