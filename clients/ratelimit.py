@@ -12,20 +12,28 @@ How the limit is learned (per bucket, shared by every worker):
 
 * Each bucket counts its calls (as they leave) and its 429s per second, for the last
   ``SLOTS`` seconds.
-* A 429 is evidence that the rate is too high when the share of 429s in the last two
-  seconds is above the noise learned so far (below). Then, at most once per ``Retry-After``
-  (or per second) however many threads saw it, the rate is cut to ``CUT`` of the rate the
-  service *accepted* in those seconds (so one cut from a high ceiling lands near the limit),
-  that accepted rate is the bucket's estimate of the limit, and no call leaves before the
-  ``Retry-After`` has passed. Callers whose turn was given before the cut take a new one.
+* A 429 is evidence that the rate is too high when the 429s of the last two seconds are
+  more than the noise learned so far (below) explains. In the first second of calls a rate
+  is not measured yet: there only a strong share of 429s, or three within ``BURST`` seconds
+  (consecutive calls refused), is evidence. Then, at most once per ``Retry-After`` (or per
+  second) however many threads saw it, the rate is cut to ``CUT`` of the rate the service
+  *accepted* in those seconds (in the first second of calls, or after a hold, a service
+  limiting per second may let a second's calls through at once: they are spread over one
+  more second), so one cut from a high ceiling lands near the limit; that accepted rate is
+  the bucket's estimate of the limit (when the rate was probing beyond the last estimate:
+  half-way between the two), and no call leaves before the ``Retry-After`` has passed.
+  Callers whose turn was given before the cut take a new one.
 * The rate then climbs back to the estimate in ``CLIMB`` seconds (fast at first, flat near
   the estimate: long cycles, few 429s, a high average) and beyond it faster and faster (a
   limit that rose is found: twice the estimate ``DOUBLE`` seconds later).
-* Each cut is a test: if the share of 429s after it does not fall, the 429s were noise (a
-  service answering 429 at random): the cut is undone and the share is learned as the noise
-  level (it fades with a half-life of ``NOISE_HALF_LIFE``), so random 429s no longer cut the
-  rate nor hold the company. The call that got a 429 still waits its Retry-After (the sync
-  is retried after it).
+* Each cut is a test, judged on the 429s of the ``TEST_SECONDS`` after its hold. None or
+  few (fewer than 3): it worked. More: a second cut, to ``SECOND_CUT`` of the rate (under a
+  limit its 429s then stop), climbing back to the rate accepted meanwhile. If the share of
+  429s after that one is still as high (at least half), they do not depend on the rate: they
+  are noise (a service answering 429 at random): both cuts are undone and the share is
+  learned as the noise level (it fades with a half-life of ``NOISE_HALF_LIFE``), so random
+  429s no longer cut the rate nor hold the company. The call that got a 429 still waits its
+  Retry-After (the sync is retried after it).
 * Never below ``floor(ceiling)``, never above the ceiling.
 
 A wait longer than ``max_wait`` is not waited out in a worker thread: the call fails as a
@@ -46,6 +54,7 @@ from errors import TransientError
 # the service's own answer and is not spaced further.
 HEADROOM = 0.9
 CUT = 0.9                 # a 429 caused by the rate: this share of the accepted rate
+SECOND_CUT = 0.5          # 429s that go on after a cut: this share of the rate
 CLIMB = 20.0              # seconds from a cut back to the estimated limit
 DOUBLE = 30.0             # seconds after that to twice the estimate (probing a limit that rose)
 FLOOR = 0.02              # never below this share of the ceiling, nor below MIN_RATE
@@ -53,8 +62,11 @@ MIN_RATE = 1.0            # calls per second: a floor that still makes progress
 SLOTS = 16                # seconds of counts (calls, 429s) a bucket keeps
 NOISE_MAX = 0.3           # a share of 429s above this (8 or more) is never noise
 NOISE_HALF_LIFE = 600.0   # seconds
-TEST_CALLS = 20           # calls after a cut (at least) before it is judged
-RECHECK = 0.02            # a caller that waited longer checks that no cut came meanwhile
+TEST_CALLS = 40           # calls after a cut before it is judged (with 3 or more 429s; else more)
+TEST_SECONDS = 5          # after a cut's hold: the seconds whose 429s judge it
+NOISE_UNDO = 0.15         # a share of 429s after a cut up to this (or twice the share before) may be noise
+BURST = 0.1               # seconds: three 429s within it are a limit reached, even in the first second
+RECHECK = 0.005           # a caller that waited longer checks that no cut came meanwhile
 LONGEST_RETRY_AFTER = 600.0
 RESERVATIONS = 3          # turns a caller takes at most when cuts keep coming while it waits
 
@@ -145,7 +157,10 @@ local key, sec = KEYS[1], math.floor(now)
 bump(key, sec, 'l', 1)
 redis.call('EXPIRE', key, 3600)
 local s = redis.call('HMGET', key, 'base', 'cut_at', 'lim', 'until', 'noise', 'noise_at', 't_from', 't_frac',
-                     't_base', 't_cut_at', 't_lim', 'guard', 'active')
+                     't_base', 't_cut_at', 't_lim', 'guard', 'active', 't_stage', 'last429', 'prev429')
+-- three 429s within {burst} s: consecutive calls refused (a limit reached), not one here and there
+local burst = now - tonumber(s[16] or 0) < {burst}
+redis.call('HSET', key, 'last429', tostring(now), 'prev429', s[15] or '0')
 local rate = learned(tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), ceiling, now)
 local held = tonumber(s[4] or 0)
 if now < held then return tostring(rate) end            -- answers to calls from before a hold
@@ -153,53 +168,69 @@ if now < held then return tostring(rate) end            -- answers to calls from
 local since = math.max(sec - 1, held, tonumber(s[13] or 0))
 local n, k = window(key, math.floor(since), sec)
 local strong = k >= 8 and k / n > {noise_max}             -- far above the limit: not noise
-local t_from, t_frac = tonumber(s[7]), tonumber(s[8])
+if now < tonumber(s[12] or 0) then return tostring(rate) end     -- one cut per Retry-After
+local t_from, t_frac, stage, again = tonumber(s[7]), tonumber(s[8]), tonumber(s[14] or 1), nil
 if t_from and not strong then
-  -- the last cut's test: did the share of 429s fall? The same share after it: noise
-  local tn, tk = window(key, t_from, sec)
-  if tn < math.max({test_calls}, 3 / math.max(t_frac, 0.01)) and sec - t_from < {slots} - 2 then
+  -- the last cut's test: the share of 429s in the {test_seconds} s after its hold. None (or
+  -- few): it worked. Some: the first time, a second cut, deeper; if they go on as often after
+  -- that one too, they do not depend on the rate: noise, and both cuts are undone
+  local tn, tk = window(key, t_from, math.min(sec, t_from + {test_seconds} - 1))
+  if sec < t_from + {test_seconds} and not (tk >= 3 and tn >= {test_calls}) then
     return tostring(rate)                               -- too early to judge
   end
   local share = tk / math.max(1, tn)
-  if tk >= 3 and share >= 0.5 * t_frac and share <= 2 * t_frac then
-    redis.call('HDEL', key, 'base', 'cut_at', 'lim', 't_from')
-    if s[9] ~= 'none' then redis.call('HSET', key, 'base', s[9], 'cut_at', s[10], 'lim', s[11]) end
-    redis.call('HSET', key, 'noise', tostring(share), 'noise_at', tostring(now))
-    redis.call('HINCRBY', key, 'epoch', 1)
-    return tostring(state_rate(key, ceiling, now))
+  if tk >= 3 and share <= {noise_undo} then
+    if stage < 2 then              -- and the rate the service accepted meanwhile
+      again = {share, (tn - tk) / math.max(1, math.min(now, t_from + {test_seconds}) - t_from)}
+    elseif share >= 0.5 * t_frac then
+      redis.call('HDEL', key, 'base', 'cut_at', 'lim', 't_from')
+      if s[9] ~= 'none' then redis.call('HSET', key, 'base', s[9], 'cut_at', s[10], 'lim', s[11]) end
+      redis.call('HSET', key, 'noise', tostring((share + t_frac) / 2), 'noise_at', tostring(now))
+      redis.call('HINCRBY', key, 'epoch', 1)
+      return tostring(state_rate(key, ceiling, now))
+    end
   end
 end
 if t_from then redis.call('HDEL', key, 't_from') end   -- it worked, or was not deep enough
-if now < tonumber(s[12] or 0) then return tostring(rate) end     -- one cut per Retry-After
 local noise = tonumber(s[5] or 0) * 0.5 ^ ((now - tonumber(s[6] or now)) / {half_life})
 local expected = n * noise
-if k <= expected + 3 * math.sqrt(expected * (1 - noise)) + (noise > 0.001 and 2 or 0) then
+if not again and k <= expected + 3 * math.sqrt(expected * (1 - noise)) + (noise > 0.001 and 2 or 0) then
   return tostring(rate)                                 -- within the noise
 end
 -- the rate the service accepted: the share not answered 429 of the rate calls left at, and
--- no more than it accepted in those seconds; far above the limit (a strong share of 429s),
--- no more than a service limiting per second lets through in them (after a hold it may let
--- one second's calls through at once)
+-- no more than it accepted in those seconds (in the first second of calls, or after a hold,
+-- a service limiting per second may let one second's calls through at once)
 local est, span = math.min(rate, {headroom} * ceiling), now - since
+-- calls began less than a second ago: a rate is not measured yet; a few 429s may be noise
+if span < 1 and since ~= held and not strong and not burst then return tostring(rate) end
 if n >= 5 then
-  est = est * math.max(0, 1 - k / n)
-  if strong then
-    est = math.min(est, math.max(0, n - k) / (span + (since == held and 1 or 0)))
-  elseif span >= 0.25 then
-    est = math.min(est, math.max(0, n - k) / span)
-  end
+  est = math.min(est * math.max(0, 1 - k / n), math.max(0, n - k) / (span + (span < 1 and 1 or 0)))
 end
+-- probing beyond the estimate: a service's reserve (a bucket holding a second's calls) let the
+-- rate pass its limit for a while before the first 429; the limit is nearer the estimate
+local lim, cut_at = tonumber(s[3]), tonumber(s[2])
+if lim and now - cut_at > {climb} and est > lim then est = (est + lim) / 2 end
 local new = math.max(lowest, {cut} * est)
+if again then       -- the 429s went on after a cut: halve the rate (a limit then shows), and
+  -- climb back to the rate accepted since the cut
+  new = math.max(lowest, {second} * math.min(rate, {headroom} * ceiling))
+  est = math.min(rate * (1 - again[1]), again[2])
+end
 redis.call('HSET', key, 'base', tostring(new), 'cut_at', tostring(now), 'lim', tostring(math.max(new, est)),
-           't_from', tostring(after > 0 and math.floor(now + after) or sec + 1), 't_frac', tostring(k / math.max(1, n)),
-           't_base', s[1] or 'none', 't_cut_at', s[2] or '0', 't_lim', s[3] or '0',
-           'guard', tostring(now + math.max(1, after)))
+           't_from', tostring(math.floor(now + after) + 1), 'guard', tostring(now + math.max(1, after)))
+if again then                                           -- the second cut: the first one's state kept
+  redis.call('HSET', key, 't_frac', tostring(again[1]), 't_stage', '2')
+else
+  redis.call('HSET', key, 't_frac', tostring(k / math.max(1, n)), 't_stage', '1', 't_base', s[1] or 'none',
+             't_cut_at', s[2] or '0', 't_lim', s[3] or '0')
+end
 if after > 0 then redis.call('HSET', key, 'until', tostring(now + after)) end
 redis.call('HINCRBY', key, 'epoch', 1)
 return tostring(new)
-""".replace("{noise_max}", repr(NOISE_MAX)).replace("{test_calls}", str(TEST_CALLS)) \
+""".replace("{noise_max}", repr(NOISE_MAX)).replace("{noise_undo}", repr(NOISE_UNDO)).replace("{test_seconds}", str(TEST_SECONDS)).replace("{test_calls}", str(TEST_CALLS)) \
    .replace("{slots}", str(SLOTS)).replace("{half_life}", repr(NOISE_HALF_LIFE)) \
-   .replace("{headroom}", repr(HEADROOM)).replace("{cut}", repr(CUT))
+   .replace("{headroom}", repr(HEADROOM)).replace("{cut}", repr(CUT)).replace("{second}", repr(SECOND_CUT)) \
+   .replace("{burst}", repr(BURST)).replace("{climb}", repr(CLIMB))
 
 # KEYS: bucket state hashes. ARGV: now, then each bucket's ceiling. Their learned rates.
 _RATES = _COMMON + """

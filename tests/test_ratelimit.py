@@ -128,7 +128,7 @@ def test_random_429s_are_learned_as_noise_and_do_not_slow_the_calls(r):
 def test_sixteen_threads_seeing_one_burst_of_429s_cut_the_rate_once(r):
     clock = Clock()
     lim, bucket = limiter(r, clock), (Bucket("test:burst", 50.0),)
-    for _ in range(45):                                 # a second of calls at 45/s
+    for _ in range(90):                                 # two seconds of calls at 45/s
         lim.acquire(bucket, "test")
     start = threading.Barrier(16)
 

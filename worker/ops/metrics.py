@@ -96,8 +96,8 @@ class StateCollector(Collector):
         circuit = GaugeMetricFamily("msb1_circuit_open", "1 while syncs wait for a service that is out",
                                     labels=["integration", "service", "reason"])
         limit = GaugeMetricFamily("msb1_rate_limit_calls_per_second", "The rate the shared limit of the company's "
-                                  "calls has learned from the service's 429s (its ceiling: the configured rate; "
-                                  "calls are spaced for 90 % of it)", labels=["integration", "service"])
+                                  "calls has learned from the service's 429s (at most the configured rate, a ceiling; "
+                                  "calls are spaced for 90 % of the ceiling, a learned rate as it is)", labels=["integration", "service"])
         pauses = rt.pauses.all()
         for iid, integration in sorted(rt.integrations.items()):
             pipe = r.pipeline(transaction=False)

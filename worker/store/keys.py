@@ -45,8 +45,8 @@ Notices (``worker.notices.digest``):
   ``{p}:digest-due:{integration}``            set while a digest send is scheduled
   ``{p}:digest-lock:{integration}``           one digest sender at a time
 API clients (``clients``):
-  ``{p}:rate:{bucket}``, ``…:cut``            hash  a shared rate limit (tokens, learned rate,
-                                              Retry-After); set for a period after a 429's cut;
+  ``{p}:rate:{bucket}``                       hash  a shared rate limit (tokens, learned rate,
+                                              Retry-After, per-second counts of calls and 429s);
                                               buckets moment:{company}, sb1:company:{digest},
                                               sb1:host:{host}
   ``{p}:sb1-token:{digest}``, ``…:lock``      the shared SpareBank 1 access token (encrypted), and who fetches it
@@ -171,7 +171,7 @@ class Keys:
     # --- API clients
     def rate_limits(self) -> str:
         """The prefix of the rate limiter's buckets (``clients.ratelimit`` adds a bucket's
-        name, below, and ``:cut`` for the guard of a 429's cut)."""
+        name, below)."""
         return f"{self.prefix}:rate"
 
     @staticmethod
