@@ -30,7 +30,7 @@ from redis.exceptions import LockError
 
 from errors import AuthError, PermanentError, TransientError
 
-from .filters import FILTER_BUDGET, chunks, quote, unquote
+from .filters import find_many, quote, rows_for
 from .http import Http, Response, Timeouts, send
 from .ratelimit import Limited
 
@@ -322,35 +322,16 @@ class SB1Client:
                 "there must be only one", service=self.service)
         return matches[0] if matches else None
 
-    def find_many(self, route: str, field_name: str, values: Iterable[Any], *, expand: str | None = None,
-                  budget: int = FILTER_BUDGET) -> dict[str, dict[str, Any] | None]:
-        """The books' one record for each of ``values`` (as text), or None when the books have
-        none; a value held by more than one record, or not known (see ``rows_for``), is left
-        out: ask ``find_by`` for it."""
-        rows = self.rows_for(route, field_name, values, expand=expand, per_value=1, budget=budget)
-        return {value: found[0] if found else None for value, found in rows.items() if len(found) <= 1}
+    def find_many(self, route: str, field_name: str, values: Iterable[Any], *,
+                  expand: str | None = None) -> dict[str, dict[str, Any] | None]:
+        """The books' one record for each of ``values`` (as text), or None when it has none, in
+        few calls (``clients.filters.find_many``); a value not known is left out."""
+        return find_many(self.query, route, field_name, values, expand=expand)
 
-    def rows_for(self, route: str, field_name: str, values: Iterable[Any], *, expand: str | None = None,
-                 select: str | None = None, per_value: int = 1,
-                 budget: int = FILTER_BUDGET) -> dict[str, list[dict[str, Any]]]:
-        """The books' records whose ``field_name`` is one of ``values``, in as few calls as the
-        URL's length allows (``a eq 1 or a eq 2 ...``): each value (as text) → its records.
-        A value is left out when the answer may not hold all of its records: the answer was a
-        full page (``per_value``: how many records a value usually has; or a filter the
-        platform did not understand, answered unfiltered)."""
-        found: dict[str, list[dict[str, Any]]] = {}
-        for chunk in chunks([f"{field_name} eq {quote(v)}" for v in dict.fromkeys(values)], budget):
-            top = 2 * per_value * len(chunk) + 10
-            rows = self.query(route, filter=" or ".join(chunk), expand=expand, select=select, top=top)
-            if len(rows) >= top:
-                continue
-            by_value: dict[str, list] = {}
-            for row in rows:
-                by_value.setdefault(str(row.get(field_name)), []).append(row)
-            for term in chunk:
-                value = unquote(term.split(" eq ", 1)[1])
-                found[value] = by_value.get(value, [])
-        return found
+    def rows_for(self, route: str, field_name: str, values: Iterable[Any], *,
+                 per_value: int = 1) -> dict[str, list[dict[str, Any]]]:
+        """The books' records for each of ``values`` (``clients.filters.rows_for``)."""
+        return rows_for(self.query, route, field_name, values, per_value=per_value)
 
     def create(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", route, json=body).json()

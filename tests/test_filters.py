@@ -36,3 +36,39 @@ def test_covers_sees_what_a_put_would_change():
     assert covers({"Amount": 10, "Phones": [{"ID": 1, "Number": "9"}, {"ID": 2}]},
                   {"Amount": "10.00", "Phones": [{"ID": 1, "Number": "9"}]})
     assert not covers({"Phones": [{"ID": 2}]}, {"Phones": [{"ID": 1, "Number": "9"}]})
+
+
+def _books(rows, *, ignore_filters=False, calls=None):
+    """A query over ``rows`` that understands ``a eq x or ...`` and ``a ge x and a le y``, or
+    (``ignore_filters``) answers the first ``top`` rows as the platform does for a filter it
+    does not understand."""
+    def query(route, filter=None, expand=None, top=None):
+        calls.append(filter) if calls is not None else None
+        if ignore_filters:
+            return rows[:top]
+        if " ge " in filter:
+            low, high = (int(part.split()[-1]) for part in filter.split(" and "))
+            hits = [r for r in rows if low <= r["N"] <= high]
+        else:
+            wanted = {unquote(term.split(" eq ")[1]) for term in filter.split(" or ")}
+            hits = [r for r in rows if str(r["N"]) in wanted]
+        return hits[:top]
+    return query
+
+
+def test_find_many_reads_close_numbers_in_one_call_and_says_what_it_cannot_know():
+    from clients.filters import find_many
+    rows = [{"ID": i, "N": 100000 + i} for i in range(1, 301) if i % 3] + [{"ID": 999, "N": 100002}]
+    calls: list = []
+    found = find_many(_books(rows, calls=calls), "customers", "N", list(range(100001, 100201)))
+    assert len(calls) == 1 and " ge " in calls[0]
+    assert found["100001"] == {"ID": 1, "N": 100001}
+    assert found["100003"] is None                       # the books have none
+    assert "100002" not in found                          # two records hold it: not known
+    # scattered numbers: a few "or" filters; a filter the platform ignores: nothing is "none"
+    calls.clear()
+    found = find_many(_books(rows, calls=calls), "customers", "N", [100001, 150000, 190000, 100004])
+    assert len(calls) == 1 and " or " in calls[0] and found["150000"] is None
+    big = [{"ID": i, "N": i} for i in range(1, 2000)]
+    found = find_many(_books(big, ignore_filters=True), "customers", "N", [5, 900, 1500, 3000])
+    assert None not in found.values() and "3000" not in found

@@ -79,11 +79,16 @@ class LaneStatus:
         return self.waiting / self.per_second if self.per_second > 0 else None
 
 
+SHARERS = 10           # worker processes a refill's skipped checks allow for
+
+
 class Lanes:
     def __init__(self, r: redis.Redis, keys: Keys, target: int):
         self.redis, self.keys, self.target = r, keys, target
         self._take = r.register_script(_TAKE)
         self._join = r.register_script(_JOIN)
+        # checks this process may skip: the queue held plenty at the last one (see ``refill``)
+        self._skip = 0
 
     # --- keys
     @property
@@ -122,14 +127,21 @@ class Lanes:
         """Top the bulk queue up to its target, a chunk per company in turn (``paused()``:
         companies that keep their turn for later). ``send(iid, data_type, record_id)``
         publishes one bulk task. One refiller at a time. Called after every bulk sync, so
-        when the queue is full enough it costs one round trip.
+        when the queue is full enough it costs one round trip, and then none for the next
+        few syncs of this process.
 
         At least once: what an earlier refill took and did not publish (it died, or Redis
         failed mid-way) is published first. A task published twice is harmless (a sync
         that finds its record unchanged writes nothing); one never published would wait
         for a backfill to be run again, since the poll only sees records that change."""
+        if self._skip > 0:
+            self._skip -= 1
+            return 0
         queued, handed = self.redis.pipeline(transaction=False).llen(BULK_QUEUE).llen(self.handover).execute()
         if queued >= self.target // 2 and not handed:
+            # what is queued beyond half the target lasts this process's next few syncs even
+            # with ten processes taking from the queue: skip that many checks
+            self._skip = (queued - self.target // 2) // SHARERS
             return 0
         if not self.redis.set(self.keys.bulk_refill(), "1", nx=True, px=5000):
             return 0

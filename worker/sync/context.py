@@ -108,12 +108,20 @@ class SyncContext:
     def page_copy(self) -> dict[str, Any]:
         """What a backfill's page read for this record: ``moment`` (the record as listed) and
         ``books`` (what the books held under its number), or {}. Only a bulk-lane sync has
-        one, taken once (the first try; a retry reads the services again)."""
+        one, taken once (the first try; a retry reads the services again, unless the service
+        refused the try's call with a 429: ``return_page_copy``)."""
         if self._page is None:
             self._page = {}
             if self.bulk and not self.dry_run:
                 self._page = self.runtime.pages.take(self.integration.id, self.data_type, self.record_id) or {}
         return self._page
+
+    def return_page_copy(self) -> None:
+        """Give the page copy back for the next try: the service refused the call unanswered
+        (a 429), so the copy is as good as it was."""
+        if self._page and not self.dry_run:
+            self.runtime.pages.put(self.integration.id, self.data_type, {self.record_id: self._page})
+        self._page = None
 
     def read_under_lock(self, state: dict[str, Any] | None) -> None:
         """The record's state, as read together with taking its lock: ``previous`` needs no

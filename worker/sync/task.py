@@ -237,6 +237,8 @@ class RecordSync(RuntimeTask):
         try:
             outcome = type(self).body(ctx)
         except TransientError as exc:
+            if exc.status == 429:
+                ctx.return_page_copy()      # refused unanswered: nothing was written
             outage = circuits.failed(iid, exc)
             if policy.should_retry(exc, attempt - 1):
                 # this try is spent; while the service is out the next one waits for it
