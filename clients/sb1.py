@@ -48,6 +48,9 @@ API_PREFIX = "/api/biz"
 CURRENCIES_ROUTE = "currencycodes"
 ACCOUNTS_ROUTE = "accounts"
 VAT_TYPES_ROUTE = "vattypes"
+# the platform's exchange rates (Norges Bank's): GET EXCHANGE_RATES_ROUTE?action=EXCHANGE_RATE_ACTION
+EXCHANGE_RATES_ROUTE = "currencies"
+EXCHANGE_RATE_ACTION = "get-currency-exchange-rate"
 
 
 @dataclass(frozen=True)
