@@ -68,6 +68,13 @@ FOREIGN_KEYS: dict[str, dict[str, str]] = {
 SEED_CURRENCIES = [("NOK", "Norsk krone", "kr"), ("EUR", "Euro", "€"),
                    ("SEK", "Svensk krone", "kr"), ("USD", "Amerikansk dollar", "$"),
                    ("DKK", "Dansk krone", "kr"), ("GBP", "Britisk pund", "£")]
+# Norges Bank-like middle rates the platform downloads: code -> (NOK per Factor units, Factor);
+# SEK, DKK and JPY are quoted per 100. One rate for every date unless a company's ``rates``
+# holds one for (code, date); a known currency without a rate answers ExchangeRate 0.
+EXCHANGE_RATES = {"NOK": (Decimal(1), Decimal(1)), "EUR": (Decimal("11.4875"), Decimal(1)),
+                  "USD": (Decimal("10.9125"), Decimal(1)), "GBP": (Decimal("13.6210"), Decimal(1)),
+                  "SEK": (Decimal("98.5200"), Decimal(100)), "DKK": (Decimal("154.0300"), Decimal(100)),
+                  "JPY": (Decimal("7.2510"), Decimal(100))}
 # VAT code, name, percent, output VAT, the account its VAT is booked on (NS 4102)
 SEED_VATTYPES = [("0", "Ingen mva-behandling", 0.0, False, None),
                  ("1", "Fradrag inngående mva, høy sats", 25.0, False, 2710),
@@ -220,6 +227,7 @@ class Company:
         default_factory=lambda: {route: Table(INDEXED.get(route, ())) for route in ROUTES})
     createguids: set[str] = field(default_factory=set)
     journal_entries: int = 0  # last JournalEntryNumberNumeric
+    rates: dict[tuple[str, str], tuple[Decimal, Decimal]] = field(default_factory=dict)  # (code, date)
 
 
 @dataclass
@@ -541,6 +549,33 @@ class SB1Store:
                     listener(company.key, "POST", "journalentries", doc)
             return [render(doc, None) for doc in docs]
 
+    def exchange_rate(self, company_key: str, args: Mapping[str, str]) -> Doc:
+        """``GET currencies?action=get-currency-exchange-rate``: ``CurrencyRateData`` for
+        fromCurrencyCodeID, toCurrencyCodeID and currencyDate (NOK = amount x ExchangeRate
+        / Factor); a currency ID the company does not have is refused."""
+        with self.lock:
+            company = self._company(company_key)
+            codes = company.tables["currencycodes"]
+            found = []
+            for name in ("fromCurrencyCodeID", "toCurrencyCodeID"):
+                value = args.get(name, "")
+                doc = codes.get(int(value)) if value.isdigit() else None
+                if doc is None:
+                    raise message_error(400, f"Unknown currency code ID '{value[:20]}' in {name}")
+                found.append(doc)
+            day = str(args.get("currencyDate") or date.today().isoformat())[:10]
+            (rate_from, factor_from), (rate_to, factor_to) = (
+                company.rates.get((doc["Code"], day)) or EXCHANGE_RATES.get(doc["Code"]) or (Decimal(0), Decimal(1))
+                for doc in found)
+            if not rate_to:
+                rate, factor = Decimal(0), Decimal(1)
+            elif (rate_to, factor_to) == (Decimal(1), Decimal(1)):
+                rate, factor = rate_from, factor_from
+            else:       # between two foreign currencies: through NOK, per one unit
+                rate, factor = (rate_from / factor_from / (rate_to / factor_to)).quantize(Decimal("1e-6")), Decimal(1)
+            return {"ExchangeRate": rate, "Factor": factor, "IsOverrideRate": (found[0]["Code"], day) in company.rates,
+                    "FromCurrencyCode": copy.deepcopy(found[0])}
+
     def _book_lines(self, company: Company, entry: Doc, write: _Write) -> list[Doc]:
         """The journal entry lines the platform books from the draft lines (as its
         developer guide describes "create journalentrylines for VAT"):
@@ -549,12 +584,16 @@ class SB1Store:
           platform rounds the VAT per draft line (half up), books it on the VAT type's
           account and the rest (the net) on the line's own account;
         * a draft line on a customer's own ledger account is booked on its main account
-          (1500) with the customer's account as ``SubAccountID``.
+          (1500) with the customer's account as ``SubAccountID``;
+        * a draft line in another currency keeps ``CurrencyCodeID``, ``CurrencyExchangeRate``
+          and ``Amount`` (NOK) as sent; its ``AmountCurrency`` is split like the amount (the
+          VAT rounded to the cent, half up), with ``TaxBasisAmountCurrency``.
         """
         accounts, vat_types = company.tables["accounts"], company.tables["vattypes"]
         booked: list[Doc] = []
         keep = ("FinancialDate", "Description", "InvoiceNumber", "DueDate", "PaymentID",
-                "Dimensions", "JournalEntryNumber", "JournalEntryNumberNumeric")
+                "Dimensions", "JournalEntryNumber", "JournalEntryNumberNumeric", "CurrencyCodeID",
+                "CurrencyExchangeRate")
 
         def line(draft: Doc, account_id: int, amount: Decimal, **more: Any) -> None:
             account = accounts.get(account_id) or {}
@@ -568,18 +607,27 @@ class SB1Store:
 
         for draft in entry.get("DraftLines") or []:
             gross = Decimal(str(draft["Amount"]))
+            foreign = draft.get("AmountCurrency") is not None
+            gross_cur = Decimal(str(draft["AmountCurrency"])) if foreign else None
             vat_type = vat_types.get(draft.get("VatTypeID")) or {}
             percent = Decimal(str(vat_type.get("VatPercent") or 0))
             vat_account = vat_type.get("OutgoingAccountID" if vat_type.get("OutputVat")
                                        else "IncomingAccountID")
             if not (percent and vat_account):
-                line(draft, draft["AccountID"], gross, VatTypeID=draft.get("VatTypeID"))
+                line(draft, draft["AccountID"], gross, VatTypeID=draft.get("VatTypeID"),
+                     **({"AmountCurrency": gross_cur} if foreign else {}))
                 continue
             vat = (gross * percent / (100 + percent)).quantize(ORE, ROUND_HALF_UP)
+            cur: dict[str, dict[str, Decimal]] = {"net": {}, "vat": {}}
+            if gross_cur is not None:
+                vat_cur = (gross_cur * percent / (100 + percent)).quantize(ORE, ROUND_HALF_UP)
+                basis = {"TaxBasisAmountCurrency": gross_cur - vat_cur}
+                cur = {"net": {"AmountCurrency": gross_cur - vat_cur, **basis},
+                       "vat": {"AmountCurrency": vat_cur, **basis}}
             line(draft, draft["AccountID"], gross - vat, VatTypeID=vat_type["ID"], VatPercent=percent,
-                 TaxBasisAmount=gross - vat)
+                 TaxBasisAmount=gross - vat, **cur["net"])
             line(draft, vat_account, vat, VatTypeID=vat_type["ID"], VatPercent=percent,
-                 TaxBasisAmount=gross - vat)
+                 TaxBasisAmount=gross - vat, **cur["vat"])
         return booked
 
     # --- write machinery -------------------------------------------------------------
@@ -937,6 +985,7 @@ def create_sb1_app(store: SB1Store, faults: Faults, issuer_url: str | None = Non
     app.json = DecimalJSONProvider(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     faults.install(app)
+    from .statistics import install_statistics; install_statistics(app, store)  # GET /api/statistics
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -995,6 +1044,12 @@ def create_sb1_app(store: SB1Store, faults: Faults, issuer_url: str | None = Non
             return unauthorized("Missing or unknown CompanyKey")
         with store.lock:
             store.request_times[company_key].append(time.time())
+        if (route, request.method, request.args.get("action")) == (
+                "currencies", "GET", "get-currency-exchange-rate"):    # an action, not a table here
+            try:
+                return jsonify(store.exchange_rate(company_key, request.args))
+            except ApiError as exc:
+                return jsonify(exc.body), exc.status
         if route not in ROUTES:
             return jsonify({"Message": f"No route named '{route}'"}), 404
         try:
