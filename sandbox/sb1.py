@@ -959,6 +959,16 @@ def _check_journal_entry(doc: Doc, results: dict[str, list]) -> None:
         if amount != amount.quantize(ORE):
             results["Amount"] = [validation_result(
                 f"Beløp {amount} har flere enn to desimaler", "JournalEntryLineDraft", "Amount")]
+        if line.get("AmountCurrency") is not None:
+            try:
+                in_currency = Decimal(str(line["AmountCurrency"]))
+                wrong = in_currency != in_currency.quantize(ORE) or not line.get("CurrencyCodeID")
+            except InvalidOperation:
+                wrong = True
+            if wrong:
+                results["AmountCurrency"] = [validation_result(
+                    "Beløp i valuta må ha valuta og høyst to desimaler", "JournalEntryLineDraft",
+                    "AmountCurrency")]
         if not line.get("AccountID"):
             results["AccountID"] = [validation_result(
                 "Konto mangler", "JournalEntryLineDraft", "AccountID")]
