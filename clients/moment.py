@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 from urllib3.util import make_headers
 
-from errors import TransientError
+from errors import IntegrationError, PermanentError, TransientError
 
 from .http import Http, Timeouts, send
 from .ratelimit import Limited
@@ -22,6 +22,12 @@ MODIFIED_FIELD = "lastModifiedDate"        # a record's version, as a listed or 
 FIRST_PAGE = 1
 PAGE_SIZE = 200
 PROBE_ROUTE = "customers"   # the cheapest read, to see whether Moment takes our key
+# An invoice as a PDF (assumed: Moment's help pages show the PDF, not its API route)
+DOCUMENT_ROUTE = "invoices/{id}/pdf"
+# who answered, in errors from that route: not "Moment", so a broken PDF route opens no
+# circuit (it would hold back every sync of the company) and says which route failed
+DOCUMENT_SERVICE = "Moment (invoice PDF)"
+MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 
 
 class MomentClient:
@@ -56,6 +62,27 @@ class MomentClient:
     def get(self, entity: str, record_id: int | str) -> dict[str, Any]:
         """One record as it is now. Raises ``NotFound`` when it is gone."""
         return self._get(f"{entity}/{int(record_id)}")
+
+    def document(self, invoice_id: int) -> bytes:
+        """The invoice as a PDF (``DOCUMENT_ROUTE``). Raises ``NotFound`` when Moment has none,
+        ``PermanentError`` when the answer is not a PDF."""
+        self.limits.before()
+        path = DOCUMENT_ROUTE.format(id=int(invoice_id))
+        headers = {**self._headers, "Accept": "application/pdf"}
+        try:
+            resp = send(self.http, "GET", f"{self.base}/{path}", service=self.service,
+                        timeouts=self.timeouts, headers=headers)
+        except IntegrationError as exc:
+            if exc.status == 429:
+                self.limits.rate_limited(getattr(exc, "retry_after", None))
+            if exc.status is not None:      # the route answered: its own failure, not Moment's
+                exc.service = DOCUMENT_SERVICE
+            raise
+        data = resp.data
+        if not data.startswith(b"%PDF-") or len(data) > MAX_DOCUMENT_BYTES:
+            raise PermanentError(f"{DOCUMENT_SERVICE} GET {path.split('/')[0]}: the answer is not a PDF "
+                                 f"({len(data)} bytes)", service=DOCUMENT_SERVICE, code="document-not-pdf")
+        return data
 
     def probe(self) -> None:
         """The cheapest read there is: is Moment there, and does it take our key?"""
