@@ -44,6 +44,10 @@ Notices (``worker.notices.digest``):
   ``{p}:digest:{integration}``                hash  dead letter → the item to mail (encrypted)
   ``{p}:digest-due:{integration}``            set while a digest send is scheduled
   ``{p}:digest-lock:{integration}``           one digest sender at a time
+Platform events (``worker.intake.events``, ``tasks.events``):
+  ``{p}:event-pending:{integration}:{type}:{platform id}``  a check of a record the books sent an event for is queued
+  ``{p}:event-told:{integration}:{type}:{id}``  the company was told of a change in the books (one email a burst)
+  ``{p}:event-plans``                       hash  integration → its event plan (id, when, or why refused)
 API clients (``clients``):
   ``{p}:rate:{bucket}``                       hash  a shared rate limit (tokens, learned rate,
                                               Retry-After, per-second counts of calls and 429s);
@@ -167,6 +171,16 @@ class Keys:
         """``kind``: notice-window, digest, digest-due or digest-lock."""
         assert kind in ("notice-window", "digest", "digest-due", "digest-lock"), kind
         return f"{self.prefix}:{kind}:{integration_id}"
+
+    # --- platform events
+    def event_pending(self, integration_id: str, data_type: str, sb1_id: int) -> str:
+        return f"{self.prefix}:event-pending:{integration_id}:{data_type}:{sb1_id}"
+
+    def event_told(self, integration_id: str, data_type: str, record_id: int) -> str:
+        return f"{self.prefix}:event-told:{integration_id}:{data_type}:{record_id}"
+
+    def event_plans(self) -> str:
+        return f"{self.prefix}:event-plans"
 
     # --- API clients
     def rate_limits(self) -> str:
