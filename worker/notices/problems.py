@@ -82,8 +82,10 @@ NB_PROBLEMS: dict[str, Callable[[dict], tuple[str, str]]] = {
         f"Faktura {p['number']} har linjer med en produkttype integrasjonen ikke kjenner ({p['types']}).",
         "Bruk timer, utlegg eller varer som produkttype på linjene i Moment."),
     "invoice-currency": lambda p: (
-        f"Faktura {p['number']} er i {p['currency']}. Integrasjonen bokfører bare fakturaer i NOK.",
-        "Bokfør fakturaen for hånd i SpareBank 1 Regnskap."),
+        f"Faktura {p['number']} er i valutaen {p['currency']}, som SpareBank 1 Regnskap ikke kjenner. "
+        "Ingenting ble bokført.",
+        f"Legg inn valutaen i SpareBank 1 Regnskap, og be så {OPERATOR['nb']} om å overføre fakturaen på nytt. "
+        "Eller bokfør fakturaen for hånd."),
     "invoice-amount": lambda p: (
         f"Faktura {p['number']} har et beløp ({kroner(Decimal(str(p['amount'])))}) som er større enn "
         "SpareBank 1 Regnskap kan lagre.",

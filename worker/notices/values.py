@@ -49,7 +49,8 @@ EN_PROBLEMS: dict[str, Callable[[dict], str]] = {
         f"invoice {p['number']} has lines of an unknown product type ({p['types']}); known: "
         "HOURS, EXPENSES, PRODUCTS"),
     "invoice-currency": lambda p: (
-        f"invoice {p['number']} is in {p['currency']}; the integration posts invoices in NOK only"),
+        f"invoice {p['number']} is in currency {p['currency']}, which SpareBank 1 Regnskap does not know; "
+        "nothing was posted"),
     "currency-unknown": lambda p: f"currency code {p['value']} does not exist in SpareBank 1 Regnskap",
     "lookups-missing": lambda p: "nothing was posted: SpareBank 1 Regnskap has no " + ", no ".join(
         [f"account {n} (revenue for {kind.lower()})" for n, kind in p["accounts"]]
