@@ -159,6 +159,7 @@ class MomentInvoice:
     payment_id: str | None = None
     description: str | None = None
     currency_code: str | None = None
+    exchange_rate: Decimal | None = None    # NOK per one unit of currency_code, when Moment sends it
     project: MomentRef | None = None
     last_modified_date: datetime | None = None
 
@@ -193,6 +194,13 @@ class MomentInvoiceLineSchema(MomentSchema):
         return MomentInvoiceLine(**data)
 
 
+# Assumed (Moment does not document it): the field of an invoice in another currency that
+# holds the exchange rate Moment invoiced at, as NOK per ONE unit of the invoice's currency
+# (11.4875 for EUR, 0.985 for SEK). Absent or null: the platform's rate for the invoice date.
+INVOICE_EXCHANGE_RATE_FIELD = "exchangeRate"
+EXCHANGE_RATE_BOUND = validate.Range(0, 10 ** 6, min_inclusive=False, error="must be a number above 0 and below 10^6")
+
+
 class MomentInvoiceSchema(MomentSchema):
     id = fields.Integer(required=True, strict=True)
     invoice_number = fields.Integer(required=True)
@@ -202,6 +210,8 @@ class MomentInvoiceSchema(MomentSchema):
     payment_id = _text()
     description = _text()
     currency_code = _text()
+    exchange_rate = fields.Decimal(allow_none=True, load_default=None, data_key=INVOICE_EXCHANGE_RATE_FIELD,
+                                   validate=EXCHANGE_RATE_BOUND)
     customer = fields.Nested(MomentCustomerRefSchema, required=True)
     project = fields.Nested(MomentProjectRefSchema, allow_none=True, load_default=None)
     lines = fields.List(fields.Nested(MomentInvoiceLineSchema), required=True)

@@ -2,8 +2,9 @@
 (swagger names only), and the checks of its amounts and VAT."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from marshmallow import fields
@@ -12,7 +13,7 @@ from errors import RecordInvalid
 
 from .fields import INVOICE_TEXTS, check_texts
 from .moment import MomentInvoice
-from .sb1 import CURRENCY_CODE, ChildOut, check_kid, given, looks_like_national_id
+from .sb1 import CURRENCY_CODE, DEFAULT_CURRENCY, ChildOut, check_kid, given, looks_like_national_id
 from .text import label, named, plain, shape
 
 # --- invoices → vouchers -------------------------------------------------------------------
@@ -52,6 +53,53 @@ VAT_CODE = r"[0-9]{1,3}"
 DESCRIPTION_MAX = 250
 
 
+# The exchange rate a line states (CurrencyExchangeRate): NOK per one unit, to this many
+# decimals (Norges Bank's per-100 quotes have 4: 98.5432 SEK -> 0.985432). Each line's NOK
+# amount is its currency amount times this stated rate, so a reader can redo it.
+RATE_DECIMALS = Decimal("1e-10")
+
+
+@dataclass(frozen=True)
+class Currency:
+    """The invoice's currency as the books know it, and the rate its NOK amounts are booked
+    at: ``rate`` NOK per ``factor`` units (Norges Bank quotes SEK, DKK, JPY per 100)."""
+    code: str
+    id: int                         # the books' CurrencyCodeID
+    rate: Decimal
+    factor: Decimal = Decimal(1)
+    source: str = "Moment"          # whose rate: "Moment" (the invoice's) or "SpareBank 1 Regnskap"
+
+    @property
+    def unit_rate(self) -> Decimal:
+        """NOK per one unit, as the lines state it (CurrencyExchangeRate)."""
+        return (self.rate / self.factor).quantize(RATE_DECIMALS, ROUND_HALF_UP).normalize()
+
+    def nok(self, amount: Decimal) -> Decimal:
+        """An amount in the currency in NOK, rounded half up to the øre."""
+        return (amount * self.unit_rate).quantize(ORE, ROUND_HALF_UP)
+
+    @property
+    def slack(self) -> Decimal:
+        """What one line's VAT may differ by in NOK beyond the platform's øre: Moment rounds
+        its VAT to a cent of the currency (up to half a cent, times the rate, each way)."""
+        return (ORE * self.unit_rate).quantize(ORE, ROUND_CEILING)
+
+
+def in_nok(invoice: MomentInvoice) -> bool:
+    """An invoice in the company's own currency (no currency code: the company's)."""
+    return (invoice.currency_code or DEFAULT_CURRENCY) == DEFAULT_CURRENCY
+
+
+def unknown_currency(invoice: MomentInvoice) -> RecordInvalid:
+    """The one refusal of a currency: the books do not know it (or it is no currency code)."""
+    return RecordInvalid(
+        f"{invoice_named(invoice)} is in currency {named(invoice.currency_code, CURRENCY_CODE)}, which "
+        "SpareBank 1 Regnskap does not know; nothing was posted",
+        hint="Set the currency up in SpareBank 1 Regnskap, then ask the operator of the integration to "
+             "transfer the invoice again. Or post the invoice by hand.",
+        code="invoice-currency", params={"number": invoice.invoice_number, "currency": label(invoice.currency_code, 10)})
+
+
 @dataclass(frozen=True)
 class VatRate:
     id: int
@@ -86,12 +134,8 @@ def check_invoice(invoice: MomentInvoice) -> None:
                             params={"number": invoice.invoice_number, "types": ", ".join(label(u) for u in unknown)},
                             message=f"{invoice_named(invoice)} has lines of an unknown product type "
                             f"({'; '.join(shape(u) for u in unknown)}); known: {', '.join(PRODUCT_TYPES)}")
-    if (invoice.currency_code or "NOK") != "NOK":
-        raise RecordInvalid(
-            f"{invoice_named(invoice)} is in currency {named(invoice.currency_code, CURRENCY_CODE)}; "
-            "the integration posts invoices in NOK only", hint="Post this invoice by hand in SpareBank 1 Regnskap.",
-            code="invoice-currency", params={"number": invoice.invoice_number,
-                                             "currency": label(invoice.currency_code, 10)})
+    if not in_nok(invoice) and not re.fullmatch(CURRENCY_CODE, invoice.currency_code or ""):
+        raise unknown_currency(invoice)     # no code the books could know: not looked up
     if given(invoice.payment_id):
         check_kid(invoice.payment_id)
     check_texts(invoice, INVOICE_TEXTS)     # no control or bidi character in what the voucher says
@@ -115,6 +159,9 @@ class JournalLineOut(ChildOut):
     financial_date = fields.Date()
     description = fields.String()
     vat_type_id = fields.Integer()
+    amount_currency = Money()                   # the amount in the invoice's currency
+    currency_code_id = fields.Integer()
+    currency_exchange_rate = fields.Decimal()   # NOK per one unit (Currency.unit_rate)
     invoice_number = fields.String()
     due_date = fields.Date()
     payment_id = fields.String()
@@ -133,9 +180,10 @@ SB1_JOURNAL_ENTRY = JournalEntryOut()
 class VatCheck:
     """Moment's VAT of one code against what the platform will book from our lines."""
     code: str
-    moment: Decimal
-    platform: Decimal
+    moment: Decimal         # in NOK (an invoice in another currency: Moment's VAT at the rate)
+    platform: Decimal       # in NOK, as the platform splits it out of each line's NOK gross
     lines: int              # draft lines carrying this code (the platform rounds each)
+    slack: Decimal = Decimal(0)     # per line, beyond the øre: Moment's rounding in its currency
 
     @property
     def difference(self) -> Decimal:
@@ -144,14 +192,15 @@ class VatCheck:
     @property
     def acceptable(self) -> bool:
         """At most one øre per draft line: the platform's rounding, expected and reported."""
-        return abs(self.difference) <= ORE * self.lines
+        return abs(self.difference) <= (ORE + self.slack) * self.lines
 
 
 @dataclass(frozen=True)
 class Voucher:
     body: dict[str, Any]
-    gross: Decimal                  # Moment's total including VAT: the receivable
+    gross: Decimal                  # the receivable in NOK: Moment's gross (in NOK), or the credits' sum
     vat: tuple[VatCheck, ...]       # per VAT code with a rate
+    gross_currency: Decimal | None = None   # Moment's gross in its currency (another than NOK)
 
 
 def voucher_text(invoice: MomentInvoice, detail: str | None = None) -> str:
@@ -176,7 +225,8 @@ def _check_amount(invoice: MomentInvoice, amount: Decimal) -> Decimal:
 
 
 def voucher_body(invoice: MomentInvoice, *, receivable_id: int, revenue_ids: dict[str, int],
-                 vat: dict[str, VatRate], project_id: int | None, guid: str) -> Voucher:
+                 vat: dict[str, VatRate], project_id: int | None, guid: str,
+                 currency: Currency | None = None) -> Voucher:
     """A finalized invoice as the platform books it (a credit note has negative amounts).
 
     * the debit: Moment's gross total on the customer's own ledger account, with the
@@ -186,8 +236,18 @@ def voucher_body(invoice: MomentInvoice, *, receivable_id: int, revenue_ids: dic
 
     Moment's VAT per code is divided over the code's credits so that they add up to
     Moment's gross; ``Voucher.vat`` compares it with what the platform will compute.
+
+    An invoice in another ``currency``: every line also states its amount in the currency
+    (``AmountCurrency``), the currency and the rate; ``Amount`` is each credit's gross in the
+    currency at the rate, rounded half up to the øre, and the receivable the sum of the
+    credits (so the voucher balances in NOK; it may differ from Moment's gross at the rate by
+    up to half an øre per credit). The receivable's ``AmountCurrency`` is Moment's gross in
+    the currency, the sum of the credits' ``AmountCurrency``. The VAT is checked in NOK.
     """
     common: dict[str, Any] = {"financial_date": invoice.invoice_date}
+    if currency is not None:
+        common.update(currency_code_id=currency.id, currency_exchange_rate=currency.unit_rate)
+    nok = currency.nok if currency is not None else (lambda amount: amount)
     if project_id:
         common["dimensions"] = {"project_id": project_id}
     groups: dict[tuple[int, str], list] = {}
@@ -211,8 +271,9 @@ def voucher_body(invoice: MomentInvoice, *, receivable_id: int, revenue_ids: dic
             shares[keys[0]] += code_vat - sum(shares.values())    # the rest on the largest
         vat_by_group.update(shares)
         if rate:
-            booked = sum((platform_vat(net_by_group[k] + shares[k], rate) for k in keys), Decimal(0))
-            checks.append(VatCheck(code, code_vat, booked, sum(1 for k in keys if net_by_group[k] + shares[k])))
+            booked = sum((platform_vat(nok(net_by_group[k] + shares[k]), rate) for k in keys), Decimal(0))
+            checks.append(VatCheck(code, nok(code_vat), booked, sum(1 for k in keys if net_by_group[k] + shares[k]),
+                                   currency.slack if currency is not None else Decimal(0)))
     credits: list[dict[str, Any]] = []
     for key, items in groups.items():
         gross = _check_amount(invoice, net_by_group[key] + vat_by_group[key])
@@ -220,13 +281,19 @@ def voucher_body(invoice: MomentInvoice, *, receivable_id: int, revenue_ids: dic
             continue            # a line of 0,00 books nothing
         texts = [ln.item_text for _, ln in items if plain(ln.item_text)]
         detail = texts[0] if len(texts) == 1 else f"{len(items)} linjer, mva-kode {key[1]}"
-        credits.append({"account_id": key[0], "amount": -gross, "vat_type_id": vat[key[1]].id,
-                        "description": voucher_text(invoice, detail), **common})
+        credit = {"account_id": key[0], "amount": -_check_amount(invoice, nok(gross)), "vat_type_id": vat[key[1]].id,
+                  "description": voucher_text(invoice, detail), **common}
+        if currency is not None:
+            credit["amount_currency"] = -gross
+        credits.append(credit)
     total = _check_amount(invoice, -sum((c["amount"] for c in credits), Decimal(0)))
     debit = {"account_id": receivable_id, "amount": total, "invoice_number": str(invoice.invoice_number),
              "due_date": invoice.due_date, "description": voucher_text(invoice), **common}
+    total_currency = None
+    if currency is not None:
+        total_currency = debit["amount_currency"] = -sum((c["amount_currency"] for c in credits), Decimal(0))
     if given(invoice.payment_id):
         debit["payment_id"] = invoice.payment_id
     body = SB1_JOURNAL_ENTRY.dump({"createguid": guid, "description": voucher_text(invoice),
                                    "draft_lines": [debit, *credits]})
-    return Voucher(body, total, tuple(checks))
+    return Voucher(body, total, tuple(checks), total_currency)

@@ -4,11 +4,18 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
-from clients.sb1 import ACCOUNTS_ROUTE, VAT_TYPES_ROUTE, quote
-from errors import AuthError, DuplicateCreate, NotFound, RecordInvalid
+from clients.sb1 import (
+    ACCOUNTS_ROUTE,
+    CURRENCIES_ROUTE,
+    EXCHANGE_RATE_ACTION,
+    EXCHANGE_RATES_ROUTE,
+    VAT_TYPES_ROUTE,
+    quote,
+)
+from errors import AuthError, DuplicateCreate, NotFound, PermanentError, RecordInvalid, TransientError
 from schemas.datatypes import CUSTOMERS, INVOICES, PROJECTS
 from schemas.moment import MomentInvoice
-from schemas.sb1 import create_guid
+from schemas.sb1 import DEFAULT_CURRENCY, create_guid
 from schemas.text import kroner, label, named
 from schemas.vouchers import (
     INVOICE_FINAL_STATUS,
@@ -16,10 +23,13 @@ from schemas.vouchers import (
     VAT_CODE,
     VOUCHER_KEY_FIELD,
     VOUCHER_LINES_ROUTE,
+    Currency,
     VatRate,
     Voucher,
     check_invoice,
+    in_nok,
     invoice_named,
+    unknown_currency,
     voucher_body,
 )
 from worker.sync.context import SyncContext
@@ -80,6 +90,37 @@ def lookups(ctx: SyncContext, invoice: MomentInvoice) -> tuple[dict[str, int], d
                  "then ask the operator of the integration to transfer the invoice again.",
             code="lookups-missing", params={"accounts": no_accounts, "vat_codes": no_codes})
     return revenue, vat
+
+
+def invoice_currency(ctx: SyncContext, invoice: MomentInvoice) -> Currency | None:
+    """None for an invoice in NOK. Else its currency as the books know it (refused when they
+    do not) and the rate: Moment's, when the invoice carries one, else the platform's for the
+    invoice date (Norges Bank's: NOK = amount x ExchangeRate / Factor)."""
+    if in_nok(invoice):
+        return None
+    sb1, code = ctx.sb1, str(invoice.currency_code)
+    currency_id = sb1.lookup_id(CURRENCIES_ROUTE, "Code", code)
+    if currency_id is None:
+        raise unknown_currency(invoice)
+    if invoice.exchange_rate is not None:
+        return Currency(code, currency_id, invoice.exchange_rate)
+    nok_id = sb1.lookup_id(CURRENCIES_ROUTE, "Code", DEFAULT_CURRENCY)
+    if nok_id is None:
+        raise PermanentError(f"SpareBank 1 Regnskap has no currency code {DEFAULT_CURRENCY}",
+                             service=sb1.service)
+    day = invoice.invoice_date.isoformat()
+    answer = sb1.request("GET", EXCHANGE_RATES_ROUTE, params={
+        "action": EXCHANGE_RATE_ACTION, "fromCurrencyCodeID": currency_id, "toCurrencyCodeID": nok_id,
+        "currencyDate": day}).json()
+    try:
+        rate = Decimal(str(answer["ExchangeRate"]))
+        factor = Decimal(str(answer.get("Factor") or 1))
+    except (TypeError, KeyError, ArithmeticError, AttributeError):
+        rate = factor = Decimal(0)
+    if not (rate.is_finite() and factor.is_finite() and rate > 0 and factor > 0):
+        # Norges Bank's rate of the day may not be downloaded yet: try again later
+        raise TransientError(f"SpareBank 1 Regnskap has no exchange rate for {code} on {day}", service=sb1.service)
+    return Currency(code, currency_id, rate, factor, source=sb1.service)
 
 
 def receivable_account(ctx: SyncContext, customer_id: int) -> int:
@@ -148,16 +189,20 @@ def post_invoice(ctx: SyncContext) -> Outcome:
         return Outcome.ALREADY_POSTED   # a voucher is posted once; later edits are not carried over
     check_invoice(invoice)
     revenue, vat = lookups(ctx, invoice)
+    currency = invoice_currency(ctx, invoice)
     # one voucher per invoice, whatever its version: the platform refuses a twin
     guid = create_guid(ctx.integration.id, TYPE.name, invoice.id)
     # amounts and VAT checked before anything is written (the customer and project included)
     note = check_vat(ctx, invoice, voucher_body(invoice, receivable_id=0, revenue_ids=revenue, vat=vat,
-                                                project_id=None, guid=guid))
+                                                project_id=None, guid=guid, currency=currency))
     customer_id = ensure_in_books(ctx, CUSTOMERS.name, invoice.customer.id, upsert_customer)
     project_id = ensure_in_books(ctx, PROJECTS.name, invoice.project.id, upsert_project) if invoice.project else None
     receivable = receivable_account(ctx, customer_id) if customer_id else 0    # 0: a dry run's new customer
     voucher = voucher_body(invoice, receivable_id=receivable, revenue_ids=revenue, vat=vat,
-                           project_id=project_id, guid=guid)
+                           project_id=project_id, guid=guid, currency=currency)
+    if currency is not None:
+        log.info("%s %s: in %s, booked in NOK at %s per unit (%s's rate)", ctx.integration.id, ctx.what,
+                 currency.code, currency.unit_rate, currency.source)
     sb1 = ctx.sb1
     posted = posted_voucher(ctx, invoice, receivable) if receivable else None
     outcome = Outcome.ALREADY_POSTED

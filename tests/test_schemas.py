@@ -376,8 +376,8 @@ def test_an_amount_the_platform_cannot_hold_is_refused():
 @pytest.mark.parametrize("change,error", [
     ({"lines": []}, "has no lines"),
     ({"lines": [line("1", kind="TRAVEL")]}, "unknown product type (6 characters: letters)"),
-    ({"currencyCode": "EUR"}, "is in currency EUR; the integration posts invoices in NOK only"),
-    ({"currencyCode": "Kari"}, "is in currency (4 characters: letters); the integration posts"),
+    ({"currencyCode": "Kari"}, "is in currency (4 characters: letters), which SpareBank 1 Regnskap does not know"),
+    ({"currencyCode": "eur"}, "is in currency (3 characters: letters), which SpareBank 1 Regnskap does not know"),
     ({"invoiceNumber": 15058500027, "lines": []}, "the invoice has no lines"),   # a number that may be a person's
 ])
 def test_invoice_rules(change, error):
@@ -411,3 +411,138 @@ def test_an_amount_no_invoice_has_is_refused_when_read_not_when_summed(field, va
                              "dueDate": "2026-12-04", "customer": {"id": 2, "customerNumber": "100001"},
                              "lines": [line]})
     assert err.value.normalized_messages() == {"lines": {0: {field: ["must be a number between -10^15 and 10^15"]}}}
+
+
+# --- invoices in another currency (issue 26, item 2) ---------------------------------------
+def currency_voucher(lines, code="EUR", rate="11.4875", factor="1", **invoice):
+    from decimal import Decimal
+
+    from schemas.moment import MOMENT_INVOICE
+    from schemas.vouchers import Currency, VatRate, check_invoice, voucher_body
+    inv = MOMENT_INVOICE.load({**INVOICE, "currencyCode": code, **invoice, "lines": lines})
+    check_invoice(inv)
+    return voucher_body(inv, receivable_id=100, revenue_ids={"HOURS": 30, "EXPENSES": 31, "PRODUCTS": 32},
+                        vat={k: VatRate(i, Decimal(p)) for k, (i, p) in VAT.items()}, project_id=70, guid="g",
+                        currency=Currency(code, 12, Decimal(rate), Decimal(factor)))
+
+
+@pytest.mark.parametrize("rate,factor,amount,nok", [
+    ("11.4875", "1", "1.00", "11.49"),          # 11.4875 rounds half up to the øre
+    ("11.4875", "1", "-1.00", "-11.49"),        # a credit note's the same away from zero
+    ("98.52", "100", "1000.00", "985.20"),      # SEK per 100
+    ("98.52", "100", "0.50", "0.49"),           # 0.4926
+    ("7.251", "100", "1.00", "0.07"),           # JPY per 100: 0.07251
+    ("10.9125", "1", "0.02", "0.22"),           # 0.21825
+])
+def test_an_amount_in_currency_in_nok_rounded_half_up_to_the_ore(rate, factor, amount, nok):
+    from decimal import Decimal
+
+    from schemas.vouchers import Currency
+    assert Currency("X", 1, Decimal(rate), Decimal(factor)).nok(Decimal(amount)) == Decimal(nok)
+
+
+def test_the_rate_a_line_states_is_nok_per_unit():
+    from decimal import Decimal
+
+    from schemas.vouchers import Currency
+    assert Currency("SEK", 1, Decimal("98.5200"), Decimal(100)).unit_rate == Decimal("0.9852")
+    assert Currency("EUR", 1, Decimal("11.4875")).unit_rate == Decimal("11.4875")
+    assert Currency("X", 1, Decimal(1), Decimal(3)).unit_rate == Decimal("0.3333333333")   # ten decimals
+
+
+def test_a_sek_invoice_at_four_vat_rates_worked_by_hand():
+    """98,52 NOK per 100 SEK. Per credit (gross in SEK, NOK half up): 4 101,96 -> 4 041,25;
+    3 503,28 -> 3 451,43; 385,90 -> 380,19; 3 176,08 -> 3 129,07. The receivable is their sum,
+    11 001,94 kr, an øre below Moment's gross 11 167,22 SEK at the rate (11 001,945144)."""
+    from decimal import Decimal as D
+    v = currency_voucher([line("3281.57"), line("3046.33", "31", "PRODUCTS"), line("344.55", "33", "EXPENSES"),
+                          line("3176.08", "5", "EXPENSES")], "SEK", "98.52", "100")
+    drafts = v.body["DraftLines"]
+    assert [(ln["Amount"], ln["AmountCurrency"]) for ln in drafts] == [
+        (D("11001.94"), D("11167.22")), (D("-4041.25"), D("-4101.96")), (D("-3451.43"), D("-3503.28")),
+        (D("-380.19"), D("-385.90")), (D("-3129.07"), D("-3176.08"))]
+    assert all((ln["CurrencyCodeID"], ln["CurrencyExchangeRate"]) == (12, D("0.9852")) for ln in drafts)
+    assert (v.gross, v.gross_currency) == (D("11001.94"), D("11167.22"))
+    # the VAT in NOK: Moment's VAT at the rate against the platform's split of each NOK gross
+    assert [(c.code, c.moment, c.platform, c.acceptable) for c in v.vat] == [
+        ("3", D("808.25"), D("808.25"), True), ("31", D("450.19"), D("450.19"), True),
+        ("33", D("40.74"), D("40.73"), True)]
+
+
+def test_an_eur_invoice_keeps_moments_gross_in_currency_on_the_receivable():
+    from decimal import Decimal as D
+    v = currency_voucher([line("1234.56"), line("99.99", "31", "PRODUCTS"), line("480.00", "33", "EXPENSES"),
+                          line("100.00", "5", "EXPENSES")])
+    drafts = v.body["DraftLines"]
+    assert drafts[0]["AmountCurrency"] == D("2295.79") == -sum(ln["AmountCurrency"] for ln in drafts[1:])
+    assert drafts[0]["Amount"] == D("26372.89") == -sum(ln["Amount"] for ln in drafts[1:])
+    assert [ln["Amount"] for ln in drafts[1:]] == [D("-17727.51"), D("-1320.95"), D("-6175.68"), D("-1148.75")]
+    # 15 %: Moment 15,00 EUR = 172,31 kr; the platform splits 172,30 kr out of 1 320,95 kr
+    assert [(c.code, c.moment, c.platform) for c in v.vat] == [
+        ("3", D("3545.50"), D("3545.50")), ("31", D("172.31"), D("172.30")), ("33", D("661.68"), D("661.68"))]
+
+
+def test_moments_rounding_in_euro_cents_is_not_taken_for_a_wrong_vat():
+    """Moment rounds its VAT to the cent: half a cent is 5,7 øre at 11,4875; a one-line
+    invoice may then differ by several øre in NOK, and is posted (the difference noted)."""
+    from decimal import Decimal as D
+    [check] = currency_voucher([line("0.02")]).vat       # 0,005 EUR VAT rounds up to 0,01
+    assert (check.moment, check.platform) == (D("0.11"), D("0.07")) and check.acceptable
+    [off] = currency_voucher([line("1000.00", vatAmount="200.00")]).vat
+    assert (off.moment, off.platform, off.acceptable) == (D("2297.50"), D("2757.00"), False)
+
+
+def test_many_random_invoices_in_currency_balance_in_both_and_their_vat_passes():
+    import random
+    from decimal import Decimal as D
+    rand = random.Random(11)
+    ids = {code: i for code, (i, _) in VAT.items()}
+    for _ in range(300):
+        code, rate, factor = rand.choice([("EUR", "11.4875", "1"), ("SEK", "98.52", "100"), ("USD", "10.9125", "1"),
+                                          ("JPY", "7.251", "100"), ("GBP", "13.621", "1")])
+        lines = [line(f"{rand.randint(-99999, 999999) / 100:.2f}", rand.choice(list(VAT)),
+                      rand.choice(["HOURS", "EXPENSES", "PRODUCTS"])) for _ in range(rand.randint(1, 8))]
+        v = currency_voucher(lines, code, rate, factor)
+        drafts = v.body["DraftLines"]
+        assert sum(ln["Amount"] for ln in drafts) == 0 and sum(ln["AmountCurrency"] for ln in drafts) == 0
+        unit = D(rate) / D(factor)
+        assert drafts[0]["AmountCurrency"] == v.gross_currency
+        for ln in drafts[1:]:
+            assert ln["Amount"] == (ln["AmountCurrency"] * unit).quantize(D("0.01"), "ROUND_HALF_UP")
+        assert abs(v.gross - v.gross_currency * unit) <= D("0.005") * len(drafts)
+        assert v.gross_currency == voucher(lines).gross         # Moment's gross, as the same invoice in NOK has it
+        booked = booked_vat(drafts)
+        for check in v.vat:
+            assert check.acceptable, (code, lines, check)
+            assert booked.get(ids[check.code], D(0)) == -check.platform
+
+
+def test_an_invoice_in_nok_sends_no_currency_fields():
+    for ln in voucher([line("100"), line("50", "31", "PRODUCTS")], currencyCode="NOK").body["DraftLines"]:
+        assert not {"AmountCurrency", "CurrencyCodeID", "CurrencyExchangeRate"} & set(ln)
+
+
+def test_every_currency_field_we_send_exists_in_the_swagger():
+    definitions = json.loads(SWAGGER.read_text())["definitions"]
+    for ln in currency_voucher([line("100"), line("50", "31", "PRODUCTS")]).body["DraftLines"]:
+        assert {"AmountCurrency", "CurrencyCodeID", "CurrencyExchangeRate"} <= set(ln)
+        assert set(ln) <= set(definitions["JournalEntryLineDraft"]["properties"]), set(ln)
+
+
+@pytest.mark.parametrize("value,rate", [("11.4875", "11.4875"), (0.9852, "0.9852"), (None, None)])
+def test_moments_exchange_rate_is_read_from_its_one_field(value, rate):
+    from decimal import Decimal
+
+    from schemas.moment import INVOICE_EXCHANGE_RATE_FIELD, MOMENT_INVOICE
+    inv = MOMENT_INVOICE.load({**INVOICE, "currencyCode": "EUR", INVOICE_EXCHANGE_RATE_FIELD: value})
+    assert inv.exchange_rate == (Decimal(rate) if rate else None)
+
+
+@pytest.mark.parametrize("value", ["0", "-11.4875", "1e7", "NaN", "elleve"])
+def test_an_exchange_rate_no_currency_has_is_refused_when_read(value):
+    from marshmallow import ValidationError
+
+    from schemas.moment import INVOICE_EXCHANGE_RATE_FIELD, MOMENT_INVOICE
+    with pytest.raises(ValidationError) as err:
+        MOMENT_INVOICE.load({**INVOICE, "currencyCode": "EUR", INVOICE_EXCHANGE_RATE_FIELD: value})
+    assert INVOICE_EXCHANGE_RATE_FIELD in err.value.normalized_messages()
