@@ -19,6 +19,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .faults import Faults
+from .files import install_moment_pdf
 
 API_PREFIX = "/api/1.0/companies"
 ENTITIES = ("customers", "projects", "invoices")
@@ -410,6 +411,7 @@ def create_moment_app(store: MomentStore, faults: Faults, webhooks: WebhookSende
     app = Flask("moment_sandbox")
     app.json.sort_keys = False  # type: ignore[attr-defined]
     faults.install(app)
+    install_moment_pdf(app, store, API_PREFIX)     # an invoice as a PDF (sandbox/files.py)
     base = API_PREFIX + "/<company>/<entity>"
 
     @app.errorhandler(HTTPException)

@@ -29,6 +29,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from .faults import Faults
+from .files import install_files
 from .query import (QueryError, apply_orderby, apply_select, expand_paths, parse_filter,
                     render)
 from .sb1_schema import ROUTES, EntityType, Schema, load_schema
@@ -995,6 +996,7 @@ def create_sb1_app(store: SB1Store, faults: Faults, issuer_url: str | None = Non
     app.json = DecimalJSONProvider(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     faults.install(app)
+    install_files(app, store)     # the Files host and the file routes (sandbox/files.py)
     from .statistics import install_statistics; install_statistics(app, store)  # GET /api/statistics
 
     @app.errorhandler(HTTPException)
