@@ -45,6 +45,9 @@ class DataType:
     check: Callable[[Any], Any] | None = None
     wanted: Callable[[Any, Any], dict] | None = None     # (record, number) -> what the books should say
     build: Callable[..., dict] | None = None             # (wanted, existing=, guid=, **references) -> the body
+    # a type whose sync another type's sync queues (its record id is that type's): never
+    # polled, never received by webhook, not chosen in the integrations file
+    queued_by: str | None = None
 
     @property
     def noun(self) -> str:
@@ -73,4 +76,14 @@ INVOICES = DataType(
     nouns={"nb": ("faktura", "fakturaen", "fakturaer", "fakturanummer"),
            "en": ("invoice", "the invoice", "invoices", "invoice number")})
 
-DATA_TYPES: dict[str, DataType] = {t.name: t for t in (CUSTOMERS, PROJECTS, INVOICES)}
+# an invoice's PDF attached to its voucher (tasks/documents.py), by the invoice's Moment id
+DOCUMENTS = DataType(
+    name="documents", task="sync.document", webhook_key="document", moment_route="invoices",
+    moment_schema=MOMENT_INVOICE, sb1_route="files", key_field=None, depends_on=("invoices",),
+    nouns={"nb": ("faktura-PDF", "faktura-PDF-en", "faktura-PDF-er", "fakturanummer"),
+           "en": ("invoice PDF", "the invoice PDF", "invoice PDFs", "invoice number")},
+    queued_by="invoices")
+
+DATA_TYPES: dict[str, DataType] = {t.name: t for t in (CUSTOMERS, PROJECTS, INVOICES, DOCUMENTS)}
+# what an integration chooses to transfer (the rest are queued by these)
+CHOSEN_TYPES: tuple[str, ...] = tuple(name for name, t in DATA_TYPES.items() if t.queued_by is None)

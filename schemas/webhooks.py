@@ -14,7 +14,7 @@ from .base import MomentSchema
 from .datatypes import DATA_TYPES
 
 # payload key → our data type
-RECORD_KEYS = {t.webhook_key: name for name, t in DATA_TYPES.items()}
+RECORD_KEYS = {t.webhook_key: name for name, t in DATA_TYPES.items() if t.queued_by is None}
 
 
 @dataclass(frozen=True)
