@@ -10,6 +10,7 @@ bank = "sor-norge"                           # a name from worker/config/banks.p
 company_key = "0f8fad5b-d9cb-469f-a165-70867728950e"
 notify_email = "regnskap@acme.no"
 data_types = ["customers"]                   # any of customers, projects, invoices
+# attach_invoices = "auto"                   # each invoice's PDF on its voucher: true, false or "auto"
 ```
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, Iterable, Mapping
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
 from clients.moment import DEFAULT_BASE_URL as MOMENT_BASE_URL
-from schemas.datatypes import DATA_TYPES
+from schemas.datatypes import CHOSEN_TYPES
 from worker.config.banks import BANKS
 from worker.config.rules import (address_problem, http_hosts, one_line, read_secret_file, quoted, text_problem,
                                  url_problem)
@@ -37,6 +38,10 @@ DEFAULT_REVENUE_ACCOUNTS = {"HOURS": 3000, "EXPENSES": 3000, "PRODUCTS": 3000}
 # 12 %, zero-rated, outside the VAT act). `check-config --online` checks they exist in the
 # books; the invoices themselves look up whatever code a line carries.
 DEFAULT_VAT_CODES = ("3", "31", "33", "5", "6")
+# attach_invoices: each posted invoice's PDF from Moment linked to its voucher (tasks/documents.py).
+# "auto" (the default) attaches it when Moment's PDF route answers; an invoice for which the
+# route answers 404 is left without (no dead letter); true: such an invoice is a dead letter
+AUTO = "auto"
 
 
 ID_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}\Z"
@@ -58,6 +63,11 @@ def _no_control(value: str) -> None:
         raise ValidationError("must not contain line breaks or other control characters")
     if value != value.strip():      # a key copied with a space: every call would be refused
         raise ValidationError("must not start or end with a space")
+
+
+def _attach_choice(value: Any) -> None:
+    if not (isinstance(value, bool) or value == AUTO):     # a TOML true/false, or the text "auto"
+        raise ValidationError('must be true, false or "auto"')
 
 
 def _webhook_secret(value: str) -> None:
@@ -88,11 +98,17 @@ class Integration:
     vat_codes: tuple[str, ...] = DEFAULT_VAT_CODES
     sb1_rate_limit: float | None = None       # calls/s to this company's books (default: the setting)
     moment_rate_limit: float | None = None    # calls/s to this Moment company (default: the setting)
+    attach_invoices: bool | str = AUTO        # True, False or "auto"
     # secrets this process was not given (field name → why): each process gets only its own
     missing: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def wants(self, data_type: str) -> bool:
         return data_type in self.data_types
+
+    @property
+    def attaches_invoices(self) -> bool:
+        """Whether a posted invoice's PDF is attached to its voucher ("auto" counts as on)."""
+        return self.attach_invoices is not False and self.wants("invoices")
 
     def secret(self, name: str) -> str | None:
         """A secret this process uses; ``IntegrationsError`` (one line) when it was not given it."""
@@ -176,7 +192,7 @@ class IntegrationSchema(Schema):
     company_key = fields.UUID(required=True, error_messages={"invalid_uuid": "must be a GUID"})
     notify_email = fields.String(required=True)
     data_types = fields.List(fields.String(validate=validate.OneOf(
-        list(DATA_TYPES), error="unknown data type {input!r}; choose from {choices}")), required=True,
+        list(CHOSEN_TYPES), error="unknown data type {input!r}; choose from {choices}")), required=True,
                              validate=validate.Length(min=1))
     webhook_secret = Secret(load_default=None, validate=_webhook_secret)
     revenue_accounts = fields.Dict(
@@ -188,6 +204,7 @@ class IntegrationSchema(Schema):
                             load_default=lambda: list(DEFAULT_VAT_CODES))
     sb1_rate_limit = _Number(load_default=None, validate=validate.Range(0, 10000))
     moment_rate_limit = _Number(load_default=None, validate=validate.Range(0, 10000))
+    attach_invoices = fields.Raw(load_default=AUTO, validate=_attach_choice)
     vat_account = fields.Raw(load_default=None, metadata={"removed": True})
     language = fields.String(load_default="nb", validate=validate.OneOf(
         ("nb", "en"), error="unknown language {input!r}; choose nb (Norwegian bokmål) or en (English)"))
