@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from redis import Redis
 
+from clients.files import FilesClient
 from clients.http import POOL_SIZE, Http
 from clients.moment import MomentClient
 from clients.ratelimit import Bucket, Limited, RateLimiter
@@ -215,6 +216,12 @@ class Runtime:
         return SB1Client(integration.sb1_base_url, integration.company_key, self.tokens,
                          http=self.http, timeouts=self.settings.timeouts,
                          lookup_cache=self._lookups, limits=limits)
+
+    def files(self, integration: Integration) -> FilesClient:
+        """The company's files (upload, link): the Files host's calls share the company's limit."""
+        limits = Limited(self.limiter, self.rate_buckets(integration)[SB1Client.service], FilesClient.service)
+        return FilesClient(self.sb1(integration), integration.sb1_base_url, http=self.http,
+                           timeouts=self.settings.timeouts, limits=limits)
 
 
 _runtime: Runtime | None = None
