@@ -39,6 +39,8 @@ Outages (``worker.circuit``):
   ``{p}:circuit:{scope}:{service}``           hash  an open circuit (reason, since, last error, told)
   ``{p}:circuit-fails:{scope}:{service}``     transient failures in a row
   ``{p}:circuit-probe:{scope}:{service}``     set while one sync probes
+Reconciliation (``worker.reconcile``):
+  ``{p}:reconcile:{integration}``             list  the runs, newest first (counts and differences, as JSON)
 Notices (``worker.notices.digest``):
   ``{p}:notice-window:{integration}``         set while a window is open
   ``{p}:digest:{integration}``                hash  dead letter → the item to mail (encrypted)
@@ -171,6 +173,11 @@ class Keys:
         """``kind``: notice-window, digest, digest-due or digest-lock."""
         assert kind in ("notice-window", "digest", "digest-due", "digest-lock"), kind
         return f"{self.prefix}:{kind}:{integration_id}"
+
+    # --- reconciliation (worker.reconcile)
+    def reconcile_history(self, integration_id: str) -> str:
+        """list: the integration's reconciliation runs, newest first (no personal data)."""
+        return f"{self.prefix}:reconcile:{integration_id}"
 
     # --- platform events
     def event_pending(self, integration_id: str, data_type: str, sb1_id: int) -> str:
