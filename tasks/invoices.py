@@ -190,8 +190,10 @@ def post_invoice(ctx: SyncContext) -> Outcome:
     check_invoice(invoice)
     revenue, vat = lookups(ctx, invoice)
     currency = invoice_currency(ctx, invoice)
-    # one voucher per invoice, whatever its version: the platform refuses a twin
-    guid = create_guid(ctx.integration.id, TYPE.name, invoice.id)
+    # one voucher per invoice, whatever its version: the platform refuses a twin; a voucher
+    # deleted in the books is posted again with the reconciliation's run id (worker.reconcile)
+    repost = (ctx.previous() or {}).get("repost")
+    guid = create_guid(ctx.integration.id, TYPE.name, invoice.id, *([f"repost-{repost}"] if repost else []))
     # amounts and VAT checked before anything is written (the customer and project included)
     note = check_vat(ctx, invoice, voucher_body(invoice, receivable_id=0, revenue_ids=revenue, vat=vat,
                                                 project_id=None, guid=guid, currency=currency))
