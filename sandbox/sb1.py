@@ -28,6 +28,7 @@ from flask import Flask, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
+from .events import install as install_event_plans
 from .faults import Faults
 from .files import install_files
 from .query import (QueryError, apply_orderby, apply_select, expand_paths, parse_filter,
@@ -1148,4 +1149,5 @@ def create_sb1_app(store: SB1Store, faults: Faults, issuer_url: str | None = Non
         store.revoke_tokens()
         return jsonify({"revoked": True})
 
+    install_event_plans(app, store)      # /api/biz/eventplans, and signed webhooks after writes
     return app

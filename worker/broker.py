@@ -20,11 +20,12 @@ from worker.config.redis_url import RedisTarget
 from worker.config.settings import Settings, SettingsError
 from worker.store.keys import Keys
 
-TASK_MODULES = ["tasks.customers", "tasks.projects", "tasks.invoices", "tasks.poll", "tasks.notices"]
+TASK_MODULES = ["tasks.customers", "tasks.projects", "tasks.invoices", "tasks.poll", "tasks.notices", "tasks.events"]
 # the tasks that are not a data type's sync (each sync task is named by its DataType)
 POLL_ALL_TASK = "poll.changes"
 POLL_TASK = "poll.integration"
 DIGEST_TASK = "notices.digest"
+EVENT_TASK = "events.check"
 # Publishing gives up quickly when Redis is away, so a webhook can answer 503 at once
 # and the sender retries, instead of hanging.
 QUICK_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
@@ -160,3 +161,10 @@ def publish_poll(integration_id: str, data_type: str) -> None:
 def publish_digest(integration_id: str, countdown: float) -> None:
     """Send an integration's collected failure notices as one email in ``countdown`` seconds."""
     app.send_task(DIGEST_TASK, args=[integration_id], countdown=countdown)
+
+
+def publish_event_check(integration_id: str, data_type: str, record_id: int, sb1_id: int, operation: str) -> None:
+    """Check a record SpareBank 1 Regnskap says was changed or deleted there (``tasks.events``);
+    gives up quickly when Redis is away (the receiver answers 503)."""
+    app.send_task(EVENT_TASK, args=[integration_id, data_type, int(record_id), int(sb1_id), operation],
+                  queue=LIVE_QUEUE, retry_policy=QUICK_RETRY)

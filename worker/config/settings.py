@@ -112,7 +112,7 @@ _VALIDATE = {
 }
 # text settings with a rule of their own (every text setting refuses control characters)
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
-_URL_SETTINGS = ("sb1_identity_url", "sb1_token_url")
+_URL_SETTINGS = ("sb1_identity_url", "sb1_token_url", "events_url")
 _CREDENTIAL_SETTINGS = ("sb1_private_key_file", "sb1_p12_file", "sb1_client_secret")    # one of them
 _ADDRESS_SETTINGS = {"smtp_sender": True, "operator_email": False}     # name: a display name allowed
 _HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
@@ -183,6 +183,9 @@ class Settings:
     webhook_channel_timeout: int = 10      # seconds before an idle or stalled connection is closed
     webhook_request_timeout: float = 10.0  # a request not received in full within this is cut
     webhook_metrics_port: int = 0     # the receiver's Prometheus endpoint, never on its webhook port (0: none)
+    # the public URL of the receiver's route for SpareBank 1 Regnskap's events, without the
+    # integration (…/sb1/events): `moment-sb1 events subscribe` gives each company …/{integration id}
+    events_url: str | None = None
     # operations
     log_level: str = "INFO"
     log_format: str = "json"          # json (one object per line) or text

@@ -2,6 +2,7 @@
 
     POST /webhooks/{integration_id}/{secret}          (secret in the path)
     POST /webhooks/{integration_id}                   (secret in the X-Webhook-Secret header)
+    POST /sb1/events/{integration_id}                 (SpareBank 1 Regnskap's signed events: worker.intake.events)
     GET  /healthz
 
 Its Prometheus figures name every integration, so they are never served here (where a wrong
@@ -29,6 +30,7 @@ from marshmallow import ValidationError
 
 from schemas.text import plain, shape
 from schemas.webhooks import WEBHOOK
+from worker.intake import events
 from worker.intake.producer import Paused, enqueue
 from worker.ops.logs import configure_logging
 from worker.ops.metrics import WEBHOOKS, serve_worker_metrics
@@ -137,6 +139,11 @@ def create_app(runtime: Runtime | None = None) -> Flask:
         status = "queued" if task_id else "coalesced"
         return answer(202, status, "queued" if task_id else "folded into a queued sync", iid,
                       body={"status": status, "data_type": event.data_type, "id": event.record_id}, **what)
+
+    @app.post(events.ROUTE)
+    def sb1_event(integration_id: str):
+        """SpareBank 1 Regnskap's signed events (``worker.intake.events``)."""
+        return answer(**events.receive(rt(), integration_id, request))
 
     @app.errorhandler(413)
     def too_large(_):
