@@ -37,6 +37,7 @@ from worker.sync.outcomes import Outcome
 from worker.sync.registry import sync_task
 
 from .customers import upsert_customer
+from .documents import queue_document
 from .projects import upsert_project
 from .upsert import ensure_in_books, fetch
 
@@ -216,6 +217,7 @@ def post_invoice(ctx: SyncContext) -> Outcome:
             # posted before, and the answer was lost (the worker died, a timeout)
             posted = posted_voucher(ctx, invoice, receivable, fresh=True)
     ctx.posted(posted, invoice.last_modified_date, note)
+    queue_document(ctx)         # its PDF on the voucher: a task of its own (tasks/documents.py)
     return outcome
 
 
