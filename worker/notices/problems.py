@@ -112,3 +112,29 @@ NB_PROBLEMS: dict[str, Callable[[dict], tuple[str, str]]] = {
                               f"Du trenger ikke gjøre noe; {OPERATOR['nb']} er varslet."),
 }
 NB_PROBLEMS.update(NB_FIELD_PROBLEMS)       # a field refused before it reaches the books
+
+
+def _http(p: dict) -> str:
+    return f" (HTTP {p['status']})" if p.get("status") else ""
+
+
+_POSTED = "Fakturaen er bokført, men"
+NB_PROBLEMS.update({        # an invoice's PDF on its voucher (tasks/documents.py)
+    "document-fetch": lambda p: (
+        f"{_POSTED} PDF-en av den kunne ikke hentes fra Moment{_http(p)}, så den er ikke lagt ved bilaget.",
+        f"Du trenger ikke gjøre noe med fakturaen. Når Moment svarer igjen, kan {OPERATOR['nb']} legge ved "
+        "PDF-en på nytt. Kontakt dem hvis dette skjer ofte."),
+    "document-missing": lambda p: (
+        f"{_POSTED} Moment har ingen PDF av den, så bilaget har ingen faktura ved seg.",
+        f"Sjekk fakturaen i Moment, og be {OPERATOR['nb']} om å legge ved PDF-en på nytt når Moment har den."),
+    "document-not-pdf": lambda p: (
+        f"{_POSTED} det Moment sendte som PDF av den, var ikke en PDF. Den er ikke lagt ved bilaget.",
+        f"Videresend denne e-posten til {OPERATOR['nb']}."),
+    "document-not-stored": lambda p: (
+        f"{_POSTED} filtjenesten til SpareBank 1 Regnskap lagret ikke PDF-en av den, så den er ikke lagt "
+        "ved bilaget.", f"Videresend denne e-posten til {OPERATOR['nb']}."),
+    "document-attach": lambda p: (
+        f"{_POSTED} PDF-en av den kunne ikke legges ved bilaget i SpareBank 1 Regnskap{_http(p)}.",
+        f"Du trenger ikke gjøre noe med fakturaen; {OPERATOR['nb']} kan legge ved PDF-en på nytt. Kontakt "
+        "dem hvis dette skjer ofte."),
+})

@@ -16,7 +16,9 @@ from schemas.sb1 import CUSTOMER_NUMBER_MAX, CUSTOMER_NUMBER_MIN
 from schemas.text import plain
 
 SERVICES_NB = {"Moment": "Moment", "SpareBank 1 Regnskap": "SpareBank 1 Regnskap",
-               "SpareBank 1 identity server": "innloggingstjenesten til SpareBank 1 Regnskap"}
+               "SpareBank 1 identity server": "innloggingstjenesten til SpareBank 1 Regnskap",
+               "Moment (invoice PDF)": "Moment (faktura-PDF)",
+               "SpareBank 1 Regnskap (Files)": "filtjenesten til SpareBank 1 Regnskap"}
 
 
 def said_by(lang: str, detail: str, service: str | None) -> str:
@@ -52,6 +54,15 @@ EN_PROBLEMS: dict[str, Callable[[dict], str]] = {
         f"invoice {p['number']} is in currency {p['currency']}, which SpareBank 1 Regnskap does not know; "
         "nothing was posted"),
     "currency-unknown": lambda p: f"currency code {p['value']} does not exist in SpareBank 1 Regnskap",
+    "document-fetch": lambda p: ("the invoice is posted, but its PDF could not be read from Moment"
+                                 + (f" (HTTP {p['status']})" if p.get("status") else "")
+                                 + ", so it is not attached to the voucher"),
+    "document-missing": lambda p: "the invoice is posted, but Moment has no PDF of it to attach to the voucher",
+    "document-not-pdf": lambda p: "the invoice is posted, but what Moment sent as its PDF is not a PDF",
+    "document-not-stored": lambda p: ("the invoice is posted, but SpareBank 1 Regnskap's file service did not "
+                                      "store its PDF, so it is not attached to the voucher"),
+    "document-attach": lambda p: ("the invoice is posted, but its PDF could not be attached to the voucher"
+                                  + (f" (HTTP {p['status']})" if p.get("status") else "")),
     "lookups-missing": lambda p: "nothing was posted: SpareBank 1 Regnskap has no " + ", no ".join(
         [f"account {n} (revenue for {kind.lower()})" for n, kind in p["accounts"]]
         + [f"VAT code {code}" for code in p["vat_codes"]]),
