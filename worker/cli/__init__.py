@@ -2,8 +2,9 @@
 
 Each module adds its commands to the group in ``base``: ``run`` (the processes and the
 configuration check), ``inspect`` (status, history, dead letters), ``repair`` (pause,
-queue, replay, purge, backfill), ``reconcile`` (the month against Moment)."""
-from worker.cli import inspect, reconcile, repair, run  # noqa: F401 (each adds its commands to main)
+queue, replay, purge, backfill), ``reconcile`` (the month against Moment), ``events`` (the
+platform's event plans)."""
+from worker.cli import events, inspect, reconcile, repair, run  # noqa: F401 (each adds its commands to main)
 from worker.cli.base import main
 
 __all__ = ["main"]
