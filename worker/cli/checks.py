@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from clients.eventplans import plan_state
+from clients.moment import DOCUMENT_ROUTE
 from clients.sb1 import ACCOUNTS_ROUTE, VAT_TYPES_ROUTE
-from errors import IntegrationError
-from worker.config.integrations import Integration
+from errors import IntegrationError, NotFound
+from worker.config.integrations import AUTO, Integration
 from worker.config.rules import redacted
+from worker.intake.events import endpoint
 from worker.notices.mail import smtp_session
 
 
@@ -66,8 +69,13 @@ def _integration_checks(rt, integration: Integration) -> Iterator[Check]:
         return f"the company key opens the company at {integration.sb1_base_url}"
     company = _run(f"{iid}: SpareBank 1 Regnskap", company_ok)
     yield company
+    if company.ok and rt.settings.events_url and (integration.wants("customers") or integration.wants("projects")):
+        yield _run(f"{iid}: event plan", lambda: plan_state(rt.sb1(integration),
+                                                            endpoint(rt.settings.events_url, iid)))
     if not company.ok or not integration.wants("invoices"):
         return
+    if integration.attaches_invoices:
+        yield _run(f"{iid}: invoice PDFs on the vouchers", lambda: _documents_ok(rt, integration))
     sb1 = rt.sb1(integration)
     for number in sorted(set(integration.revenue_accounts.values())):
         kinds = ", ".join(k.lower() for k, n in sorted(integration.revenue_accounts.items()) if n == number)
@@ -83,3 +91,23 @@ def _integration_checks(rt, integration: Integration) -> Iterator[Check]:
                 raise LookupError(f"VAT code {code} is not in the books")
             return f"VAT code {code} exists"
         yield _run(f"{iid}: VAT code {code}", vat_ok)
+
+
+def _documents_ok(rt, integration: Integration) -> str:
+    """Does Moment's PDF route (an assumption) answer for the newest invoice, and does the
+    platform name its Files host? With ``attach_invoices = "auto"`` a route that answers 404
+    means the invoices are posted without their PDF."""
+    host = rt.files(integration).files_host()
+    moment = rt.moment(integration)
+    _, first = next(moment.pages("invoices", page_size=1), (None, []))
+    if not first:
+        return f"no invoice in Moment yet to try {DOCUMENT_ROUTE} with; files go to {host}"
+    try:
+        pdf = moment.document(first[0]["id"])
+    except NotFound:
+        raise LookupError(f"Moment does not answer {DOCUMENT_ROUTE} (HTTP 404): invoices are posted without "
+                          + ('their PDF (attach_invoices = "auto"); set attach_invoices = false to say so'
+                             if integration.attach_invoices == AUTO else
+                             "their PDF, each one a dead letter (attach_invoices = true)")) from None
+    return f"Moment answers {DOCUMENT_ROUTE} (a PDF of {len(pdf)} bytes); files go to {host}"
+
