@@ -9,7 +9,7 @@ import time
 
 import click
 
-from clients.eventplans import NotAllowed, plan_state, subscribe
+from clients.eventplans import NotAllowed, subscribe
 from errors import IntegrationError
 from worker.cli.base import load_runtime, main, pick, when
 from worker.config.integrations import IntegrationsError
@@ -38,13 +38,6 @@ def plan_line(rt, integration) -> str:
     if record["state"] == "not-allowed":
         return f"{NOT_ALLOWED} (as of {when(record['at'])})"
     return f"event plan {record['plan_id']} since {when(record['at'])}"
-
-
-def online_line(rt, integration) -> str:
-    """One line for ``check-config --online``: the plan as the platform has it now."""
-    if not rt.settings.events_url or not any(integration.wants(t) for t in EVENT_TYPES):
-        return plan_line(rt, integration)
-    return plan_state(rt.sb1(integration), endpoint(rt.settings.events_url, integration.id))
 
 
 @main.group()

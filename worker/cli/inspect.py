@@ -10,6 +10,7 @@ import click
 from schemas.datatypes import DATA_TYPES
 from schemas.text import plain
 from worker.cli.base import INTEGRATION_OPTION, duration, load_runtime, main, pick, when
+from worker.cli.events import plan_line
 from worker.config.queues import BULK_QUEUE, LIVE_QUEUE
 from worker.store.records import same_problem
 
@@ -38,6 +39,7 @@ def status(integration_id: str | None, as_json: bool) -> None:
             "open_circuits": [c.waiting_for for c in rt.circuits.open_for(i.id)],
             "rate_limits": rate_limits(rt, i),
             "digest_pending": rt.notices.pending(i.id),
+            "events": plan_line(rt, i),
             "lanes": {ls.lane: {"waiting": ls.waiting, "running": ls.running, "per_second": ls.per_second,
                                 "oldest_waiting_seconds": None if ls.oldest_waiting_s is None
                                 else round(ls.oldest_waiting_s), "eta_seconds": ls.eta_s}
@@ -61,6 +63,7 @@ def status(integration_id: str | None, as_json: bool) -> None:
         for k, v in sorted(info["counters"].items()):
             click.echo(f"  {k}: {v}")
         click.echo(f"  dead letters: {info['dead_letters']}")
+        click.echo(f"  changes made in the books: {info['events']}")
         if info["digest_pending"]:
             click.echo(f"  failures waiting for the next digest email: {info['digest_pending']}")
         for service, buckets in info["rate_limits"].items():
