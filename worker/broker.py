@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping
 
 from celery import Celery
+from celery.schedules import crontab
 from kombu import Queue
 
 from schemas.datatypes import DATA_TYPES
@@ -20,12 +21,14 @@ from worker.config.redis_url import RedisTarget
 from worker.config.settings import Settings, SettingsError
 from worker.store.keys import Keys
 
-TASK_MODULES = ["tasks.customers", "tasks.projects", "tasks.invoices", "tasks.poll", "tasks.notices", "tasks.events"]
+TASK_MODULES = ["tasks.customers", "tasks.projects", "tasks.invoices", "tasks.poll", "tasks.notices", "tasks.events",
+                "tasks.reconcile"]
 # the tasks that are not a data type's sync (each sync task is named by its DataType)
 POLL_ALL_TASK = "poll.changes"
 POLL_TASK = "poll.integration"
 DIGEST_TASK = "notices.digest"
 EVENT_TASK = "events.check"
+RECONCILE_TASK = "reconcile.nightly"
 # Publishing gives up quickly when Redis is away, so a webhook can answer 503 at once
 # and the sender retries, instead of hanging.
 QUICK_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
@@ -104,6 +107,9 @@ def celery_config(settings: Settings) -> dict:
         "beat_schedule": {
             "poll-moment": {"task": POLL_ALL_TASK, "schedule": settings.poll_interval,
                             "options": {"expires": settings.poll_interval}},
+            # the nightly reconciliation of this month (and the last until the 10th), UTC
+            "reconcile-nightly": {"task": RECONCILE_TASK, "schedule": crontab(minute=0, hour=settings.reconcile_hour),
+                                  "options": {"expires": 3600}},
         },
     }
 

@@ -109,6 +109,7 @@ _VALIDATE = {
     "circuit_window": Range(max=DAY, **_POSITIVE),
     "circuit_probe_interval": Range(max=DAY, **_POSITIVE),
     "outage_notice_after": Range(0, 30 * DAY),
+    "reconcile_hour": Range(0, 23),
 }
 # text settings with a rule of their own (every text setting refuses control characters)
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
@@ -200,6 +201,8 @@ class Settings:
     circuit_window: float = 60.0
     circuit_probe_interval: float = 30.0   # how often a waiting sync tries the service again
     outage_notice_after: float = 3600.0    # the company hears of an outage only if it lasts this long
+    # reconciliation (worker/reconcile): the hour (UTC) of beat's nightly run
+    reconcile_hour: int = 2
 
     @property
     def token_url(self) -> str:

@@ -261,3 +261,16 @@ def _requeue(rt: Runtime, integration: Integration, data_type: str, record_id: i
                     type(err).__name__)
         return ""
     return status
+
+
+PREVIOUS_MONTH_UNTIL_DAY = 10   # the nightly run also does the month before, until this day of the month
+
+
+def nightly_months(today) -> list[str]:
+    """The months the nightly run reconciles: this month so far, and the month before until
+    the 10th (late vouchers, credit notes, corrections made early in the month)."""
+    months = [today.strftime("%Y-%m")]
+    if today.day <= PREVIOUS_MONTH_UNTIL_DAY:
+        last = today.replace(day=1).toordinal() - 1
+        months.insert(0, type(today).fromordinal(last).strftime("%Y-%m"))
+    return months
