@@ -15,6 +15,7 @@ retried (a try that will be repeated), waiting (for a service that is out, or a 
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -98,15 +99,22 @@ class StateCollector(Collector):
         limit = GaugeMetricFamily("msb1_rate_limit_calls_per_second", "The rate the shared limit of the company's "
                                   "calls has learned from the service's 429s (at most the configured rate, a ceiling; "
                                   "calls are spaced for 90 % of the ceiling, a learned rate as it is)", labels=["integration", "service"])
+        reconciled = GaugeMetricFamily("msb1_reconcile_differences", "Differences the last reconciliation found "
+                                       "(repaired or needing a person; the platform's rounding left out)",
+                                       labels=["integration", "kind"])
+        reconciled_at = GaugeMetricFamily("msb1_reconcile_last_run_timestamp_seconds",
+                                          "When the integration was last reconciled", labels=["integration"])
         pauses = rt.pauses.all()
         for iid, integration in sorted(rt.integrations.items()):
             pipe = r.pipeline(transaction=False)
             pipe.hlen(keys.dead(iid))
             pipe.hgetall(keys.stats(iid))
+            pipe.lindex(keys.reconcile_history(iid), 0)
             types = sorted(integration.data_types)
             for dt in types:
                 pipe.get(keys.cursor(iid, dt))
-            count, stats, *cursors = pipe.execute()
+            count, stats, last_run, *cursors = pipe.execute()
+            _reconcile_metrics(iid, last_run, reconciled, reconciled_at)
             dead.add_metric([iid], count)
             stamps = [float(v) for k, v in stats.items() if k.rsplit(":", 1)[-1] in {f"last_{w}_at" for w in WRITTEN}]
             if stamps:
@@ -120,7 +128,19 @@ class StateCollector(Collector):
                     limit.add_metric([iid, service], rt.limiter.learned(buckets[:1])[0])
         for c in rt.circuits.all_open():
             circuit.add_metric([c["scope"], c["service"], c.get("reason", "outage")], 1)
-        yield from (dead, last_write, lag, paused, circuit, limit)
+        yield from (dead, last_write, lag, paused, circuit, limit, reconciled, reconciled_at)
+
+
+def _reconcile_metrics(iid: str, raw: str | None, differences: GaugeMetricFamily, at: GaugeMetricFamily) -> None:
+    """The integration's last reconciliation (``worker.reconcile.history``), if it ran."""
+    try:
+        run = json.loads(raw) if raw else None
+        for kind, counts in sorted((run or {}).get("kinds", {}).items()):
+            differences.add_metric([iid, kind], counts["repaired"] + counts["differing"])
+        if run:
+            at.add_metric([iid], datetime.fromisoformat(run["finished"]).timestamp())
+    except (ValueError, KeyError, TypeError):
+        log.warning("metrics: %s's last reconciliation cannot be read", iid)
 
 
 class _ProcessMetrics(Collector):
