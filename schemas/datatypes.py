@@ -80,7 +80,7 @@ INVOICES = DataType(
 DOCUMENTS = DataType(
     name="documents", task="sync.document", webhook_key="document", moment_route="invoices",
     moment_schema=MOMENT_INVOICE, sb1_route="files", key_field=None, depends_on=("invoices",),
-    nouns={"nb": ("faktura-PDF", "faktura-PDF-en", "faktura-PDF-er", "fakturanummer"),
+    nouns={"nb": ("faktura-pdf", "faktura-pdf-en", "faktura-pdf-er", "fakturanummer"),
            "en": ("invoice PDF", "the invoice PDF", "invoice PDFs", "invoice number")},
     queued_by="invoices")
 
