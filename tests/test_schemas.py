@@ -427,8 +427,10 @@ def currency_voucher(lines, code="EUR", rate="11.4875", factor="1", **invoice):
 
 
 @pytest.mark.parametrize("rate,factor,amount,nok", [
-    ("11.4875", "1", "1.00", "11.49"),          # 11.4875 rounds half up to the øre
-    ("11.4875", "1", "-1.00", "-11.49"),        # a credit note's the same away from zero
+    ("11.4875", "1", "1.00", "11.49"),          # 11.4875
+    ("1.5", "1", "0.03", "0.05"),               # 0.045: half an øre rounds up (not to even)
+    ("1.5", "1", "-0.03", "-0.05"),             # a credit note's the same, away from zero
+    ("11.4875", "1", "100.40", "1153.35"),      # 1153.345
     ("98.52", "100", "1000.00", "985.20"),      # SEK per 100
     ("98.52", "100", "0.50", "0.49"),           # 0.4926
     ("7.251", "100", "1.00", "0.07"),           # JPY per 100: 0.07251
@@ -472,11 +474,12 @@ def test_a_sek_invoice_at_four_vat_rates_worked_by_hand():
 def test_an_eur_invoice_keeps_moments_gross_in_currency_on_the_receivable():
     from decimal import Decimal as D
     v = currency_voucher([line("1234.56"), line("99.99", "31", "PRODUCTS"), line("480.00", "33", "EXPENSES"),
-                          line("100.00", "5", "EXPENSES")])
+                          line("100.40", "5", "EXPENSES")])
     drafts = v.body["DraftLines"]
-    assert drafts[0]["AmountCurrency"] == D("2295.79") == -sum(ln["AmountCurrency"] for ln in drafts[1:])
-    assert drafts[0]["Amount"] == D("26372.89") == -sum(ln["Amount"] for ln in drafts[1:])
-    assert [ln["Amount"] for ln in drafts[1:]] == [D("-17727.51"), D("-1320.95"), D("-6175.68"), D("-1148.75")]
+    # the receivable: Moment's gross in EUR, in NOK the credits' sum (an øre above 2 296,19 x 11,4875)
+    assert drafts[0]["AmountCurrency"] == D("2296.19") == -sum(ln["AmountCurrency"] for ln in drafts[1:])
+    assert drafts[0]["Amount"] == D("26377.49") == -sum(ln["Amount"] for ln in drafts[1:])
+    assert [ln["Amount"] for ln in drafts[1:]] == [D("-17727.51"), D("-1320.95"), D("-6175.68"), D("-1153.35")]
     # 15 %: Moment 15,00 EUR = 172,31 kr; the platform splits 172,30 kr out of 1 320,95 kr
     assert [(c.code, c.moment, c.platform) for c in v.vat] == [
         ("3", D("3545.50"), D("3545.50")), ("31", D("172.31"), D("172.30")), ("33", D("661.68"), D("661.68"))]
