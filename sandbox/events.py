@@ -58,7 +58,7 @@ class EventPlans:
         subs = body.get("Subscribers") or []
         if not isinstance(subs, list) or not all(isinstance(s, dict) for s in subs):
             raise ValueError("Subscribers must be a list of EventSubscriber")
-        unknown += sorted({f"Subscribers.{k}" for s in subs for k in s} - {f"Subscribers.{k}" for k in SUBSCRIBER_FIELDS})
+        unknown += sorted(f"Subscribers.{k}" for k in {k for s in subs for k in s} - SUBSCRIBER_FIELDS)
         if unknown:
             raise ValueError(f"Unknown fields: {', '.join(unknown)}")
         return body

@@ -63,10 +63,11 @@ def changed_in_books(lang: str, company: str, data_type: str, person: dict, numb
     if lang == "nb":
         if deleted:
             subject = f"{title} ble slettet i SpareBank 1 Regnskap"
-            what = (f"Noen slettet {record} i SpareBank 1 Regnskap. Moment er master for {plural}, så "
-                    f"integrasjonen har opprettet {n_def} på nytt med verdiene fra Moment.")
-            todo = (f"Skal {n_def} bort, sletter eller avslutter du {n_def} i Moment først. Endringer i "
-                    f"{plural} gjør du i Moment; de overføres da til SpareBank 1 Regnskap av seg selv.")
+            what = (f"Noen slettet {record} i SpareBank 1 Regnskap, men {n_def} finnes fortsatt i Moment. "
+                    f"Moment er master for {plural}.")
+            todo = (f"Skal {n_def} bort, sletter eller avslutter du {n_def} i Moment. Skal {n_def} være med, "
+                    f"lagrer du {n_def} på nytt i Moment; da opprettes {n_def} igjen i SpareBank 1 Regnskap. "
+                    f"Endringer i {plural} gjør du i Moment, ikke i SpareBank 1 Regnskap.")
         else:
             subject = f"{title} ble endret i SpareBank 1 Regnskap"
             what = (f"Noen endret {listed} for {record} direkte i SpareBank 1 Regnskap. Moment er master for "
@@ -74,15 +75,17 @@ def changed_in_books(lang: str, company: str, data_type: str, person: dict, numb
             todo = (f"Gjør endringer i {plural} i Moment, ikke i SpareBank 1 Regnskap: de overføres da av seg selv. "
                     "Endringer gjort direkte i SpareBank 1 Regnskap blir overskrevet med verdiene fra Moment.")
         body = (f"Hei,\n\nIntegrasjonen mellom Moment og SpareBank 1 Regnskap (Moment-firma «{company}») "
-                f"har rettet opp {record}.\n\nHva som skjedde:\n  {what}\n\nHva du må gjøre:\n  {todo}\n\n"
+                f"{'fant en endring i' if deleted else 'har rettet opp'} {record}.\n\n"
+                f"Hva som skjedde:\n  {what}\n\nHva du må gjøre:\n  {todo}\n\n"
                 "Denne e-posten er sendt av integrasjonen Moment → SpareBank 1 Regnskap.\n")
         return SUBJECT_PREFIX + subject, body
     if deleted:
         subject = f"{title} was deleted in SpareBank 1 Regnskap"
-        what = (f"Someone deleted {record} in SpareBank 1 Regnskap. Moment is the master of {plural}, so the "
-                "integration created it again with Moment's values.")
-        todo = (f"If the {noun(lang, data_type)} should go, delete or close it in Moment first. Make changes to "
-                f"{plural} in Moment; they reach SpareBank 1 Regnskap by themselves.")
+        what = (f"Someone deleted {record} in SpareBank 1 Regnskap, but Moment still has it. Moment is the "
+                f"master of {plural}.")
+        todo = (f"If the {noun(lang, data_type)} should go, delete or close it in Moment. If it should stay, save "
+                f"it again in Moment; it is then created again in SpareBank 1 Regnskap. Make changes to {plural} "
+                "in Moment, not in SpareBank 1 Regnskap.")
     else:
         subject = f"{title} was changed in SpareBank 1 Regnskap"
         what = (f"Someone changed the {listed} of {record} directly in SpareBank 1 Regnskap. Moment is the "
@@ -90,6 +93,7 @@ def changed_in_books(lang: str, company: str, data_type: str, person: dict, numb
         todo = (f"Make changes to {plural} in Moment, not in SpareBank 1 Regnskap: they reach it by themselves. "
                 "Changes made directly in SpareBank 1 Regnskap are overwritten with Moment's values.")
     body = (f"Hello,\n\nThe integration between Moment and SpareBank 1 Regnskap (Moment company \"{company}\") "
-            f"has put {record} right.\n\nWhat happened:\n  {what}\n\nWhat to do:\n  {todo}\n\n"
+            f"{'found a change to' if deleted else 'has put right'} {record}.\n\n"
+            f"What happened:\n  {what}\n\nWhat to do:\n  {todo}\n\n"
             "This message was sent by the Moment → SpareBank 1 Regnskap integration.\n")
     return SUBJECT_PREFIX + subject, body
