@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
 from conftest import COMPANY_KEYS, ROOT, wait_until, write_integrations
 
 from sandbox.moment import seed_customers
+from worker.reconcile.run import nightly_months
 
 ACME = COMPANY_KEYS["acme"]
 REVENUE = 'revenue_accounts = { hours = 3000, products = 3100, expenses = 3200 }'
@@ -148,3 +150,11 @@ def test_reconcile_finds_exactly_what_was_changed_by_hand(sandbox, worker, start
     assert {(d["record"], d["status"]) for d in report["differences"]} == {
         ("invoice 5006", "differing"), ("customer 200500", "made-by-hand")}
     assert len(entries_of(sandbox, 5002)) == 1
+
+    # beat's nightly run (today's month, and the month before until the 10th) runs on the worker
+    runs = r.llen("msb1test:reconcile:acme")
+    send("reconcile.nightly")
+    months = nightly_months(datetime.now(timezone.utc).date())
+    wait_until(lambda: r.llen("msb1test:reconcile:acme") >= runs + len(months), 60, message="the nightly run")
+    newest = [json.loads(x) for x in r.lrange("msb1test:reconcile:acme", 0, len(months) - 1)]
+    assert sorted(run["month"] for run in newest) == sorted(months)
