@@ -24,6 +24,8 @@ SAMPLES = {
     "lookups-missing": {"accounts": [(3000, "HOURS")], "vat_codes": ["99"]},
     "receivable-missing": {}, "vat-mismatch": {"number": 1, "checks": [("3", Decimal("200"), Decimal("240"))]},
     "credentials": {},
+    **{code: {"status": 500} for code in ("document-fetch", "document-missing", "document-not-pdf",
+                                          "document-not-stored", "document-attach")},   # tasks/documents.py
     **{code: {"field": "email", "char": "U+000A LINE FEED", "position": 3, "length": 300, "limit": 250}
        for code in FIELD_CODES},         # a field refused before it reaches the books (schemas/fields.py)
 }
