@@ -79,7 +79,14 @@ def record_body(dt: DataType, references: References) -> Callable[[SyncContext],
             return done
         refs = references(ctx, record, wanted)
 
+        # a record deleted in the books since we wrote it is created anew: under a guid of its own
+        # (the platform refuses the first create's guid as a twin however long ago it was)
+        before = (previous or {}).get("sb1_id")
+
         def guid(part: str) -> str:
+            if before:
+                return create_guid(ctx.integration.id, dt.sb1_route, ctx.record_id, record.last_modified_date,
+                                   f"after {before}", part)
             return create_guid(ctx.integration.id, dt.sb1_route, ctx.record_id, record.last_modified_date, part)
         outcome, sb1_id = upsert(
             ctx, dt.sb1_route, previous, lambda existing: dt.build(wanted, existing=existing, guid=guid, **refs),

@@ -228,3 +228,25 @@ def test_project_fields_cleared_in_moment_are_cleared_in_the_books(sandbox, work
         wait_until(lambda: stat(r, "updated", "projects") == i, 20, message=f"{field} cleared")
     [project] = sandbox.sb1.documents(ACME, "projects")
     assert (project["StartDate"], project["EndDate"], project["Name"]) == (None, None, "Kontorbygg")
+
+
+def test_a_customer_deleted_in_the_books_is_created_again_once(sandbox, worker, r):
+    """Moment is master: a customer someone deleted in the books comes back with the next sync,
+    although the platform refuses its first create's _createguid for ever."""
+    [rec] = seed_customers(sandbox.moment, "acme", 1)
+    enqueue("acme", rec["id"])
+    wait_until(lambda: stat(r, "created") == 1, 20, message="created")
+    [first] = sandbox.sb1.customers(ACME)
+    sandbox.sb1.delete(ACME, "customers", first["ID"])
+    # the record is unchanged in Moment (same version); the reconciliation found it missing and
+    # asks for a write whatever the state says, as it does (worker/reconcile)
+    state = json.loads(r.hget("msb1test:state:acme:customers", str(rec["id"])))
+    state.pop("fingerprint")
+    r.hset("msb1test:state:acme:customers", str(rec["id"]), json.dumps(state))
+    enqueue("acme", rec["id"])
+    wait_until(lambda: stat(r, "created") == 2, 20, message="created again",
+               describe=lambda: str(r.hgetall("msb1test:dead:acme")))
+    enqueue("acme", rec["id"])              # and a sync after that finds it
+    wait_until(lambda: stat(r, "unchanged") == 1, 20, message="then unchanged")
+    [again] = sandbox.sb1.customers(ACME)
+    assert again["ID"] != first["ID"] and again["CustomerNumber"] == first["CustomerNumber"]
