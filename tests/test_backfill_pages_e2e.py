@@ -109,7 +109,9 @@ def test_a_live_change_during_a_backfill_is_not_undone_by_the_page_copy(sandbox,
 def test_an_invoice_backfill_posts_each_voucher_once_with_one_call_each(sandbox, worker_env, tmp_path,
                                                                         start_worker, r):
     write_integrations(tmp_path / "integrations.toml", sandbox, data_types=("customers", "projects", "invoices"),
-                       acme={"extra": ['revenue_accounts = { hours = 3000, products = 3100, expenses = 3200 }']})
+                       acme={"extra": ['revenue_accounts = { hours = 3000, products = 3100, expenses = 3200 }',
+                                       # the vouchers' calls only (their PDFs: tests/test_documents_e2e.py)
+                                       "attach_invoices = false"]})
     start_worker()
     customers = seed_customers(sandbox.moment, "acme", 40)
     projects = seed_projects(sandbox.moment, "acme", customers, 20)
