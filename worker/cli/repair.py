@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from clients.sb1 import SB1Client
 from errors import IntegrationError
-from schemas.datatypes import DATA_TYPES
+from schemas.datatypes import CHOSEN_TYPES, DATA_TYPES
 from schemas.text import plain, shape
 from worker.broker import app, publish_poll, task_name
 from worker.cli.base import INTEGRATION_OPTION, TIMEOUT_OPTION, WAIT_OPTION, duration, load_runtime, main, pick, when
@@ -184,7 +184,7 @@ def purge(integration_id: str | None, data_type: str | None, record_id: int | No
 
 @main.command()
 @click.argument("integration_id")
-@click.option("--data-type", type=click.Choice(list(DATA_TYPES)), default="customers", show_default=True,
+@click.option("--data-type", type=click.Choice(list(CHOSEN_TYPES)), default="customers", show_default=True,
               help="what to backfill")
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
               help="only records modified since (UTC)")
