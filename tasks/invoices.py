@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from decimal import Decimal
 
 from clients.sb1 import (
@@ -93,6 +94,12 @@ def lookups(ctx: SyncContext, invoice: MomentInvoice) -> tuple[dict[str, int], d
     return revenue, vat
 
 
+# A day's rate, as the books answered it, per company: invoices of one day in one currency ask
+# once per process (a backfill of a month of EUR invoices asks about 30 times, not thousands)
+_RATES: dict[tuple, tuple[Decimal, Decimal, float]] = {}
+RATE_TTL, RATES_KEPT = 3600.0, 5000
+
+
 def invoice_currency(ctx: SyncContext, invoice: MomentInvoice) -> Currency | None:
     """None for an invoice in NOK. Else its currency as the books know it (refused when they
     do not) and the rate: Moment's, when the invoice carries one, else the platform's for the
@@ -110,6 +117,10 @@ def invoice_currency(ctx: SyncContext, invoice: MomentInvoice) -> Currency | Non
         raise PermanentError(f"SpareBank 1 Regnskap has no currency code {DEFAULT_CURRENCY}",
                              service=sb1.service)
     day = invoice.invoice_date.isoformat()
+    key = (sb1.base, sb1.company_key, currency_id, nok_id, day)
+    known = _RATES.get(key)
+    if known and known[2] > time.monotonic():
+        return Currency(code, currency_id, known[0], known[1], source=sb1.service)
     answer = sb1.request("GET", EXCHANGE_RATES_ROUTE, params={
         "action": EXCHANGE_RATE_ACTION, "fromCurrencyCodeID": currency_id, "toCurrencyCodeID": nok_id,
         "currencyDate": day}).json()
@@ -121,6 +132,9 @@ def invoice_currency(ctx: SyncContext, invoice: MomentInvoice) -> Currency | Non
     if not (rate.is_finite() and factor.is_finite() and rate > 0 and factor > 0):
         # Norges Bank's rate of the day may not be downloaded yet: try again later
         raise TransientError(f"SpareBank 1 Regnskap has no exchange rate for {code} on {day}", service=sb1.service)
+    if len(_RATES) > RATES_KEPT:
+        _RATES.clear()
+    _RATES[key] = (rate, factor, time.monotonic() + RATE_TTL)
     return Currency(code, currency_id, rate, factor, source=sb1.service)
 
 
