@@ -63,9 +63,10 @@ SLOTS = 16                # seconds of counts (calls, 429s) a bucket keeps
 NOISE_MAX = 0.3           # a share of 429s above this (8 or more) is never noise
 NOISE_HALF_LIFE = 600.0   # seconds
 TEST_CALLS = 40           # calls after a cut before it is judged (with 3 or more 429s; else more)
-TEST_SECONDS = 5          # after a cut's hold: the seconds whose 429s judge it
+TEST_SECONDS = 12         # after a cut's hold: the seconds whose 429s judge it (at most)
+TEST_MOST = 100           # calls after a cut that judge it (or 3 429s in TEST_CALLS)
 NOISE_UNDO = 0.15         # a share of 429s after a cut up to this (or twice the share before) may be noise
-BURST = 0.1               # seconds: three 429s within it are a limit reached, even in the first second
+FIRST_K, FIRST_SHARE = 5, 0.12   # in the first second of calls: this many 429s, above this share, cut
 RECHECK = 0.005           # a caller that waited longer checks that no cut came meanwhile
 LONGEST_RETRY_AFTER = 600.0
 RESERVATIONS = 3          # turns a caller takes at most when cuts keep coming while it waits
@@ -157,10 +158,7 @@ local key, sec = KEYS[1], math.floor(now)
 bump(key, sec, 'l', 1)
 redis.call('EXPIRE', key, 3600)
 local s = redis.call('HMGET', key, 'base', 'cut_at', 'lim', 'until', 'noise', 'noise_at', 't_from', 't_frac',
-                     't_base', 't_cut_at', 't_lim', 'guard', 'active', 't_stage', 'last429', 'prev429')
--- three 429s within {burst} s: consecutive calls refused (a limit reached), not one here and there
-local burst = now - tonumber(s[16] or 0) < {burst}
-redis.call('HSET', key, 'last429', tostring(now), 'prev429', s[15] or '0')
+                     't_base', 't_cut_at', 't_lim', 'guard', 'active', 't_stage')
 local rate = learned(tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), ceiling, now)
 local held = tonumber(s[4] or 0)
 if now < held then return tostring(rate) end            -- answers to calls from before a hold
@@ -175,17 +173,18 @@ if t_from and not strong then
   -- few): it worked. Some: the first time, a second cut, deeper; if they go on as often after
   -- that one too, they do not depend on the rate: noise, and both cuts are undone
   local tn, tk = window(key, t_from, math.min(sec, t_from + {test_seconds} - 1))
-  if sec < t_from + {test_seconds} and not (tk >= 3 and tn >= {test_calls}) then
+  if sec < t_from + {test_seconds} and not (tk >= 3 and tn >= {test_calls}) and tn < {test_most} then
     return tostring(rate)                               -- too early to judge
   end
   local share = tk / math.max(1, tn)
   if tk >= 3 and share <= {noise_undo} then
     if stage < 2 then              -- and the rate the service accepted meanwhile
-      again = {share, (tn - tk) / math.max(1, math.min(now, t_from + {test_seconds}) - t_from)}
+      again = {share, (tn - tk) / math.max(1, math.min(now, t_from + {test_seconds}) - math.max(t_from, held))}
     elseif share >= 0.5 * t_frac then
       redis.call('HDEL', key, 'base', 'cut_at', 'lim', 't_from')
       if s[9] ~= 'none' then redis.call('HSET', key, 'base', s[9], 'cut_at', s[10], 'lim', s[11]) end
-      redis.call('HSET', key, 'noise', tostring((share + t_frac) / 2), 'noise_at', tostring(now))
+      redis.call('HSET', key, 'noise', tostring(math.max(share, t_frac)), 'noise_at', tostring(now),
+                 'tokens', '1', 'at', tostring(math.max(now, held)))
       redis.call('HINCRBY', key, 'epoch', 1)
       return tostring(state_rate(key, ceiling, now))
     end
@@ -194,7 +193,8 @@ end
 if t_from then redis.call('HDEL', key, 't_from') end   -- it worked, or was not deep enough
 local noise = tonumber(s[5] or 0) * 0.5 ^ ((now - tonumber(s[6] or now)) / {half_life})
 local expected = n * noise
-if not again and k <= expected + 3 * math.sqrt(expected * (1 - noise)) + (noise > 0.001 and 2 or 0) then
+-- with a margin: every 429 asks again, over windows that overlap
+if not again and k <= (noise > 0.001 and 1.5 * expected + 3 * math.sqrt(expected) + 3 or 0) then
   return tostring(rate)                                 -- within the noise
 end
 -- the rate the service accepted: the share not answered 429 of the rate calls left at, and
@@ -202,7 +202,9 @@ end
 -- a service limiting per second may let one second's calls through at once)
 local est, span = math.min(rate, {headroom} * ceiling), now - since
 -- calls began less than a second ago: a rate is not measured yet; a few 429s may be noise
-if span < 1 and since ~= held and not strong and not burst then return tostring(rate) end
+if span < 1 and since ~= held and not strong and not (k >= {first_k} and k / n > {first_share}) then
+  return tostring(rate)
+end
 if n >= 5 then
   est = math.min(est * math.max(0, 1 - k / n), math.max(0, n - k) / (span + (span < 1 and 1 or 0)))
 end
@@ -215,9 +217,11 @@ if again then       -- the 429s went on after a cut: halve the rate (a limit the
   -- climb back to the rate accepted since the cut
   new = math.max(lowest, {second} * math.min(rate, {headroom} * ceiling))
   est = math.min(rate * (1 - again[1]), again[2])
+  after = 0                       -- an experiment: the first cut's hold honoured the Retry-After
 end
+-- its test: the seconds after the answers to calls still under way (in the hold none leave)
 redis.call('HSET', key, 'base', tostring(new), 'cut_at', tostring(now), 'lim', tostring(math.max(new, est)),
-           't_from', tostring(math.floor(now + after) + 1), 'guard', tostring(now + math.max(1, after)))
+           't_from', tostring(math.floor(now + 0.2) + 1), 'guard', tostring(now + math.max(1, after)))
 if again then                                           -- the second cut: the first one's state kept
   redis.call('HSET', key, 't_frac', tostring(again[1]), 't_stage', '2')
 else
@@ -225,12 +229,15 @@ else
              't_cut_at', s[2] or '0', 't_lim', s[3] or '0')
 end
 if after > 0 then redis.call('HSET', key, 'until', tostring(now + after)) end
+-- the queue starts again after the hold, at the new rate: callers waiting take new turns in it
+redis.call('HSET', key, 'tokens', '1', 'at', tostring(now + after))
 redis.call('HINCRBY', key, 'epoch', 1)
 return tostring(new)
 """.replace("{noise_max}", repr(NOISE_MAX)).replace("{noise_undo}", repr(NOISE_UNDO)).replace("{test_seconds}", str(TEST_SECONDS)).replace("{test_calls}", str(TEST_CALLS)) \
+   .replace("{test_most}", str(TEST_MOST)) \
    .replace("{slots}", str(SLOTS)).replace("{half_life}", repr(NOISE_HALF_LIFE)) \
    .replace("{headroom}", repr(HEADROOM)).replace("{cut}", repr(CUT)).replace("{second}", repr(SECOND_CUT)) \
-   .replace("{burst}", repr(BURST)).replace("{climb}", repr(CLIMB))
+   .replace("{first_k}", str(FIRST_K)).replace("{first_share}", repr(FIRST_SHARE)).replace("{climb}", repr(CLIMB))
 
 # KEYS: bucket state hashes. ARGV: now, then each bucket's ceiling. Their learned rates.
 _RATES = _COMMON + """
