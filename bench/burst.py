@@ -44,12 +44,14 @@ COMPANY = "burst"
 RATE_LIMIT_VARS = ("MSB1_SB1_RATE_LIMIT", "MSB1_SB1_HOST_RATE_LIMIT", "MSB1_MOMENT_RATE_LIMIT")
 
 
-def new_stack(customers: int, latency: float) -> Stack:
+def new_stack(customers: int, latency: float, limits_off: bool = False) -> Stack:
     stack = Stack([{"moment_company": COMPANY, "moment_api_key": "burst-key", "seed_customers": customers}],
                   latency=latency)
     for name in RATE_LIMIT_VARS:                # the product's defaults, whatever the stack was given
         stack.env.pop(name, None)
         os.environ.pop(name, None)
+        if limits_off:                          # or none at all, to compare
+            stack.env[name] = os.environ[name] = "0"
     return stack
 
 
@@ -140,7 +142,7 @@ def picks(args, ids: list[int]) -> list[int]:
 
 
 def burst_mode(args) -> dict:
-    stack = new_stack(args.customers, args.latency)
+    stack = new_stack(args.customers, args.latency, args.limits_off)
     try:
         return burst(stack, args)
     finally:
@@ -233,7 +235,8 @@ def burst(stack: Stack, args) -> dict:
                                    "max": round(max(delays) * 1000)},
             "calls_per_change": {side: round(c["accepted"] / len(chosen), 3) for side, c in calls.items()},
             "calls": calls, "latency_ms": args.latency * 1000,
-            "workers": f"{args.processes} x {args.concurrency} threads", "rate_limits": "the product's defaults"}
+            "workers": f"{args.processes} x {args.concurrency} threads",
+            "rate_limits": "off" if args.limits_off else "the product's defaults"}
 
 
 def main() -> None:
@@ -251,6 +254,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.02, help="seconds added to every API call")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--limits-off", action="store_true", help="burst: no rate limits at all (to compare)")
     parser.add_argument("--timeout", type=float, default=600.0, help="backfills: the longest wait")
     args = parser.parse_args()
     if args.customers is None:
