@@ -76,7 +76,9 @@ def aware_time(value: object) -> datetime | None:
 
 
 @app.task(name=POLL_TASK, bind=True, base=RuntimeTask)
-def poll_integration(self, integration_id: str, data_type: str) -> int:
+def poll_integration(self, integration_id: str, data_type: str, fresh: bool = False) -> int:
+    """Queue syncs of what changed in Moment since the cursor. ``fresh`` (``resume``): poll
+    now even if a poll ran moments ago (the guard below is cleared first)."""
     rt = self.runtime
     settings = rt.settings
     integration = rt.integrations.get(integration_id)
@@ -88,6 +90,8 @@ def poll_integration(self, integration_id: str, data_type: str) -> int:
     # Two beats started by mistake, or a slow poll overlapping the next: one at a time,
     # and not again within half an interval.
     guard = max(1, int(settings.poll_interval / 2))
+    if fresh:       # a change made while paused must not wait for the next interval
+        rt.redis.delete(rt.keys.poll_guard(integration_id, data_type))
     if not rt.redis.set(rt.keys.poll_guard(integration_id, data_type), "1", nx=True, ex=guard):
         log.info("poll %s %s: ran moments ago; skipped", integration_id, data_type)
         return 0

@@ -159,9 +159,10 @@ def publish_sync(data_type: str, integration_id: str, record_id: int, *, bulk: b
     return result.id
 
 
-def publish_poll(integration_id: str, data_type: str) -> None:
-    """Poll Moment now for one integration's changes of one data type."""
-    app.send_task(POLL_TASK, args=[integration_id, data_type])
+def publish_poll(integration_id: str, data_type: str, fresh: bool = False) -> None:
+    """Poll Moment now for one integration's changes of one data type; ``fresh``: even if a
+    poll ran moments ago (``resume``)."""
+    app.send_task(POLL_TASK, args=[integration_id, data_type], kwargs={"fresh": True} if fresh else None)
 
 
 def publish_digest(integration_id: str, countdown: float) -> None:

@@ -50,7 +50,7 @@ def resume(integration_id: str) -> None:
         click.echo(f"{integration.id} was not paused")
         return
     for data_type in sorted(integration.data_types):
-        publish_poll(integration.id, data_type)
+        publish_poll(integration.id, data_type, fresh=True)     # even if a poll ran moments ago
     click.echo(f"{integration.id} resumed; its waiting syncs go on, and Moment is polled now for the changes "
                "made during the pause")
 
