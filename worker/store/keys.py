@@ -39,6 +39,9 @@ Outages (``worker.circuit``):
   ``{p}:circuit:{scope}:{service}``           hash  an open circuit (reason, since, last error, told)
   ``{p}:circuit-fails:{scope}:{service}``     transient failures in a row
   ``{p}:circuit-probe:{scope}:{service}``     set while one sync probes
+Audit (``worker.store.audit``):
+  ``{p}:audit``                               list  who did what, when and why (pause, resume, replay,
+                                              purge, backfill), newest first, as JSON
 Reconciliation (``worker.reconcile``):
   ``{p}:reconcile:{integration}``             list  the runs, newest first (counts and differences, as JSON)
 Notices (``worker.notices.digest``):
@@ -173,6 +176,11 @@ class Keys:
         """``kind``: notice-window, digest, digest-due or digest-lock."""
         assert kind in ("notice-window", "digest", "digest-due", "digest-lock"), kind
         return f"{self.prefix}:{kind}:{integration_id}"
+
+    # --- audit (worker.store.audit)
+    def audit(self) -> str:
+        """list: the operators' actions, newest first (no personal data)."""
+        return f"{self.prefix}:audit"
 
     # --- reconciliation (worker.reconcile)
     def reconcile_history(self, integration_id: str) -> str:
