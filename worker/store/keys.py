@@ -39,6 +39,11 @@ Outages (``worker.circuit``):
   ``{p}:circuit:{scope}:{service}``           hash  an open circuit (reason, since, last error, told)
   ``{p}:circuit-fails:{scope}:{service}``     transient failures in a row
   ``{p}:circuit-probe:{scope}:{service}``     set while one sync probes
+Fleet outages (``worker.notices.outages``): one per service, host and reason, whatever the
+companies; ``{outage}`` is ``{service}:{reason}:{host}``
+  ``{p}:outage:{outage}``                     hash  since, last error, when the operator was told
+  ``{p}:outage-companies:{outage}``           hash  company → when its circuit joined the outage
+  ``{p}:outage-open:{outage}``                set   the companies whose circuit is open now
 Audit (``worker.store.audit``):
   ``{p}:audit``                               list  who did what, when and why (pause, resume, replay,
                                               purge, backfill), newest first, as JSON
@@ -170,6 +175,12 @@ class Keys:
 
     def open_circuits_pattern(self) -> str:
         return f"{self.prefix}:circuit:*"
+
+    def outage(self, service: str, reason: str, host: str) -> tuple[str, str, str]:
+        """A fleet outage's keys: its facts, its companies, the companies still out."""
+        name = f"{service}:{reason}:{host}"
+        return (f"{self.prefix}:outage:{name}", f"{self.prefix}:outage-companies:{name}",
+                f"{self.prefix}:outage-open:{name}")
 
     # --- notices
     def notice(self, kind: str, integration_id: str) -> str:
