@@ -110,6 +110,8 @@ _VALIDATE = {
     "circuit_probe_interval": Range(max=DAY, **_POSITIVE),
     "outage_notice_after": Range(0, 30 * DAY),
     "reconcile_hour": Range(0, 23),
+    "console_port": Range(1, 65535),
+    "console_session_hours": Range(max=7 * 24, **_POSITIVE),
 }
 # text settings with a rule of their own (every text setting refuses control characters)
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
@@ -203,6 +205,13 @@ class Settings:
     outage_notice_after: float = 3600.0    # the company hears of an outage only if it lasts this long
     # reconciliation (worker/reconcile): the hour (UTC) of beat's nightly run
     reconcile_hour: int = 2
+    # the operator console (worker/console): signs its sessions; the users and their roles
+    console_secret: str | None = field(default=None, repr=False)
+    console_users_file: str = "console-users.txt"
+    console_host: str = "127.0.0.1"   # the address it listens on (behind a TLS proxy or an SSH tunnel)
+    console_port: int = 8080
+    console_secure_cookies: bool = True    # the session cookie only over HTTPS (and http://localhost)
+    console_session_hours: float = 8.0     # a login lasts this long
 
     @property
     def token_url(self) -> str:
@@ -311,6 +320,9 @@ class Settings:
         if not _listen_address(self.metrics_host):
             out.append("MSB1_METRICS_HOST must be an IP address or a host name to listen on (127.0.0.1, "
                        f"0.0.0.0), got {quoted(self.metrics_host)}")
+        if not _listen_address(self.console_host):
+            out.append("MSB1_CONSOLE_HOST must be an IP address or a host name to listen on (127.0.0.1, "
+                       f"0.0.0.0), got {quoted(self.console_host)}")
         if any(c.isspace() for c in self.smtp_host) or not self.smtp_host:
             out.append(f"MSB1_SMTP_HOST must be a host name, got {quoted(self.smtp_host)}")
         if self.retry_base_delay > self.retry_max_delay:
