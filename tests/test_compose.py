@@ -251,3 +251,77 @@ def test_the_caddyfile_forwards_only_webhooks_with_timeouts():
     assert "handle /webhooks/*" in text and "reverse_proxy webhooks:8000" in text
     assert re.search(r"read_header\s+\d+s", text) and re.search(r"max_size\s+64KB", text)
     assert "/metrics" not in text.replace("(never /metrics or /healthz)", "")
+
+
+def host_ports(service: dict) -> list[tuple[str, str]]:
+    """The (address, port) pairs a rendered service publishes on the host."""
+    out = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            if port.get("published"):
+                out.append((port.get("host_ip", "0.0.0.0"), str(port["published"])))
+        else:
+            parts = str(port).split(":")
+            if len(parts) > 1:
+                out.append(("0.0.0.0" if len(parts) == 2 else parts[0], parts[-2]))
+    return out
+
+
+def test_three_workers_scale_without_a_port_clash(config):
+    """`docker compose up --scale worker=3` (and three live workers): every replica of a
+    service publishes what the service publishes, so a scaled service must publish no host
+    port, and no two services the same one. The metrics stay reachable over the compose
+    network (Prometheus scrapes worker:9100)."""
+    scale = {"worker": 3, "worker-live": 3}
+    published = [pair for name, service in config["services"].items()
+                 for pair in host_ports(service) * scale.get(name, 1)]
+    assert len(published) == len(set(published)), sorted(published)
+    for name in scale:
+        service = config["services"][name]
+        assert not host_ports(service), f"{name} publishes {service['ports']}"
+        assert service["environment"]["MSB1_METRICS_PORT"] == "9100" and "9100" in map(str, service["expose"])
+        assert "container_name" not in service
+
+
+def test_the_scale_check_can_fail(config):
+    worker = dict(config["services"]["worker"], ports=["127.0.0.1:9100:9100"])
+    assert host_ports(worker) * 3 == [("127.0.0.1", "9100")] * 3
+
+
+def size(value: str | int) -> int:
+    """A compose memory size (2g, 512m, or bytes) in bytes."""
+    text = str(value).lower().rstrip("b")
+    factor = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}.get(text[-1:], 1)
+    return int(float(text.rstrip("kmg")) * factor)
+
+
+def test_every_service_has_resource_limits(config):
+    for name, service in config["services"].items():
+        limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
+        memory = service.get("mem_limit") or limits.get("memory")
+        cpus = service.get("cpus") or limits.get("cpus")
+        assert memory and cpus, f"{name} has no memory or CPU limit"
+    redis = config["services"]["redis"]
+    assert size(redis["mem_limit"]) > 1024 ** 3, "Redis' limit must be above its maxmemory (1gb): an AOF rewrite forks"
+
+
+def test_images_are_versioned_from_one_place(config):
+    """No :latest and no bare name: moment-sb1's images carry pyproject.toml's version, the
+    others a pinned release."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for name, service in config["services"].items():
+        image = service.get("image", "")
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag and tag != "latest", f"{name}: {image}"
+        if repo.startswith("moment-sb1"):
+            assert tag == version, f"{name}: {image} is not the release {version}"
+        else:
+            assert re.fullmatch(r"v?\d+\.\d+\.\d+(-alpine)?", tag), f"{name}: {image} is not pinned to a release"
+    assert "latest" not in (ROOT / "docker-compose.yml").read_text().replace("never :latest", "")
+
+
+def test_another_release_is_one_setting(tmp_path):
+    out = compose_config(tmp_path, example_env() + "MOMENT_SB1_VERSION=0.2.0\n")
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    assert {services[n]["image"] for n in ("worker", "worker-live", "beat", "webhooks")} == {"moment-sb1:0.2.0"}
