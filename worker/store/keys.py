@@ -15,6 +15,10 @@ Records (``worker.store.records``, ``worker.store.batch``):
   ``{p}:page-copy:{integration}:{type}:{id}`` the record as a backfill's page listed it, and the
                                               books' record with its number (encrypted, an hour)
   ``{p}:paused``                              hash  integration → when it was paused
+Schema (``worker.store.schema``):
+  ``{p}:schema``                              the version of what is stored here (absent: 1, the
+                                              releases before it, or an empty Redis)
+  ``{p}:schema-lock``                         one migrating worker at a time
 Coalescing (``worker.store.coalescer``):
   ``{p}:pending:{integration}:{type}:{id}``   a sync of this record is queued (its due time)
   ``{p}:started:{integration}:{type}:{id}:running|dirty|bucket``  a sync runs; a change came
@@ -107,6 +111,21 @@ class Keys:
 
     def paused(self) -> str:
         return f"{self.prefix}:paused"
+
+    # --- schema (worker.store.schema)
+    def schema(self) -> str:
+        return f"{self.prefix}:schema"
+
+    def schema_lock(self) -> str:
+        return f"{self.prefix}:schema-lock"
+
+    def everything(self) -> str:
+        """A pattern of every key under the prefix."""
+        return f"{self.prefix}:*"
+
+    def pattern(self, kind: str) -> str:
+        """A pattern of every key of one kind ("state", "number-lock", ...)."""
+        return f"{self.prefix}:{kind}:*"
 
     # --- coalescing
     def pending(self, integration_id: str, data_type: str, record_id: int) -> str:
