@@ -19,7 +19,8 @@ from worker.notices.problems import NB_PROBLEMS, OPERATOR
 from worker.notices.values import EN_PROBLEMS, SERVICES_NB, said_by
 
 __all__ = ["EN_PROBLEMS", "NB_PROBLEMS", "DIGEST_LIMIT", "digest_body", "digest_subject", "failure_body",
-           "failure_subject", "group_of", "operator_notice", "outage_notice", "problem", "record_name"]
+           "failure_subject", "fleet_operator_notice", "group_of", "operator_notice", "outage_notice", "problem",
+           "record_name"]
 
 SUBJECT_PREFIX = "Moment → SpareBank 1 Regnskap: "
 
@@ -259,3 +260,41 @@ def operator_notice(scope: str, service: str, reason: str, since: str, over: boo
             "service; you get one more email when it answers again.\n"
             + ("Fix the SpareBank 1 client id, key or certificate (MSB1_SB1_*), then nothing else is needed.\n"
                if reason == "credentials" else ""))
+
+
+OUTAGE_LIST_LIMIT = 100     # integrations named in one operator email; the rest are counted
+
+
+def _integrations(ids: list[str]) -> str:
+    shown = ", ".join(ids[:OUTAGE_LIST_LIMIT])
+    return shown + (f", … and {len(ids) - OUTAGE_LIST_LIMIT} more (moment-sb1 status)"
+                    if len(ids) > OUTAGE_LIST_LIMIT else "")
+
+
+def fleet_operator_notice(service: str, host: str, reason: str, state: str, since: str, error: str | None,
+                          first: list[str], later: list[str] | tuple = (), until: str | None = None) -> tuple[str, str]:
+    """(subject, body) for the operator (English): an outage of one service at one host,
+    whatever the number of integrations it stops. ``state``: open (it began: ``first`` are
+    the integrations out so far), closed (every one is back: ``later`` joined after the
+    opening email) or brief (it was over before the opening email was due: the only email)."""
+    name = f"{SERVICE_NAMES['en'][service]} ({host})"
+    ids = sorted({*first, *later})
+    where = f"integration {ids[0]}" if len(ids) == 1 else f"{len(ids)} integrations"
+    kinds = {"outage": "does not answer", "access": "refuses access (company key or API key)"}
+    kind = kinds.get(reason, reason)
+    listed = f"Integrations affected ({len(ids)}): {_integrations(ids)}\n"
+    if state == "open":
+        return (f"moment-sb1: {SERVICE_NAMES['en'][service]} {kind} ({where})",
+                f"{name} {kind} for {where} since {since}.\nLast error: {error or '-'}\n{listed}"
+                "Syncs for them wait (no retries spent, nothing dead-lettered) and one probe at a time per "
+                "integration tests the service. This is the one email for this outage until it is over: "
+                "integrations it stops later are named in the email that says it is over.\n")
+    joined = (f"Stopped after the first email ({len(later)}): {_integrations(sorted(later))}\n" if later else "")
+    if state == "brief":
+        return (f"moment-sb1: {SERVICE_NAMES['en'][service]} {kind} for a while, now over ({where})",
+                f"{name} {kind} for {where} from {since} to {until}; it was over before the outage email "
+                f"was due, so this is the only one.\nLast error: {error or '-'}\n{listed}"
+                "The waiting syncs run now.\n")
+    return (f"moment-sb1: {SERVICE_NAMES['en'][service]} is back for {where}",
+            f"{name} answers again for every integration it stopped (down since {since}, over at {until}); "
+            f"the waiting syncs run now.\n{listed}{joined}")
