@@ -291,8 +291,9 @@ def fleet_operator_notice(service: str, host: str, reason: str, state: str, sinc
                 "integrations it stops later are named in the email that says it is over.\n")
     joined = (f"Stopped after the first email ({len(later)}): {_integrations(sorted(later))}\n" if later else "")
     if state == "brief":
-        return (f"moment-sb1: {SERVICE_NAMES['en'][service]} {kind} for a while, now over ({where})",
-                f"{name} {kind} for {where} from {since} to {until}; it was over before the outage email "
+        was = {"outage": "did not answer", "access": "refused access (company key or API key)"}.get(reason, reason)
+        return (f"moment-sb1: {SERVICE_NAMES['en'][service]} {was} for a while, over now ({where})",
+                f"{name} {was} for {where} from {since} to {until}; it was over before the outage email "
                 f"was due, so this is the only one.\nLast error: {error or '-'}\n{listed}"
                 "The waiting syncs run now.\n")
     return (f"moment-sb1: {SERVICE_NAMES['en'][service]} is back for {where}",
