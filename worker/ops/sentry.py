@@ -83,3 +83,18 @@ def report_failure(error: BaseException, *, integration_id: str, data_type: str,
         scope.set_context("record", {"moment_id": record_id})
         scope.fingerprint = ["record-failed", integration_id, data_type, kind]
         sentry_sdk.capture_exception(error)
+
+
+def report_outage(subject: str, *, service: str, host: str, reason: str, state: str, since: str,
+                  integrations: list[str], later: list[str] | tuple = ()) -> None:
+    """One Sentry event for a fleet outage's beginning or end (``state``: open, closed or
+    brief), whatever the number of integrations it stops: they are named in its context."""
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("service", service)
+        scope.set_tag("host", host)
+        scope.set_tag("circuit", "open" if state == "open" else "closed")
+        scope.set_tag("integrations", len(integrations))
+        scope.set_context("outage", {"service": service, "host": host, "reason": reason, "since": since,
+                                     "integrations": sorted(integrations), "stopped_later": sorted(later)})
+        scope.fingerprint = ["outage", service, host, reason, state]
+        sentry_sdk.capture_message(subject, level="error" if state == "open" else "info")
