@@ -21,6 +21,7 @@ from worker.ops.logs import configure_logging
 from worker.ops.metrics import serve_worker_metrics
 from worker.ops.sentry import init_sentry
 from worker.runtime import get_runtime
+from worker.store import schema
 
 __all__ = ["app"]
 
@@ -65,7 +66,15 @@ def _check_before_start(sender, **_):
         print(f"moment-sb1: the worker cannot start: {problem}", file=sys.stderr)
     if problems:
         raise SystemExit(2)
+    try:    # migrate the Redis state of an older release, or refuse a newer one's
+        MIGRATED.extend(schema.at_start(runtime.redis, runtime.keys))
+    except schema.SchemaError as err:
+        print(f"moment-sb1: the worker cannot start: {err}", file=sys.stderr)
+        raise SystemExit(2)
     init_sentry(runtime.settings)
+
+
+MIGRATED: list[str] = []     # what this worker's start did to the Redis state (logged when ready)
 
 
 @signals.worker_ready.connect
@@ -75,6 +84,8 @@ def _say_ready(**_):
     runtime = get_runtime()
     log.info("moment-sb1 worker ready for %d integration(s): %s", len(runtime.integrations),
              ", ".join(sorted(runtime.integrations)))
+    for line in MIGRATED:
+        log.warning("%s", line)
 
 
 @signals.worker_ready.connect
