@@ -89,7 +89,7 @@ def test_backfill_waits_and_reports_then_history_dead_letters_replay_and_purge(s
     sandbox.moment.update("acme", "customers", bad["id"], {"customerNumber": "12AB"})
     start_worker()
     out = run(worker_env, "backfill", "acme", "--wait", "--page-size", "7")
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr                    # a record failed: exit code 1
     assert "queued 30 customers sync(s) for acme from 5 page(s)" in out.stdout
     assert "backfill: 29 written, 1 failed (29 created)" in out.stdout
     assert "of 30 done" in out.stderr and "ETA" in out.stderr          # progress while it ran
@@ -106,6 +106,10 @@ def test_backfill_waits_and_reports_then_history_dead_letters_replay_and_purge(s
     assert "updated" in lines[1] and "changed: name" in lines[1] and "try 1" in lines[1]
     assert "created" in lines[2]
     assert "Nytt Navn" not in text                              # field names, never values
+    # by the number the accountant quotes: the same history
+    assert ok(worker_env, "history", "acme", "customers", "--number", good["customerNumber"]) == text
+    unknown = run(worker_env, "history", "acme", "customers", "--number", "12AB")    # not valid: never kept
+    assert unknown.returncode == 1 and "use the Moment id" in unknown.stderr
     failed = json.loads(ok(worker_env, "history", "acme", "customers", str(bad["id"]), "--json"))
     assert failed[0]["outcome"] == "failed" and "12AB" not in json.dumps(failed)     # the refused value's shape
     assert failed[0]["error"].startswith("the customer number (4 characters: letters and digits) is not a number")
@@ -126,7 +130,8 @@ def test_backfill_waits_and_reports_then_history_dead_letters_replay_and_purge(s
     dry = ok(worker_env, "replay", "--dry-run")
     assert f"would replay acme customers {bad['id']}" in dry and "1 replay(s) would be queued" in dry
     assert r.llen("moment-sb1") == 0
-    assert "replay: 0 written, 1 failed" in ok(worker_env, "replay", "--wait", "--timeout", "30")
+    again = run(worker_env, "replay", "--wait", "--timeout", "30")
+    assert again.returncode == 1 and "replay: 0 written, 1 failed" in again.stdout      # failed again: exit 1
     # purge asks first; "no" keeps it
     kept = run(worker_env, "purge", "--integration", "acme", input="n\n")
     assert kept.returncode == 1 and "Delete 1 dead letter(s) (acme customers)?" in kept.stdout

@@ -99,13 +99,29 @@ def rate_limits(rt, integration) -> dict[str, list[dict]]:
 @main.command()
 @click.argument("integration_id")
 @click.argument("data_type", type=click.Choice(list(DATA_TYPES)))
-@click.argument("record_id", type=int)
+@click.argument("record", metavar="MOMENT_ID")
+@click.option("--number", "by_number", is_flag=True, help="MOMENT_ID is the customer, project or invoice number "
+              "as the accountant quotes it, not Moment's id (a number that is not a valid one of its kind was "
+              "never kept: find that record by its Moment id)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def history(integration_id: str, data_type: str, record_id: int, as_json: bool) -> None:
-    """Every sync of one record (by Moment id), newest first: when, outcome, the try,
-    which fields changed, the error. Kept MSB1_HISTORY_DAYS after its last sync."""
+def history(integration_id: str, data_type: str, record: str, by_number: bool, as_json: bool) -> None:
+    """Every sync of one record (by Moment id, or --number), newest first: when, outcome, the
+    try, which fields changed, the error. Kept MSB1_HISTORY_DAYS after its last sync."""
     rt = load_runtime()
     [integration] = pick(rt, integration_id)
+    if by_number:
+        found = rt.history.by_number(integration.id, data_type, record)
+        if found is None:
+            raise click.ClickException(
+                f"no {data_type} number {plain(record, 40)} synced for {integration.id} in the last "
+                f"{rt.settings.history_days:g} days (a number that is not a valid one of its kind is not kept: "
+                "use the Moment id)")
+        record_id = found
+    elif record.isascii() and record.isdigit():
+        record_id = int(record)
+    else:
+        raise click.BadParameter(f"{plain(record, 40)} is not a Moment id (a number: --number)",
+                                 param_hint="MOMENT_ID")
     entries = rt.history.get(integration.id, data_type, record_id)
     if as_json:
         click.echo(json.dumps(entries, indent=2, ensure_ascii=False))

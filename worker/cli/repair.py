@@ -105,8 +105,12 @@ def _wait_for(rt, runs: list, timeout: float | None) -> dict[str, int]:
     finally:
         if bar is not None:
             bar.render_finish()
+    return _outcomes(current)
+
+
+def _outcomes(runs: list) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for r in current:
+    for r in runs:
         for outcome, n in r.outcomes.items():
             counts[outcome] = counts.get(outcome, 0) + n
     return counts
@@ -138,16 +142,18 @@ def replay(integration_id: str | None, data_type: str | None, record_id: int | N
                        f"{plain(d.error, 200)}")
         click.echo(f"{len(chosen)} replay(s) would be queued")
         return
-    runs, n = [], 0
+    runs, n, skipped = [], 0, 0
     by_type: dict[tuple[str, str], list] = {}
     for i, d in chosen:
         by_type.setdefault((i.id, d.data_type), []).append(d)
     for (iid, dt), letters in sorted(by_type.items()):
         if rt.pauses.is_paused(iid):
             click.echo(f"skipped {len(letters)} {dt} of {iid}: the integration is paused", err=True)
+            skipped += len(letters)
             continue
         if dt not in DATA_TYPES:
             click.echo(f"skipped {len(letters)} dead letter(s) of unknown data type {dt!r}", err=True)
+            skipped += len(letters)
             continue
         run = rt.runs.start(iid, dt, "replay")
         rt.runs.mark(run, [d.record_id for d in letters])
@@ -159,8 +165,13 @@ def replay(integration_id: str | None, data_type: str | None, record_id: int | N
         rt.runs.all_queued(run)
         runs.append(run)
     click.echo(f"queued {n} replay(s)")
+    failed = 0
     if wait and runs:
-        click.echo(f"replay: {_report(_wait_for(rt, [rt.runs.get(r.id) or r for r in runs], timeout))}")
+        counts = _wait_for(rt, [rt.runs.get(r.id) or r for r in runs], timeout)
+        failed = counts.get("failed", 0)
+        click.echo(f"replay: {_report(counts)}")
+    if skipped or failed:       # exit code 1: not everything asked for was replayed, or it failed again
+        sys.exit(1)
 
 
 @main.command()
@@ -182,10 +193,47 @@ def purge(integration_id: str | None, data_type: str | None, record_id: int | No
     click.echo(f"deleted {removed} dead letter(s)")
 
 
+def in_dependency_order(data_types) -> list[str]:
+    """The chosen types a company selects, each after the types it depends on (customers,
+    projects, invoices): queued in this order, a company's bulk lane syncs them in it."""
+    order: list[str] = []
+
+    def add(name: str) -> None:
+        for dep in DATA_TYPES[name].depends_on:
+            if dep in data_types:
+                add(dep)
+        if name not in order:
+            order.append(name)
+    for name in CHOSEN_TYPES:
+        if name in data_types:
+            add(name)
+    return order
+
+
+def _backfill_one(rt, integration, data_type: str, since_utc, *, restart: bool, page_size: int, lane: str,
+                  say) -> tuple[object, object]:
+    """Queue one company's records of one type: (its run, run_backfill's result)."""
+    run = rt.runs.start(integration.id, data_type, "backfill")
+    try:
+        result = run_backfill(rt, integration, data_type, since_utc, page_size=page_size, restart=restart,
+                              say=say, run=run, lane=lane)
+    except RedisError as err:
+        raise click.ClickException(f"Redis is not reachable ({type(err).__name__}); nothing more was queued. "
+                                   "Run the same command again when it is back: it resumes.") from None
+    finally:
+        try:
+            rt.runs.all_queued(run)
+        except RedisError:
+            pass
+    return run, result
+
+
 @main.command()
-@click.argument("integration_id")
-@click.option("--data-type", type=click.Choice(list(CHOSEN_TYPES)), default="customers", show_default=True,
-              help="what to backfill")
+@click.argument("integration_id", required=False)
+@click.option("--all", "every", is_flag=True, help="every integration (one summary line per company)")
+@click.option("--data-type", type=click.Choice([*CHOSEN_TYPES, "all"]), default=None,
+              help="what to backfill; all: every type the company selects, in dependency order "
+                   "(customers, projects, invoices)  [default: customers; with --all: all]")
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
               help="only records modified since (UTC)")
 @click.option("--restart", is_flag=True, help="start from the first page, not where a stopped run ended")
@@ -196,41 +244,72 @@ def purge(integration_id: str | None, data_type: str | None, record_id: int | No
               "queued like changes (only to compare, as the fairness benchmark does)")
 @WAIT_OPTION
 @TIMEOUT_OPTION
-def backfill(integration_id: str, data_type: str, since: datetime | None, restart: bool, page_size: int,
-             lane: str, wait: bool, timeout: float | None) -> None:
-    """Queue a sync of every Moment record of one type (or those modified since a date).
+def backfill(integration_id: str | None, every: bool, data_type: str | None, since: datetime | None,
+             restart: bool, page_size: int, lane: str, wait: bool, timeout: float | None) -> None:
+    """Queue a sync of every Moment record of one type (or those modified since a date), for
+    one integration or, with --all, for every one (onboarding a fleet is one command).
 
-    A page that fails is tried again; if it keeps failing, the backfill stops and the same
-    command resumes where it stopped. `status` shows its progress; --wait follows it here."""
+    A page that fails is tried again; if it keeps failing, that company's backfill stops and
+    the same command resumes where it stopped. `status` shows the progress; --wait follows it
+    here. Exit code 1 when a company's backfill stopped, was skipped (paused) or, with --wait,
+    a record failed."""
     rt = load_runtime()
-    [integration] = pick(rt, integration_id)
-    if not integration.wants(data_type):
-        raise click.ClickException(f"{integration_id} does not transfer {data_type}")
-    if rt.pauses.is_paused(integration.id):
-        raise click.ClickException(f"{integration_id} is paused; `moment-sb1 resume {integration_id}` first")
+    if every == (integration_id is not None):
+        raise click.ClickException("name one integration, or --all for every one")
+    integrations = pick(rt, integration_id)
+    data_type = data_type or ("all" if every else "customers")
+    if not every:
+        [integration] = integrations
+        if data_type != "all" and not integration.wants(data_type):
+            raise click.ClickException(f"{integration_id} does not transfer {data_type}")
+        if rt.pauses.is_paused(integration.id):
+            raise click.ClickException(f"{integration_id} is paused; `moment-sb1 resume {integration_id}` first")
     since_utc = since.replace(tzinfo=timezone.utc) if since else None
-    run = rt.runs.start(integration.id, data_type, "backfill")
-    try:
-        result = run_backfill(rt, integration, data_type, since_utc, page_size=page_size, restart=restart,
-                              say=lambda line: click.echo(line, err=True), run=run, lane=lane)
-    except RedisError as err:
-        raise click.ClickException(f"Redis is not reachable ({type(err).__name__}); nothing more was queued. "
-                                   "Run the same command again when it is back: it resumes.") from None
-    finally:
-        try:
-            rt.runs.all_queued(run)
-        except RedisError:
-            pass
-    extra = [f"{result.already} already queued"] if result.already else []
-    extra += [f"{result.skipped} listed without a usable id, skipped"] if result.skipped else []
-    click.echo(f"queued {result.queued} {data_type} sync(s) for {integration_id} from {result.pages} page(s)"
-               + (f" ({'; '.join(extra)})" if extra else ""))
-    if result.stopped_at is not None:
-        raise click.ClickException(f"stopped at page {result.stopped_at}: {result.error}. Run the same command "
-                                   "again to resume there.")
-    if wait:
-        counts = _wait_for(rt, [rt.runs.get(run.id) or run], timeout)
-        click.echo(f"backfill: {_report(counts)}")
+    runs: dict[str, list] = {}
+    problems: set[str] = set()        # the integrations that need attention
+    for integration in sorted(integrations, key=lambda i: i.id):
+        iid = integration.id
+        types = in_dependency_order(integration.data_types if data_type == "all" else
+                                    {data_type} & integration.data_types)
+        if not types:
+            continue
+        if rt.pauses.is_paused(iid):
+            problems.add(iid)
+            click.echo(f"{iid}: SKIPPED: paused (`moment-sb1 resume {iid}` first)")
+            continue
+        queued, stopped = [], []
+        for dt in types:
+            run, result = _backfill_one(rt, integration, dt, since_utc, restart=restart, page_size=page_size,
+                                        lane=lane, say=lambda line, dt=dt: click.echo(f"{iid} {dt}: {line}", err=True))
+            runs.setdefault(iid, []).append(run)
+            extra = [f"{result.already} already queued"] if result.already else []
+            extra += [f"{result.skipped} listed without a usable id, skipped"] if result.skipped else []
+            queued.append(f"{result.queued} {dt}" + ("" if every else f" sync(s) for {iid}")
+                          + f" from {result.pages} page(s)" + (f" ({'; '.join(extra)})" if extra else ""))
+            if not every:
+                click.echo(f"queued {queued[-1]}")
+            if result.stopped_at is not None:
+                stopped.append(f"{dt} stopped at page {result.stopped_at}: {result.error}")
+                break           # what depends on it waits for the same command to resume
+        if not every and stopped:
+            raise click.ClickException(f"{stopped[0].split(' ', 1)[1]}. Run the same command again to resume there.")
+        if stopped:
+            problems.add(iid)
+        if every:
+            click.echo(f"{iid}: {'STOPPED ' + '; '.join(stopped) + '; ' if stopped else ''}queued "
+                       + ", ".join(queued))
+    if wait and runs:
+        _wait_for(rt, [r for rs in runs.values() for r in rs], timeout)
+        for iid, rs in sorted(runs.items()):
+            counts = _outcomes([rt.runs.get(r.id) or r for r in rs])
+            if counts.get("failed"):
+                problems.add(iid)
+            click.echo(f"{iid + ': ' if every else ''}backfill: {_report(counts)}")
+    if problems:
+        if every:
+            click.echo(f"{len(problems)} integration(s) need attention (above); the same command resumes a stopped "
+                       "backfill where it stopped", err=True)
+        sys.exit(1)
 
 
 # Strings of a body that say nothing of a person: dates and times, GUIDs (``_createguid``)

@@ -8,6 +8,9 @@ Records (``worker.store.records``, ``worker.store.batch``):
   ``{p}:dead:{integration}``                  hash  "{type}:{record id}" → dead letter
   ``{p}:stats:{integration}``                 hash  counters (created, updated, unchanged, failed, ...)
   ``{p}:history:{integration}:{type}:{id}``   list  the record's last syncs, newest first
+  ``{p}:history-numbers:{integration}:{type}``  hash  valid number → the Moment id last synced
+                                              under it (``history --number``; only numbers
+                                              ``NUMBER_OK`` accepts, which say nothing of a person)
   ``{p}:lock:{integration}:{type}:{id}``      one writer per record
   ``{p}:number-lock:{integration}:{type}:{keyed}``  one writer per customer/project number
                                               (the number keyed by HMAC, never in clear)
@@ -96,6 +99,9 @@ class Keys:
 
     def history(self, integration_id: str, data_type: str, record_id: int) -> str:
         return f"{self.prefix}:history:{integration_id}:{data_type}:{record_id}"
+
+    def history_numbers(self, integration_id: str, data_type: str) -> str:
+        return f"{self.prefix}:history-numbers:{integration_id}:{data_type}"
 
     def lock(self, integration_id: str, data_type: str, record_id: int) -> str:
         return f"{self.prefix}:lock:{integration_id}:{data_type}:{record_id}"

@@ -231,8 +231,17 @@ class History:
         pipe.lpush(key, json.dumps(entry, ensure_ascii=False))
         pipe.ltrim(key, 0, self.KEEP - 1)
         pipe.expire(key, self.ttl)
+        if entry.get("number"):       # a valid number only (the caller's ``NUMBER_OK``): by it too
+            index = self.keys.history_numbers(integration_id, data_type)
+            pipe.hset(index, entry["number"], str(record_id))
+            pipe.expire(index, self.ttl)
         if own:
             pipe.execute()
+
+    def by_number(self, integration_id: str, data_type: str, number: str) -> int | None:
+        """The Moment id last synced under this number (a valid one: others were never kept)."""
+        raw = self.redis.hget(self.keys.history_numbers(integration_id, data_type), number.strip())
+        return int(raw) if raw else None
 
     def get(self, integration_id: str, data_type: str, record_id: int) -> list[dict[str, Any]]:
         return [json.loads(raw) for raw in self.redis.lrange(self.keys.history(integration_id, data_type, record_id),
