@@ -6,16 +6,31 @@ import sys
 import time
 
 import click
+import redis
 
 from schemas.text import plain
-from worker.broker import app, beat_timing
 from worker.app import startup_problems
+from worker.broker import app, beat_timing
 from worker.cli.base import NODE_PREFIX, load_runtime, load_settings, main, runtime_or_exit
 from worker.cli.checks import online_checks
 from worker.config.queues import BULK_QUEUE, LIVE_QUEUE
 from worker.config.settings import unknown_variables
 from worker.intake.receiver import serve
 from worker.runtime import get_runtime
+from worker.store import schema
+
+
+def refuse_a_newer_state(what: str) -> None:
+    """Beat and the receiver never migrate the Redis state (a worker does as it starts):
+    they refuse, in one line with exit code 2, a state newer than this release knows."""
+    rt = get_runtime()
+    try:
+        problem = schema.check(rt.redis, rt.keys)
+    except redis.RedisError:
+        return              # Redis not up yet: the process waits for it as it always has
+    if problem:
+        click.echo(f"moment-sb1: {what} cannot start: {problem}", err=True)
+        raise SystemExit(2)
 
 
 @main.command("check-config")
@@ -80,6 +95,7 @@ def beat(ctx: click.Context, no_restart: bool) -> None:
     import signal
     import subprocess
     settings = runtime_or_exit().settings
+    refuse_a_newer_state("beat")
     longest_pause = beat_timing(settings.poll_interval)[0]
     argv = [sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", settings.log_level, *ctx.args]
     if no_restart:
@@ -115,6 +131,7 @@ def beat(ctx: click.Context, no_restart: bool) -> None:
 def webhooks(host: str, port: int, threads: int | None) -> None:
     """Run the webhook receiver (POST /webhooks/{integration}/{secret})."""
     rt = runtime_or_exit("webhook_secret")     # and no other secret
+    refuse_a_newer_state("the webhook receiver")
     if rt.settings.webhook_metrics_port == port:
         click.echo(f"moment-sb1: MSB1_WEBHOOK_METRICS_PORT must not be the webhook port ({port}): the figures "
                    "name every integration and are never served on the public port", err=True)
