@@ -64,6 +64,7 @@ NOISE_MAX = 0.3           # a share of 429s above this (8 or more) is never nois
 NOISE_HALF_LIFE = 600.0   # seconds
 TEST_CALLS = 40           # calls after a cut before it is judged (with 3 or more 429s; else more)
 TEST_SECONDS = 12         # after a cut's hold: the seconds whose 429s judge it (at most)
+TEST2_SECONDS = 4         # the second cut's test: its rate holds still that long
 TEST_MOST = 100           # calls after a cut that judge it (or 3 429s in TEST_CALLS)
 NOISE_UNDO = 0.15         # a share of 429s after a cut up to this (or twice the share before) may be noise
 FIRST_K, FIRST_SHARE = 5, 0.12   # in the first second of calls: this many 429s, above this share, cut
@@ -172,8 +173,9 @@ if t_from and not strong then
   -- the last cut's test: the share of 429s in the {test_seconds} s after its hold. None (or
   -- few): it worked. Some: the first time, a second cut, deeper; if they go on as often after
   -- that one too, they do not depend on the rate: noise, and both cuts are undone
-  local tn, tk = window(key, t_from, math.min(sec, t_from + {test_seconds} - 1))
-  if sec < t_from + {test_seconds} and not (tk >= 3 and tn >= {test_calls}) and tn < {test_most} then
+  local span = stage < 2 and {test_seconds} or {test2_seconds}
+  local tn, tk = window(key, t_from, math.min(sec, t_from + span - 1))
+  if sec < t_from + span and not (tk >= 3 and tn >= {test_calls}) and tn < {test_most} then
     return tostring(rate)                               -- too early to judge
   end
   local share = tk / math.max(1, tn)
@@ -220,8 +222,10 @@ if again then       -- the 429s went on after a cut: halve the rate (a limit the
   after = 0                       -- an experiment: the first cut's hold honoured the Retry-After
 end
 -- its test: the seconds after the answers to calls still under way (in the hold none leave)
-redis.call('HSET', key, 'base', tostring(new), 'cut_at', tostring(now), 'lim', tostring(math.max(new, est)),
-           't_from', tostring(math.floor(now + 0.2) + 1), 'guard', tostring(now + math.max(1, after)))
+local t_next = math.floor(now + 0.2) + 1
+-- the second cut's rate holds still while it is tested (a climb would reach a limit again)
+redis.call('HSET', key, 'base', tostring(new), 'cut_at', tostring(again and t_next + {test2_seconds} or now),
+           'lim', tostring(math.max(new, est)), 't_from', tostring(t_next), 'guard', tostring(now + math.max(1, after)))
 if again then                                           -- the second cut: the first one's state kept
   redis.call('HSET', key, 't_frac', tostring(again[1]), 't_stage', '2')
 else
@@ -235,6 +239,7 @@ redis.call('HINCRBY', key, 'epoch', 1)
 return tostring(new)
 """.replace("{noise_max}", repr(NOISE_MAX)).replace("{noise_undo}", repr(NOISE_UNDO)).replace("{test_seconds}", str(TEST_SECONDS)).replace("{test_calls}", str(TEST_CALLS)) \
    .replace("{test_most}", str(TEST_MOST)) \
+   .replace("{test2_seconds}", str(TEST2_SECONDS)) \
    .replace("{slots}", str(SLOTS)).replace("{half_life}", repr(NOISE_HALF_LIFE)) \
    .replace("{headroom}", repr(HEADROOM)).replace("{cut}", repr(CUT)).replace("{second}", repr(SECOND_CUT)) \
    .replace("{first_k}", str(FIRST_K)).replace("{first_share}", repr(FIRST_SHARE)).replace("{climb}", repr(CLIMB))
