@@ -170,8 +170,8 @@ def publish_digest(integration_id: str, countdown: float) -> None:
     app.send_task(DIGEST_TASK, args=[integration_id], countdown=countdown)
 
 
-def publish_event_check(integration_id: str, data_type: str, record_id: int, sb1_id: int, operation: str) -> None:
+def publish_event_check(integration_id: str, data_type: str, record_id: int, sb1_id: int, operation: str) -> str:
     """Check a record SpareBank 1 Regnskap says was changed or deleted there (``tasks.events``);
     gives up quickly when Redis is away (the receiver answers 503)."""
-    app.send_task(EVENT_TASK, args=[integration_id, data_type, int(record_id), int(sb1_id), operation],
-                  queue=LIVE_QUEUE, retry_policy=QUICK_RETRY)
+    return app.send_task(EVENT_TASK, args=[integration_id, data_type, int(record_id), int(sb1_id), operation],
+                         queue=LIVE_QUEUE, retry_policy=QUICK_RETRY).id

@@ -160,7 +160,7 @@ def receive(rt: Runtime, integration_id: str, request) -> dict[str, Any]:
             return dict(status=202, decision="coalesced", reason="folded into a queued check", integration_id=iid,
                         body={"status": "coalesced"}, **what)
         try:
-            publish_event_check(iid, data_type, owner, sb1_id, operation)
+            what["task_id"] = publish_event_check(iid, data_type, owner, sb1_id, operation)
         except BaseException:
             rt.redis.delete(pending)
             raise

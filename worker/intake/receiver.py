@@ -138,7 +138,8 @@ def create_app(runtime: Runtime | None = None) -> Flask:
             return resp
         status = "queued" if task_id else "coalesced"
         return answer(202, status, "queued" if task_id else "folded into a queued sync", iid,
-                      body={"status": status, "data_type": event.data_type, "id": event.record_id}, **what)
+                      body={"status": status, "data_type": event.data_type, "id": event.record_id},
+                      **({"task_id": task_id} if task_id else {}), **what)   # the sync's lines carry it too
 
     @app.post(events.ROUTE)
     def sb1_event(integration_id: str):
