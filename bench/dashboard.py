@@ -44,6 +44,16 @@ class Panel:
     compute: Callable[[Series, int], dict[str, float]]   # the same, at one point of the run
 
 
+@dataclass
+class Table:
+    """The fleet table: one row per company, one column per instant query (not in the picture)."""
+    title: str
+    columns: list[tuple[str, str, str]]      # (header, expression, unit)
+
+
+COMPANY = 'integration=~"$company"'          # the dashboard's company variable (All: every one)
+
+
 def _by(samples: Samples, name: str, label: str | None) -> dict[str, float]:
     out: dict[str, float] = defaultdict(float)
     for (metric, labels), value in samples.items():
@@ -98,41 +108,102 @@ def quantiles(series: Series, i: int) -> dict[str, float]:
     return out
 
 
+def both(*computes: Callable[[Series, int], dict[str, float]]) -> Callable[[Series, int], dict[str, float]]:
+    def compute(series: Series, i: int) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for c in computes:
+            out.update(c(series, i))
+        return out
+    return compute
+
+
+def tries_not_final(series: Series, i: int) -> dict[str, float]:
+    return {k: v for k, v in rate_by("msb1_sync_tries_total", "result")(series, i).items() if k != "final"}
+
+
+FLEET = Table("Fleet (problems first: circuits, dead letters, paused)", [
+    ("circuits open", f'count by (integration) (max by (integration, service) (msb1_circuit_open{{{COMPANY}}}))', "short"),
+    ("dead letters", f'max by (integration) (msb1_dead_letters{{{COMPANY}}})', "short"),
+    ("paused", f'max by (integration) (msb1_integration_paused{{{COMPANY}}})', "short"),
+    ("backlog", f'max by (integration) (msb1_backlog_messages{{{COMPANY}}})', "short"),
+    ("since last write", f'time() - max by (integration) (msb1_last_write_timestamp_seconds{{{COMPANY}}})', "s"),
+    ("poll lag", f'max by (integration) (msb1_poll_lag_seconds{{{COMPANY}}})', "s"),
+])
+
 PANELS = [
-    Panel("Syncs per second, by outcome", "ops",
-          [('sum by (outcome) (rate(msb1_syncs_total[5m]))', "{{outcome}}")], rate_by("msb1_syncs_total", "outcome")),
+    Panel("Syncs per second: final outcomes, and tries repeated or waiting", "ops",
+          [('sum by (outcome) (rate(msb1_sync_outcomes_total[5m]))', "{{outcome}}"),
+           ('sum by (result) (rate(msb1_sync_tries_total{result!="final"}[5m]))', "{{result}} (a try)")],
+          both(rate_by("msb1_sync_outcomes_total", "outcome"), tries_not_final)),
     Panel("Sync duration (one try)", "s",
           [('histogram_quantile(0.5, sum by (le) (rate(msb1_sync_duration_seconds_bucket[5m])))', "p50"),
            ('histogram_quantile(0.99, sum by (le) (rate(msb1_sync_duration_seconds_bucket[5m])))', "p99")], quantiles),
     Panel("Queue", "short",
           [('max by (state) (msb1_queue_messages)', "{{state}}")], gauge_by("msb1_queue_messages", "state")),
+    Panel("Backlog per company (both lanes)", "short",
+          [(f'max by (integration) (msb1_backlog_messages{{{COMPANY}}})', "{{integration}}")],
+          gauge_by("msb1_backlog_messages", "integration")),
     Panel("Dead letters now", "short",
-          [('max by (integration) (msb1_dead_letters)', "{{integration}}")], gauge_by("msb1_dead_letters", "integration")),
+          [(f'max by (integration) (msb1_dead_letters{{{COMPANY}}})', "{{integration}}")],
+          gauge_by("msb1_dead_letters", "integration")),
     Panel("Since the last write to the books", "s",
-          [('time() - max by (integration) (msb1_last_write_timestamp_seconds)', "{{integration}}")],
+          [(f'time() - max by (integration) (msb1_last_write_timestamp_seconds{{{COMPANY}}})', "{{integration}}")],
           gauge_by("msb1_last_write_timestamp_seconds", "integration", lambda v, t: max(0.0, t - v))),
     Panel("Circuits open (syncs waiting for a service)", "short",
-          [('sum by (integration, service) (max without (instance, job) (msb1_circuit_open))',
+          [(f'sum by (integration, service) (max without (instance, job) (msb1_circuit_open{{{COMPANY}}}))',
             "{{integration}} {{service}}")], gauge_by("msb1_circuit_open", "integration")),
     Panel("Webhooks per second, by decision", "ops",
-          [('sum by (decision) (rate(msb1_webhooks_total[5m]))', "{{decision}}")],
+          [(f'sum by (decision) (rate(msb1_webhooks_total{{{COMPANY}}}[5m]))', "{{decision}}")],
           rate_by("msb1_webhooks_total", "decision")),
     Panel("Paused integrations", "short",
-          [('max by (integration) (msb1_integration_paused)', "{{integration}}")],
+          [(f'max by (integration) (msb1_integration_paused{{{COMPANY}}})', "{{integration}}")],
           gauge_by("msb1_integration_paused", "integration")),
     Panel("Poll lag", "s",
-          [('max by (integration, data_type) (msb1_poll_lag_seconds)', "{{integration}} {{data_type}}")],
+          [(f'max by (integration) (msb1_poll_lag_seconds{{{COMPANY}}})', "{{integration}}")],
           gauge_by("msb1_poll_lag_seconds", "integration")),
 ]
 
 
+def fleet_panel(table: Table, n: int) -> dict:
+    refs = [chr(65 + k) for k in range(len(table.columns))]
+    return {
+        "id": n, "type": "table", "title": table.title,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "gridPos": {"h": 10, "w": 24, "x": 0, "y": 0},
+        "fieldConfig": {"defaults": {}, "overrides": [
+            {"matcher": {"id": "byName", "options": header}, "properties": [{"id": "unit", "value": unit}]}
+            for header, _, unit in table.columns]},
+        "options": {"showHeader": True, "sortBy": [{"displayName": "dead letters", "desc": True}]},
+        "targets": [{"refId": ref, "expr": expr, "format": "table", "instant": True, "range": False}
+                    for ref, (_, expr, _) in zip(refs, table.columns)],
+        "transformations": [
+            {"id": "merge", "options": {}},
+            {"id": "organize", "options": {
+                "excludeByName": {"Time": True},
+                "indexByName": {"integration": 0, **{header: k + 1 for k, (header, _, _) in enumerate(table.columns)}},
+                "renameByName": {"integration": "company",
+                                 **{f"Value #{ref}": header for ref, (header, _, _) in zip(refs, table.columns)}}}},
+        ],
+    }
+
+
+COMPANY_VARIABLE = {
+    "name": "company", "label": "Company", "type": "query",
+    "datasource": {"type": "prometheus", "uid": "${datasource}"},
+    "definition": "label_values(msb1_dead_letters, integration)",
+    "query": {"query": "label_values(msb1_dead_letters, integration)", "refId": "PrometheusVariableQueryEditor"},
+    "refresh": 2, "sort": 1, "multi": True, "includeAll": True, "allValue": ".*",
+    "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "options": [], "hide": 0,
+}
+
+
 def grafana_json() -> dict:
-    panels = []
+    panels = [fleet_panel(FLEET, 1)]
     for n, panel in enumerate(PANELS):
         panels.append({
-            "id": n + 1, "type": "timeseries", "title": panel.title,
+            "id": n + 2, "type": "timeseries", "title": panel.title,
             "datasource": {"type": "prometheus", "uid": "${datasource}"},
-            "gridPos": {"h": 8, "w": 8, "x": (n % 3) * 8, "y": (n // 3) * 8},
+            "gridPos": {"h": 8, "w": 8, "x": (n % 3) * 8, "y": 10 + (n // 3) * 8},
             "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
             "targets": [{"refId": chr(65 + k), "expr": expr, "legendFormat": legend}
                         for k, (expr, legend) in enumerate(panel.promql)],
@@ -141,7 +212,7 @@ def grafana_json() -> dict:
         "title": "moment-sb1", "uid": "moment-sb1", "schemaVersion": 39, "version": 1, "editable": True,
         "time": {"from": "now-6h", "to": "now"}, "refresh": "30s", "tags": ["moment-sb1"],
         "templating": {"list": [{"name": "datasource", "type": "datasource", "query": "prometheus",
-                                 "label": "Prometheus"}]},
+                                 "label": "Prometheus"}, COMPANY_VARIABLE]},
         "annotations": {"list": []},
         "panels": panels,
     }
@@ -257,7 +328,8 @@ def draw(series: Series, events: list[tuple[float, str]], start: float, path: Pa
                          "axes.edgecolor": "#2c3235", "axes.labelcolor": "#ccccdc", "xtick.color": "#8e8e8e",
                          "ytick.color": "#8e8e8e", "text.color": "#ccccdc", "grid.color": "#2c3235",
                          "legend.facecolor": "#181b1f", "legend.edgecolor": "#2c3235"})
-    fig, axes = plt.subplots(3, 3, figsize=(15, 9))
+    rows = -(-len(PANELS) // 3)
+    fig, axes = plt.subplots(rows, 3, figsize=(15, 3 * rows))
     times = [t - start for t, _ in series]
     for panel, ax in zip(PANELS, axes.flat):
         lines: dict[str, list[float]] = defaultdict(lambda: [float("nan")] * len(series))
@@ -275,6 +347,8 @@ def draw(series: Series, events: list[tuple[float, str]], start: float, path: Pa
         ax.set_xlabel(f"seconds into the run ({panel.unit})", fontsize=7)
     fig.suptitle("moment-sb1 — a 90 s run against the sandbox: " + "; ".join(f"{t:.0f}s {text}" for t, text in events),
                  fontsize=8, x=0.01, ha="left")
+    for ax in list(axes.flat)[len(PANELS):]:
+        ax.axis("off")
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import requests
 from conftest import API_KEYS, COMPANY_KEYS, ROOT, free_port, log_entries, wait_until
 
 from sandbox.moment import seed_customers
+from worker.ops.metrics import _version
 
 ACME = COMPANY_KEYS["acme"]
 pytestmark = pytest.mark.slow
@@ -193,17 +195,20 @@ def test_worker_metrics_and_json_logs(sandbox, start_worker, worker_env, r, tmp_
 
     def scraped():
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        return text if metric(text, "msb1_syncs_total", integration="acme", data_type="customers",
+        return text if metric(text, "msb1_sync_outcomes_total", data_type="customers",
                               outcome="failed") == 1 else None
     text = wait_until(scraped, 10, message="the counters on the worker's endpoint")
-    assert metric(text, "msb1_syncs_total", integration="acme", data_type="customers", outcome="created") == 2
-    assert metric(text, "msb1_sync_duration_seconds_count", integration="acme", data_type="customers") == 3
+    assert metric(text, "msb1_sync_outcomes_total", data_type="customers", outcome="created") == 2
+    assert metric(text, "msb1_sync_tries_total", data_type="customers", result="final") == 3
+    assert metric(text, "msb1_sync_duration_seconds_count", data_type="customers") == 3
+    assert metric(text, "msb1_build_info", version=_version(), python=platform.python_version()) == 1
+    assert metric(text, "msb1_backlog_messages", integration="acme") == 0
     assert metric(text, "msb1_dead_letters", integration="acme") == 1
     assert metric(text, "msb1_dead_letters", integration="fjord") == 0
     assert metric(text, "msb1_redis_up") == 1
     assert metric(text, "msb1_queue_messages", state="waiting") == 0
     assert abs(metric(text, "msb1_last_write_timestamp_seconds", integration="acme") - time.time()) < 60
-    assert metric(text, "msb1_integration_paused", integration="acme") == 0
+    assert metric(text, "msb1_integration_paused", integration="acme") is None     # only those paused
     # every metric the Grafana dashboard in the repo asks for is served
     import re
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "moment-sb1.json").read_text())

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from worker.ops.metrics import SYNCS
+from worker.ops.metrics import count_sync
 from worker.store.keys import Keys
 
 
@@ -170,7 +170,7 @@ class Stats:
         self.redis, self.keys = r, keys
 
     def incr(self, integration_id: str, data_type: str, outcome: str, pipe=None) -> None:
-        SYNCS.labels(integration_id, data_type, str(outcome)).inc()
+        count_sync(data_type, outcome)
         own = pipe is None
         pipe = self.redis.pipeline(transaction=False) if own else pipe
         pipe.hincrby(self.keys.stats(integration_id), f"{data_type}:{outcome}", 1)

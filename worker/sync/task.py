@@ -274,7 +274,7 @@ class RecordSync(RuntimeTask):
                                         error=f"an unexpected error in the integration ({type(exc).__name__})"))
         finally:
             seconds = time.perf_counter() - started
-            SYNC_SECONDS.labels(iid, ctx.data_type).observe(seconds)
+            SYNC_SECONDS.labels(ctx.data_type).observe(seconds)
         writes = ctx.writes
         since = writes.mark()
         circuits.succeeded(iid, writes.pipe)
