@@ -12,15 +12,25 @@ from schemas.text import plain
 from worker.cli.base import INTEGRATION_OPTION, duration, load_runtime, main, pick, when
 from worker.cli.events import plan_line
 from worker.config.queues import BULK_QUEUE, LIVE_QUEUE
+from worker.store.fleet import fleet
 from worker.store.records import same_problem
 
 
 @main.command()
+@click.argument("integration", required=False, metavar="[INTEGRATION]")
 @INTEGRATION_OPTION
+@click.option("--table", is_flag=True, help="the fleet: one row per company, problems first")
+@click.option("--problems", is_flag=True, help="only the companies that need attention (a table); exit 1 when any")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def status(integration_id: str | None, as_json: bool) -> None:
-    """Queue, transfers, dead letters, pauses and running backfills, per integration."""
+def status(integration: str | None, integration_id: str | None, table: bool, problems: bool, as_json: bool) -> None:
+    """Queue, transfers, dead letters, pauses and running backfills, per integration; or
+    (--table, --problems) one row per company: paused, circuits, dead letters, backlog per
+    lane, last write, poll lag, the last error."""
     rt = load_runtime()
+    integration_id = integration or integration_id
+    if table or problems:
+        fleet_table(rt, integration_id, problems, as_json)
+        return
     last_poll = rt.redis.get(rt.keys.last_poll())
     paused = rt.pauses.all()
     out = {"queue": LIVE_QUEUE, "queued": rt.redis.llen(LIVE_QUEUE), "bulk_queued": rt.redis.llen(BULK_QUEUE),
@@ -82,6 +92,33 @@ def status(integration_id: str | None, as_json: bool) -> None:
                        f"{run['per_second']}/s, ETA {duration(run['eta_seconds'])}")
         for t, cursor in info["poll_cursor"].items():
             click.echo(f"  {t} polled up to: {cursor or 'never'}")
+
+
+TABLE_COLUMNS = ("company", "paused", "circuits", "dead", "live", "bulk", "last write", "poll lag", "last error")
+
+
+def fleet_table(rt, integration_id: str | None, only_problems: bool, as_json: bool) -> None:
+    rows = fleet(rt, pick(rt, integration_id))
+    shown = [r for r in rows if r.problems] if only_problems else rows
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in shown], indent=2, ensure_ascii=False))
+    else:
+        now = time.time()
+        lines = [TABLE_COLUMNS] + [(
+            r.integration, "-" if r.paused_since is None else f"{duration(now - r.paused_since)} ago",
+            ", ".join(r.circuits) or "-", str(r.dead_letters), str(r.backlog.get("live", 0)),
+            str(r.backlog.get("bulk", 0)), "never" if r.last_write is None else f"{duration(now - r.last_write)} ago",
+            "never" if r.poll_lag_seconds is None else duration(r.poll_lag_seconds),
+            plain(r.last_error, 60) if r.last_error else "-") for r in shown]
+        widths = [max(len(line[k]) for line in lines) for k in range(len(TABLE_COLUMNS) - 1)]
+        for line in lines:
+            click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])
+        needing = sum(1 for r in rows if r.problems)
+        click.echo(f"{needing} of {len(rows)} compan{'y' if len(rows) == 1 else 'ies'} need attention"
+                   + (": " + ", ".join(f"{r.integration} ({', '.join(r.problems)})" for r in rows if r.problems)
+                      if needing and needing <= 10 else ""))
+    if only_problems and shown:
+        raise SystemExit(1)
 
 
 def rate_limits(rt, integration) -> dict[str, list[dict]]:
