@@ -16,10 +16,13 @@ While it is open, the syncs of that integration wait: each is put back on the qu
 dead letter because of the outage. One of them at a time probes the service with a cheap
 read; when that answers, the circuit closes and the waiting syncs run.
 
-Notices, each once: the operator (Sentry and ``MSB1_OPERATOR_EMAIL``) when a circuit opens
-and when it closes; the company when its own access was refused (at once), or when an
-outage of its services lasts longer than ``MSB1_OUTAGE_NOTICE_AFTER``, and then when it is
-over. Credential problems of the integrator are the operator's alone.
+Notices, each once: the operator (Sentry and ``MSB1_OPERATOR_EMAIL``) when an outage opens
+and when it is over, one per service and host however many companies it stops (a company's
+circuit joins the fleet outage of its service, host and reason: ``worker.notices.outages``;
+the identity server's one circuit is its own outage); the company when its own access was
+refused (at once), or when an outage of its services lasts longer than
+``MSB1_OUTAGE_NOTICE_AFTER``, and then when it is over. Credential problems of the
+integrator are the operator's alone.
 
 Its Redis keys: ``worker.store.keys`` (outages).
 """
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import redis
 import sentry_sdk
@@ -41,6 +45,7 @@ from worker.config.integrations import Integration
 from worker.config.settings import Settings
 from worker.notices import templates
 from worker.notices.mail import make_email
+from worker.notices.outages import Outages
 from worker.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -82,6 +87,9 @@ class Circuits:
                  probe: Callable[[Integration, str], None], send_email: Callable[[EmailMessage], None]):
         self.redis, self.keys, self.settings = r, keys, settings
         self._integrations, self._probe, self._send_email = integrations, probe, send_email
+        self.outages = Outages(r, keys, settings, send_email=send_email,
+                               circuit_open=lambda scope, service: bool(self.redis.exists(
+                                   self._key("circuit", scope, service))))
 
     # --- keys and reading ------------------------------------------------------------------
 
@@ -91,6 +99,14 @@ class Circuits:
 
     def _key(self, kind: str, scope: str, service: str) -> str:
         return self.keys.circuit(kind, scope, service)
+
+    def host(self, scope: str, service: str) -> str:
+        """The host a company's circuit waits for (its outage is that host's)."""
+        integration = self._integrations().get(scope)
+        if integration is None:
+            return "?"
+        url = integration.moment_base_url if service == "moment" else integration.sb1_base_url
+        return urlsplit(url).netloc or url
 
     @staticmethod
     def _services(integration_id: str) -> list[tuple[str, str]]:
@@ -162,10 +178,14 @@ class Circuits:
         key = self._key("circuit", scope, service)
         now = time.time()
         if self.redis.hsetnx(key, "since", f"{now:.3f}"):
-            self.redis.hset(key, mapping={"reason": reason, "error": error[:300]})
+            host = "" if scope == SHARED else self.host(scope, service)
+            self.redis.hset(key, mapping={"reason": reason, "error": error[:300], "host": host})
             circuit = Circuit(scope, service, reason, now, error)
             log.error("circuit open: %s for %s (%s): %s", service, scope, reason, error)
-            self._tell_operator(circuit, over=False)
+            if scope == SHARED:
+                self._tell_operator(circuit, over=False)
+            else:
+                self.outages.joined(scope, service, reason, host, error)
             if reason == "access" and scope != SHARED:
                 self._tell_company(circuit, over=False)
             return circuit
@@ -202,6 +222,8 @@ class Circuits:
         except IntegrationError as exc:
             self.redis.hset(self._key("circuit", circuit.scope, circuit.service), "error", str(exc)[:300])
             log.warning("circuit probe: %s for %s still fails: %s", circuit.service, circuit.scope, exc)
+            if circuit.scope != SHARED:
+                self.outages.still_out(circuit.service, circuit.reason, self.host(circuit.scope, circuit.service))
             self._late_company_notice(circuit)
             return False
         self.close(circuit)
@@ -218,7 +240,11 @@ class Circuits:
             return                      # someone else closed it (and told)
         log.warning("circuit closed: %s for %s answers again (down since %s)", circuit.service, circuit.scope,
                     circuit.since_text)
-        self._tell_operator(circuit, over=True)
+        if circuit.scope == SHARED:
+            self._tell_operator(circuit, over=True)
+        else:
+            self.outages.left(circuit.scope, circuit.service, data.get("reason", circuit.reason),
+                              data.get("host") or self.host(circuit.scope, circuit.service))
         if data.get("company_told") and circuit.scope != SHARED:
             self._tell_company(circuit, over=True)
 
