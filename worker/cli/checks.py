@@ -1,9 +1,11 @@
-"""``moment-sb1 check-config --online``: does every part the worker needs answer, and
-accept what we have? One line per check; none of them writes anything."""
+"""``moment-sb1 check-config``: its lines, one per cause with the integrations it affects,
+and (``--online``) does every part the worker needs answer, and accept what we have? None
+of the checks writes anything."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from clients.eventplans import plan_state
 from clients.moment import DOCUMENT_ROUTE
@@ -13,6 +15,7 @@ from worker.config.integrations import AUTO, Integration
 from worker.config.rules import redacted
 from worker.intake.events import endpoint
 from worker.notices.mail import smtp_session
+from worker.store import schema
 
 
 @dataclass
@@ -32,6 +35,67 @@ def _run(name: str, check: Callable[[], str]) -> Check:
         return Check(name, False, f"{type(err).__name__}{': ' + text if text else ''}")
 
 
+_ONE_INTEGRATION = re.compile(r"integration '([a-z0-9_-]+)', (.*)", re.S)
+
+
+def affected(names: list[str]) -> str:
+    return f"{len(names)} integration(s): {', '.join(sorted(names))}"
+
+
+def by_cause(problems: Iterable[str]) -> list[str]:
+    """Problems one line per cause: "integration 'a', field 'x': file '/k' not found" for 50
+    integrations is one line naming the 50 (in the order the causes came)."""
+    causes: dict[str, list[str]] = {}
+    for problem in problems:
+        match = _ONE_INTEGRATION.fullmatch(problem)
+        cause, iid = (match.group(2), match.group(1)) if match else (problem, None)
+        causes.setdefault(cause, []).extend([iid] if iid else [])
+    return [f"integration {names[0]!r}, {cause}" if len(names) == 1 else
+            f"{cause} ({affected(names)})" if names else cause for cause, names in causes.items()]
+
+
+def missing_secrets(integrations: Iterable[Integration]) -> list[str]:
+    """The secrets this process was not given, one line per secret and why."""
+    causes: dict[tuple[str, str], list[str]] = {}
+    for i in integrations:
+        for name, problem in sorted(i.missing.items()):
+            # "environment variable ACME_WEBHOOK_SECRET is not set": the same cause for each company
+            kind = re.sub(r"(environment variable|file) \S+", r"\1 …", problem)
+            causes.setdefault((name, kind), []).append((i.id, problem))
+    lines = []
+    for (name, kind), pairs in causes.items():
+        said = {problem for _, problem in pairs}
+        why = said.pop() if len(said) == 1 else kind      # one file shared by all: named
+        lines.append(f"{pairs[0][0]}: {name} not in this process ({why})" if len(pairs) == 1 else
+                     f"{name} not in this process ({why}) for {affected([iid for iid, _ in pairs])}")
+    return lines
+
+
+def grouped_checks(checks: Iterable[Check], integrations) -> Iterator[tuple[Check, list[str]]]:
+    """The online checks one line per cause: a check of an integration ("acme: Moment") that
+    failed as others did (the same part, the same error once the integration's own names are
+    taken out) is one line with the integrations it affects, after the passed checks."""
+    failures: dict[tuple[str, str], tuple[Check, list[str]]] = {}
+    for check in checks:
+        iid, _, part = check.name.partition(": ")
+        integration = integrations.get(iid) if part else None
+        if check.ok or integration is None:
+            yield check, []
+            continue
+        detail = check.detail
+        for own in {integration.moment_company, integration.id, integration.company_key} - {""}:
+            detail = re.sub(rf"(?<![\w-]){re.escape(own)}(?![\w-])", "{company}", detail)
+        key = (part, detail)
+        if key not in failures:
+            failures[key] = (Check(part, False, detail), [])
+        failures[key][1].append(iid)
+    for check, names in failures.values():
+        if len(names) == 1:
+            yield Check(f"{names[0]}: {check.name}", False, check.detail.replace("{company}", names[0])), []
+        else:
+            yield check, names
+
+
 def online_checks(rt) -> Iterator[Check]:
     settings = rt.settings
 
@@ -39,6 +103,13 @@ def online_checks(rt) -> Iterator[Check]:
         rt.redis.ping()
         return f"{redacted(settings.redis_url)} answers"
     yield _run("Redis", redis_ok)
+
+    def state_ok() -> str:          # the worker refuses a state newer than its release
+        if problem := schema.check(rt.redis, rt.keys):
+            raise LookupError(problem)
+        version = schema.stored_version(rt.redis, rt.keys)
+        return f"state version {version or 'none yet'} (this release: {schema.SCHEMA_VERSION})"
+    yield _run("Redis state", state_ok)
 
     def smtp_ok() -> str:
         with smtp_session(settings, timeout=10) as smtp:

@@ -12,7 +12,7 @@ from schemas.text import plain
 from worker.app import startup_problems
 from worker.broker import app, beat_timing
 from worker.cli.base import NODE_PREFIX, load_runtime, load_settings, main, runtime_or_exit
-from worker.cli.checks import online_checks
+from worker.cli.checks import affected, by_cause, grouped_checks, missing_secrets, online_checks
 from worker.config.queues import BULK_QUEUE, LIVE_QUEUE
 from worker.config.settings import unknown_variables
 from worker.intake.receiver import serve
@@ -39,28 +39,30 @@ def refuse_a_newer_state(what: str) -> None:
               "revenue accounts and VAT codes. Writes nothing.")
 def check_config(online: bool) -> None:
     """Validate the settings, the integrations file and the integrator's credentials: every
-    check the worker makes before it starts (exit code 1 and one line per problem)."""
+    check the worker makes before it starts (``worker.app.startup_problems``, the same
+    function), exit code 1 when one fails. Each cause is one line, with the integrations it
+    affects (one missing key file shared by 50 companies is one line naming the 50)."""
     load_settings()
     for problem in unknown_variables():
         click.echo(f"warning: {problem}", err=True)
     rt = get_runtime()
     problems = startup_problems(rt)
     if problems:
-        raise click.ClickException("\n".join(problems))
+        raise click.ClickException("\n".join(by_cause(problems)))
     integrations = rt.integrations
     for i in integrations.values():
         click.echo(f"{i.id}: Moment company {i.moment_company} → {i.sb1_base_url} "
                    f"({', '.join(sorted(i.data_types))}); failures mailed to {i.notify_email}")
-        for name, problem in sorted(i.missing.items()):
-            click.echo(f"note: {i.id}: {name} not in this process ({problem}); the process that uses it "
-                       "must have it", err=True)
+    for line in missing_secrets(integrations.values()):
+        click.echo(f"note: {line}; the process that uses it must have it", err=True)
     click.echo(f"{len(integrations)} integration(s) OK")
     if not online:
         return
     failed = 0
-    for check in online_checks(load_runtime()):
+    for check, names in grouped_checks(online_checks(load_runtime()), integrations):
         failed += not check.ok
-        click.echo(f"{'ok  ' if check.ok else 'FAIL'}  {check.name}: {plain(check.detail, 300)}")
+        click.echo(f"{'ok  ' if check.ok else 'FAIL'}  {check.name}: {plain(check.detail, 300)}"
+                   + (f" ({affected(names)})" if names else ""))
     if failed:
         raise click.ClickException(f"{failed} check(s) failed")
     click.echo("every check passed")
