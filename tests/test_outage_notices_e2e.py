@@ -20,7 +20,7 @@ from worker.store.keys import Keys
 OPS = "drift@integrator.example"
 FAST = {"MSB1_OPERATOR_EMAIL": OPS, "MSB1_CIRCUIT_THRESHOLD": "2", "MSB1_CIRCUIT_WINDOW": "30",
         "MSB1_CIRCUIT_PROBE_INTERVAL": "1"}
-FIRST, LATER = 25, 5            # companies out at the first email; companies the outage stops after it
+FIRST, LATER = 42, 8            # companies out at the first email; companies the outage stops after it
 
 
 def fleet(sandbox, path, count: int) -> tuple[list[str], dict[str, str], dict[str, int]]:
