@@ -78,7 +78,7 @@ def config(tmp_path_factory):
 def test_every_service_has_a_healthcheck_and_rotated_logs(config):
     services = config["services"]
     assert set(services) == {"redis", "worker", "worker-live", "beat", "webhooks", "proxy", "flower", "sandbox",
-                             "mailpit", "sandbox-worker"}
+                             "mailpit", "sandbox-worker", "prometheus"}
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         logging = service.get("logging", {})
@@ -139,7 +139,7 @@ def test_each_service_gets_its_own_secrets_and_no_other(config):
     assert {"ACME_MOMENT_API_KEY", "MSB1_SMTP_PASSWORD", "MSB1_SENTRY_DSN"} <= worker
     expected = {"worker": worker, "worker-live": worker, "webhooks": set(files["webhooks.env"]),
                 "flower": {"FLOWER_BASIC_AUTH"}, "beat": set(), "redis": set(), "proxy": set(),
-                "sandbox": set(), "mailpit": set(), "sandbox-worker": set()}
+                "sandbox": set(), "mailpit": set(), "sandbox-worker": set(), "prometheus": set()}
     assert expected["webhooks"] == {"ACME_WEBHOOK_SECRET"}
     got = {name: secrets_of(service) for name, service in config["services"].items()}
     assert got == expected
