@@ -133,7 +133,8 @@ def _integration_checks(rt, integration: Integration) -> Iterator[Check]:
     def moment_ok() -> str:
         rt.moment(integration).probe()
         return f"Moment company {integration.moment_company} takes the API key"
-    yield _run(f"{iid}: Moment", moment_ok)
+    moment = _run(f"{iid}: Moment", moment_ok)
+    yield moment
 
     def company_ok() -> str:
         rt.sb1(integration).probe()
@@ -145,7 +146,7 @@ def _integration_checks(rt, integration: Integration) -> Iterator[Check]:
                                                             endpoint(rt.settings.events_url, iid)))
     if not company.ok or not integration.wants("invoices"):
         return
-    if integration.attaches_invoices:
+    if integration.attaches_invoices and moment.ok:     # else its failure is the Moment line's cause
         yield _run(f"{iid}: invoice PDFs on the vouchers", lambda: _documents_ok(rt, integration))
     sb1 = rt.sb1(integration)
     for number in sorted(set(integration.revenue_accounts.values())):
