@@ -16,7 +16,9 @@ from schemas.datatypes import CHOSEN_TYPES, DATA_TYPES
 from schemas.text import plain, shape
 from worker.broker import app, publish_poll, task_name
 from worker.cli.base import INTEGRATION_OPTION, TIMEOUT_OPTION, WAIT_OPTION, duration, load_runtime, main, pick, when
+from worker.cli.console import AUDIT_OPTIONS, audited
 from worker.cli.inspect import find_dead_letters
+from worker.console.actions import describe
 from worker.intake.backfill import run_backfill
 from worker.intake.producer import Paused, enqueue_bulk
 from worker.intake.producer import enqueue as put
@@ -26,7 +28,8 @@ from worker.sync.context import SyncContext
 
 @main.command()
 @click.argument("integration_id")
-def pause(integration_id: str) -> None:
+@AUDIT_OPTIONS
+def pause(integration_id: str, by: str | None, reason: str) -> None:
     """Switch an integration off: nothing is queued for it and its queued syncs wait.
 
     Webhooks are answered (202, "paused") and the poll leaves its cursor where it is, so
@@ -34,21 +37,26 @@ def pause(integration_id: str) -> None:
     rt = load_runtime()
     [integration] = pick(rt, integration_id)
     if not rt.pauses.pause(integration.id):
+        audited(rt, "pause", integration.id, by=by, why=reason, outcome="already paused")
         click.echo(f"{integration.id} was already paused (since {when(rt.pauses.since(integration.id))})")
         return
+    audited(rt, "pause", integration.id, by=by, why=reason, outcome="paused")
     click.echo(f"{integration.id} paused: nothing is queued for it, its queued syncs wait. "
                f"`moment-sb1 resume {integration.id}` switches it on again.")
 
 
 @main.command()
 @click.argument("integration_id")
-def resume(integration_id: str) -> None:
+@AUDIT_OPTIONS
+def resume(integration_id: str, by: str | None, reason: str) -> None:
     """Switch a paused integration on again, and poll Moment for what changed meanwhile."""
     rt = load_runtime()
     [integration] = pick(rt, integration_id)
     if not rt.pauses.resume(integration.id):
+        audited(rt, "resume", integration.id, by=by, why=reason, outcome="was not paused")
         click.echo(f"{integration.id} was not paused")
         return
+    audited(rt, "resume", integration.id, by=by, why=reason, outcome="resumed; polled now")
     for data_type in sorted(integration.data_types):
         publish_poll(integration.id, data_type, fresh=True)     # even if a poll ran moments ago
     click.echo(f"{integration.id} resumed; its waiting syncs go on, and Moment is polled now for the changes "
@@ -131,8 +139,9 @@ def _report(counts: dict[str, int]) -> str:
 @click.option("--dry-run", is_flag=True, help="list what would be queued; queue nothing")
 @WAIT_OPTION
 @TIMEOUT_OPTION
+@AUDIT_OPTIONS
 def replay(integration_id: str | None, data_type: str | None, record_id: int | None, dry_run: bool,
-           wait: bool, timeout: float | None) -> None:
+           wait: bool, timeout: float | None, by: str | None, reason: str) -> None:
     """Queue dead-lettered records again (they stay listed until they succeed)."""
     rt = load_runtime()
     chosen = list(find_dead_letters(rt, integration_id, data_type, record_id))
@@ -164,6 +173,10 @@ def replay(integration_id: str | None, data_type: str | None, record_id: int | N
             n += 1
         rt.runs.all_queued(run)
         runs.append(run)
+    for iid in sorted({i.id for i, _ in chosen}):          # one audit entry per integration
+        letters = [d for i, d in chosen if i.id == iid]
+        audited(rt, "replay", iid, by=by, why=reason, what=describe(letters),
+                outcome="skipped: paused" if rt.pauses.is_paused(iid) else "queued")
     click.echo(f"queued {n} replay(s)")
     failed = 0
     if wait and runs:
@@ -179,7 +192,9 @@ def replay(integration_id: str | None, data_type: str | None, record_id: int | N
 @click.option("--data-type", type=click.Choice(list(DATA_TYPES)), default=None, help="only this data type")
 @click.option("--id", "record_id", type=int, default=None, help="only this record (Moment id)")
 @click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
-def purge(integration_id: str | None, data_type: str | None, record_id: int | None, yes: bool) -> None:
+@AUDIT_OPTIONS
+def purge(integration_id: str | None, data_type: str | None, record_id: int | None, yes: bool, by: str | None,
+          reason: str) -> None:
     """Delete dead letters for good (they are not replayed). Asks first."""
     rt = load_runtime()
     chosen = list(find_dead_letters(rt, integration_id, data_type, record_id))
@@ -190,6 +205,9 @@ def purge(integration_id: str | None, data_type: str | None, record_id: int | No
     if not yes:
         click.confirm(f"Delete {len(chosen)} dead letter(s) ({scope})? They will not be replayed.", abort=True)
     removed = sum(rt.dead_letters.resolve(i.id, d.data_type, d.record_id) for i, d in chosen)
+    for iid in sorted({i.id for i, _ in chosen}):          # one audit entry per integration
+        audited(rt, "purge", iid, by=by, why=reason, what=describe([d for i, d in chosen if i.id == iid]),
+                outcome="deleted")
     click.echo(f"deleted {removed} dead letter(s)")
 
 
@@ -244,8 +262,10 @@ def _backfill_one(rt, integration, data_type: str, since_utc, *, restart: bool, 
               "queued like changes (only to compare, as the fairness benchmark does)")
 @WAIT_OPTION
 @TIMEOUT_OPTION
+@AUDIT_OPTIONS
 def backfill(integration_id: str | None, every: bool, data_type: str | None, since: datetime | None,
-             restart: bool, page_size: int, lane: str, wait: bool, timeout: float | None) -> None:
+             restart: bool, page_size: int, lane: str, wait: bool, timeout: float | None, by: str | None,
+             reason: str) -> None:
     """Queue a sync of every Moment record of one type (or those modified since a date), for
     one integration or, with --all, for every one (onboarding a fleet is one command).
 
@@ -273,8 +293,10 @@ def backfill(integration_id: str | None, every: bool, data_type: str | None, sin
                                     {data_type} & integration.data_types)
         if not types:
             continue
+        what = ", ".join(types) + (f" since {since_utc:%Y-%m-%d %H:%M:%S}" if since_utc else "")
         if rt.pauses.is_paused(iid):
             problems.add(iid)
+            audited(rt, "backfill", iid, by=by, why=reason, what=what, outcome="skipped: paused")
             click.echo(f"{iid}: SKIPPED: paused (`moment-sb1 resume {iid}` first)")
             continue
         queued, stopped = [], []
@@ -291,6 +313,8 @@ def backfill(integration_id: str | None, every: bool, data_type: str | None, sin
             if result.stopped_at is not None:
                 stopped.append(f"{dt} stopped at page {result.stopped_at}: {result.error}")
                 break           # what depends on it waits for the same command to resume
+        audited(rt, "backfill", iid, by=by, why=reason, what=what, outcome=("stopped; " if stopped else "")
+                + "queued " + ", ".join(re.match(r"\d+ \w+", q)[0] for q in queued))
         if not every and stopped:
             raise click.ClickException(f"{stopped[0].split(' ', 1)[1]}. Run the same command again to resume there.")
         if stopped:
