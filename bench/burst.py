@@ -253,10 +253,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--latency", type=float, default=0.02, help="seconds added to every API call")
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="threads per worker process (default: the product's, MSB1_CONCURRENCY)")
     parser.add_argument("--limits-off", action="store_true", help="burst: no rate limits at all (to compare)")
     parser.add_argument("--timeout", type=float, default=600.0, help="backfills: the longest wait")
     args = parser.parse_args()
+    if args.concurrency is None:
+        from worker.config.settings import Settings
+        args.concurrency = Settings.concurrency
     if args.customers is None:
         args.customers = 600 if args.mode == "burst" else 1200
     result = {"burst": burst_mode, "limit": limit_mode, "random": random_mode}[args.mode](args)

@@ -38,6 +38,8 @@ from worker.sync.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 
+QUICK_429_TRIES = 3     # tries whose 429 is retried after its Retry-After, not the backoff
+
 
 class RuntimeTask(Task):
     """Base of every task: gives the body the process's runtime (clients, Redis).
@@ -245,6 +247,10 @@ class RecordSync(RuntimeTask):
                 if outage is not None:
                     return Try(attempt + 1, outage=outage, error=exc)
                 retry_in = policy.delay(attempt - 1, exc.retry_after)
+                if exc.status == 429 and exc.retry_after is not None and attempt <= QUICK_429_TRIES:
+                    # the service said when: come back then (the shared rate limit spaces the call);
+                    # 429s that go on fall back to the backoff above
+                    retry_in = exc.retry_after + random.random() * min(1.0, max(0.1, exc.retry_after))
                 log.warning("%s %s: %s; try %d of %d in %.1fs", iid, ctx.what, exc, attempt + 1,
                             policy.max_attempts, retry_in)
                 return Try(attempt + 1, retry_in=retry_in, error=exc)
