@@ -33,10 +33,23 @@ log = logging.getLogger(__name__)
 GC_YOUNG_THRESHOLD = 7000
 
 
+@signals.celeryd_init.connect
+def _log_early(**_):
+    """The log format from the worker's first line (Celery warns of running as root before
+    it sets up logging)."""
+    configure_logging(settings_or_exit(), "worker", capture_output=True)
+
+
+@signals.worker_shutting_down.connect
+def _say_shutdown(sig, how, **_):
+    """Celery's own "worker: Warm shutdown" line is written past the logs (JSON: not at all)."""
+    log.info("worker: %s shutdown (%s)", how, sig)
+
+
 @signals.setup_logging.connect
 def _logging(**_):
     """Our log format in the worker and in beat (Celery leaves logging to us)."""
-    configure_logging(settings_or_exit(), "beat" if "beat" in sys.argv else "worker")
+    configure_logging(settings_or_exit(), "beat" if "beat" in sys.argv else "worker", capture_output=True)
     for problem in unknown_variables():
         log.warning("%s; it is ignored", problem)
 
@@ -63,13 +76,13 @@ def _check_before_start(sender, **_):
     runtime = get_runtime()
     problems = startup_problems(runtime)
     for problem in problems:
-        print(f"moment-sb1: the worker cannot start: {problem}", file=sys.stderr)
+        print(f"moment-sb1: the worker cannot start: {problem}", file=sys.__stderr__)   # one plain line
     if problems:
         raise SystemExit(2)
     try:    # migrate the Redis state of an older release, or refuse a newer one's
         MIGRATED.extend(schema.at_start(runtime.redis, runtime.keys))
     except schema.SchemaError as err:
-        print(f"moment-sb1: the worker cannot start: {err}", file=sys.stderr)
+        print(f"moment-sb1: the worker cannot start: {err}", file=sys.__stderr__)
         raise SystemExit(2)
     init_sentry(runtime.settings)
 

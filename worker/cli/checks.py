@@ -35,7 +35,7 @@ def _run(name: str, check: Callable[[], str]) -> Check:
         return Check(name, False, f"{type(err).__name__}{': ' + text if text else ''}")
 
 
-_ONE_INTEGRATION = re.compile(r"integration '([a-z0-9_-]+)', (.*)", re.S)
+_ONE_INTEGRATION = re.compile(r"(.*?)integration '([a-z0-9_-]+)', (.*)", re.S)
 
 
 def affected(names: list[str]) -> str:
@@ -45,13 +45,13 @@ def affected(names: list[str]) -> str:
 def by_cause(problems: Iterable[str]) -> list[str]:
     """Problems one line per cause: "integration 'a', field 'x': file '/k' not found" for 50
     integrations is one line naming the 50 (in the order the causes came)."""
-    causes: dict[str, list[str]] = {}
+    causes: dict[tuple[str, str], list[str]] = {}
     for problem in problems:
         match = _ONE_INTEGRATION.fullmatch(problem)
-        cause, iid = (match.group(2), match.group(1)) if match else (problem, None)
-        causes.setdefault(cause, []).extend([iid] if iid else [])
-    return [f"integration {names[0]!r}, {cause}" if len(names) == 1 else
-            f"{cause} ({affected(names)})" if names else cause for cause, names in causes.items()]
+        before, iid, cause = match.groups() if match else ("", None, problem)
+        causes.setdefault((before, cause), []).extend([iid] if iid else [])
+    return [f"{before}integration {names[0]!r}, {cause}" if len(names) == 1 else
+            f"{before}{cause} ({affected(names)})" if names else cause for (before, cause), names in causes.items()]
 
 
 def missing_secrets(integrations: Iterable[Integration]) -> list[str]:

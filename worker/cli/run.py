@@ -138,7 +138,8 @@ def webhooks(host: str, port: int, threads: int | None) -> None:
         click.echo(f"moment-sb1: MSB1_WEBHOOK_METRICS_PORT must not be the webhook port ({port}): the figures "
                    "name every integration and are never served on the public port", err=True)
         raise SystemExit(2)
-    click.echo(f"moment-sb1 webhook receiver on http://{host}:{port}/webhooks/<integration>/<secret>")
+    if rt.settings.log_format == "text":         # in JSON, every line is JSON: the receiver logs it
+        click.echo(f"moment-sb1 webhook receiver on http://{host}:{port}/webhooks/<integration>/<secret>")
     serve(host, port, threads)
 
 

@@ -179,7 +179,7 @@ def serve(host: str, port: int, threads: int | None = None) -> None:
     from worker.intake.server import create_server
     runtime = get_runtime()
     settings = runtime.settings
-    configure_logging(settings, "webhooks")
+    configure_logging(settings, "webhooks", capture_output=True)
     runtime.integrations                # refuse to start on an invalid integrations file
     server = create_server(create_app(runtime), request_timeout=settings.webhook_request_timeout,
                            host=host, port=port, threads=threads or settings.webhook_threads,

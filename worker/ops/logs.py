@@ -16,8 +16,10 @@ message may quote any value it was given.
 """
 from __future__ import annotations
 
+import io
 import logging
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -149,11 +151,24 @@ _RESERVED = ("args", "created", "exc_info", "exc_text", "filename", "funcName", 
              "thread", "threadName", "taskName")
 
 
-def configure_logging(settings: Settings, process: str) -> None:
-    """Every log line of this process to stderr, in the configured format and level."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(settings: Settings, process: str, capture_output: bool = False) -> None:
+    """Every log line of this process to stderr, in the configured format and level.
+
+    ``capture_output`` (the worker and beat): in JSON, what is printed instead of logged (Celery's
+    banner and "worker: Warm shutdown", a library's print, a warning) becomes a log line too, so
+    that every line of the process's output is one JSON object (``jq`` reads them all)."""
+    stream = sys.stderr.original if isinstance(sys.stderr, LinesToLog) else sys.stderr
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter(settings.log_format))
     handler.addFilter(ContextFilter(process))
+    if capture_output and settings.log_format == "json":
+        logging.captureWarnings(True)
+        if not isinstance(sys.stdout, LinesToLog):
+            sys.stdout = LinesToLog("stdout", logging.INFO, sys.stdout)
+        if not isinstance(sys.__stdout__, LinesToLog):        # Celery prints its banner there
+            sys.__stdout__ = sys.stdout
+        if not isinstance(sys.stderr, LinesToLog):
+            sys.stderr = LinesToLog("stderr", logging.WARNING, stream)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -198,3 +213,48 @@ class _SafeTaskFailures(logging.Filter):
             if isinstance(data, dict) and data is not context:
                 data.update(exc=context["exc"], traceback=context.get("traceback"))
         return True
+
+
+class LinesToLog(io.TextIOBase):
+    """A text stream whose lines are log lines (logger ``stdout`` or ``stderr``). One write
+    of several lines (Celery's banner) is one log line; a line written while a log line is
+    being written goes to the original stream (no loop)."""
+
+    def __init__(self, name: str, level: int, original):
+        super().__init__()
+        self.original, self.level, self.log = original, level, logging.getLogger(name)
+        self._buffer, self._lock, self._inside = "", threading.Lock(), threading.local()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> None:     # Celery's shutdown line writes to a file number: it is logged instead
+        return None
+
+    def write(self, text: str) -> int:
+        if getattr(self._inside, "on", False):
+            return self.original.write(text)
+        with self._lock:
+            self._buffer += text
+            if not self._buffer.endswith("\n"):
+                return len(text)
+            lines, self._buffer = self._buffer.strip("\n"), ""
+        self._emit(lines)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._buffer = self._buffer.strip("\n"), ""
+        self._emit(lines)
+
+    def _emit(self, lines: str) -> None:
+        if not lines.strip():
+            return
+        self._inside.on = True
+        try:
+            self.log.log(self.level, "%s", lines.strip())
+        finally:
+            self._inside.on = False
