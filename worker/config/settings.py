@@ -140,7 +140,7 @@ class Settings:
     task_events: bool = False
     # change feed
     bulk_queue_target: int = 200      # bulk syncs on the queue at a time, refilled by company in turn
-    coalesce_window: float = 1.0      # at most coalesce_max_per_window syncs of a record start in this many seconds
+    coalesce_window: float = 0.25     # at most coalesce_max_per_window syncs of a record start in this many seconds
     coalesce_max_per_window: int = 2
     pending_ttl: int = 600            # a "sync already queued" mark expires after this
     poll_interval: float = 300.0      # the safety-net poll of Moment, per integration and type
