@@ -80,11 +80,11 @@ def create_app(rt, users: Users | None = None) -> Flask:
 
     @app.before_request
     def who_and_where():
-        if "csrf" not in session:
+        if request.method == "POST":
+            refuse_cross_site()             # before anything is written to the session (or its cookie)
+        elif "csrf" not in session:
             session["csrf"] = secrets.token_urlsafe(32)
         g.user = users.get(session["user"]) if session.get("user") else None
-        if request.method == "POST":
-            refuse_cross_site()
 
     @app.after_request
     def headers(resp):

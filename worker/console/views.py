@@ -47,6 +47,11 @@ def matches(d: DeadLetter, q: str, by_number: set[int]) -> bool:
     return q == str(d.record_id) or d.what.rsplit(" ", 1)[-1] == q or d.record_id in by_number
 
 
+def _by_number(rt, integration, q: str) -> set[int]:
+    """The Moment ids last synced under number ``q``, of any of the company's types."""
+    return {rid for t in integration.data_types if (rid := rt.history.by_number(integration.id, t, q)) is not None}
+
+
 def _integration(integration_id: str):
     integration = _rt().integrations.get(integration_id)
     if integration is None:
@@ -111,9 +116,7 @@ def register(app) -> None:
         letters = rt.dead_letters.list(integration.id)
         q = request.args.get("q", "").strip()
         if q:
-            by_number = {rid for t in integration.data_types
-                         if (rid := rt.history.by_number(integration.id, t, q)) is not None}
-            letters = [d for d in letters if matches(d, q, by_number)]
+            letters = [d for d in letters if matches(d, q, _by_number(rt, integration, q))]
         groups: dict[str, dict] = {}
         for d in sorted(letters, key=lambda d: -d.last_failed_at):
             grp = groups.setdefault(group_id(d), {"id": group_id(d), "data_type": d.data_type, "kind": d.kind,
@@ -154,6 +157,9 @@ def register(app) -> None:
         wanted_group, wanted_record = request.form.get("group"), request.form.get("record")
         letters = [d for d in rt.dead_letters.list(integration.id)
                    if (wanted_group and group_id(d) == wanted_group) or (wanted_record and d.field == wanted_record)]
+        q = request.form.get("q", "").strip()
+        if q:                           # the group as the page showed it: only the records found
+            letters = [d for d in letters if matches(d, q, _by_number(rt, integration, q))]
         if not letters:
             flash("nothing to replay: those dead letters are gone (replayed or purged meanwhile)")
         else:
