@@ -20,7 +20,7 @@ SECRET_NAMES = re.compile(r"MSB1_SB1_|SMTP_PASSWORD|SMTP_USER|SENTRY_DSN|MOMENT|
 SECRETS_EXAMPLE = ROOT / "deploy" / "secrets.example"
 # every secret setting, and every name of a secret an integration refers to
 SECRET_VARIABLES = re.compile(r"^(MSB1_(SMTP_PASSWORD|SENTRY_DSN|SB1_P12_PASSWORD|SB1_CLIENT_SECRET)|"
-                              r"\w+_MOMENT_API_KEY|\w+_WEBHOOK_SECRET|FLOWER_BASIC_AUTH)$")
+                              r"\w+_MOMENT_API_KEY|\w+_WEBHOOK_SECRET|FLOWER_BASIC_AUTH|MSB1_CONSOLE_SECRET)$")
 
 
 def marker(name: str) -> str:
@@ -78,7 +78,7 @@ def config(tmp_path_factory):
 def test_every_service_has_a_healthcheck_and_rotated_logs(config):
     services = config["services"]
     assert set(services) == {"redis", "worker", "worker-live", "beat", "webhooks", "proxy", "flower", "sandbox",
-                             "mailpit", "sandbox-worker", "prometheus"}
+                             "mailpit", "sandbox-worker", "prometheus", "console"}
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         logging = service.get("logging", {})
@@ -139,7 +139,8 @@ def test_each_service_gets_its_own_secrets_and_no_other(config):
     assert {"ACME_MOMENT_API_KEY", "MSB1_SMTP_PASSWORD", "MSB1_SENTRY_DSN"} <= worker
     expected = {"worker": worker, "worker-live": worker, "webhooks": set(files["webhooks.env"]),
                 "flower": {"FLOWER_BASIC_AUTH"}, "beat": set(), "redis": set(), "proxy": set(),
-                "sandbox": set(), "mailpit": set(), "sandbox-worker": set(), "prometheus": set()}
+                "sandbox": set(), "mailpit": set(), "sandbox-worker": set(), "prometheus": set(),
+                "console": {"MSB1_CONSOLE_SECRET"}}
     assert expected["webhooks"] == {"ACME_WEBHOOK_SECRET"}
     got = {name: secrets_of(service) for name, service in config["services"].items()}
     assert got == expected
@@ -219,7 +220,8 @@ def test_env_example_lists_every_setting_and_every_secret_the_examples_use():
     missing = {f"MSB1_{f.name.upper()}" for f in fields(Settings)} - listed - (commented & secret_settings())
     assert not missing, f".env.example lacks {sorted(missing)}"
     files = example_secrets()
-    assert secret_settings() <= set(files["worker.env"])
+    assert secret_settings() - {"MSB1_CONSOLE_SECRET"} <= set(files["worker.env"])
+    assert set(files["console.env"]) == {"MSB1_CONSOLE_SECRET"}          # the console's only secret
     example = [line for line in (ROOT / "integrations.example.toml").read_text().splitlines()
                if not line.lstrip().startswith("#")]
     keys = set(re.findall(r'moment_api_key = \{ env = "([A-Z0-9_]+)"', "\n".join(example)))
