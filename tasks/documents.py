@@ -92,11 +92,13 @@ def _attach(ctx: SyncContext, previous: dict) -> Outcome:
     voucher = (invoice_state or {}).get("sb1_id") if ctx.was_posted(invoice_state) else None
     if not voucher:
         raise TransientError("the invoice's voucher is not recorded yet (is the invoice posted?)")
-    try:
-        invoice = ctx.moment.get(INVOICES.moment_route, ctx.record_id)
-    except NotFound:
-        return Outcome.GONE
-    number = invoice.get("invoiceNumber") if isinstance(invoice, dict) else None
+    number = invoice_state.get("number")        # kept when the voucher was posted
+    if not number:
+        try:
+            invoice = ctx.moment.get(INVOICES.moment_route, ctx.record_id)
+        except NotFound:
+            return Outcome.GONE
+        number = invoice.get("invoiceNumber") if isinstance(invoice, dict) else None
     ctx.describe(number)
     name = file_name(number, ctx.record_id)
     files = rt.files(integration)

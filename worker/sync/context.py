@@ -145,9 +145,11 @@ class SyncContext:
         return None
 
     def posted(self, voucher_id: int | None, modified: datetime | None, note: str | None) -> None:
-        """Remember that an invoice has its voucher: it is never posted again."""
+        """Remember that an invoice has its voucher: it is never posted again. With its number
+        when that is a valid invoice number (``describe``: safe to keep), which names its
+        document without asking Moment again."""
         self.remember(posted=True, sb1_id=voucher_id, modified=modified.isoformat() if modified else None,
-                      **({"note": note} if note else {}))
+                      **({"note": note} if note else {}), **({"number": self.number} if self.number else {}))
 
     @staticmethod
     def was_posted(previous: dict[str, Any] | None) -> bool:
