@@ -40,8 +40,8 @@ def write_log(sandbox):
     return sandbox.writes_log
 
 
-def test_burst_of_webhooks_gives_at_most_three_writes_and_the_latest_state(sandbox, write_log, worker,
-                                                                         receiver, r):
+def test_burst_of_webhooks_gives_few_writes_and_the_latest_state(sandbox, write_log, worker,
+                                                              receiver, r):
     sandbox.sb1_faults.latency = sandbox.moment_faults.latency = 0.02
     [rec] = seed_customers(sandbox.moment, "acme", 1)
     session = requests.Session()
@@ -56,12 +56,14 @@ def test_burst_of_webhooks_gives_at_most_three_writes_and_the_latest_state(sandb
         answers.append(session.post(receiver, json=hook, timeout=5).json()["status"])
         time.sleep(0.045)
     assert time.monotonic() - started < 1.5          # a burst, even on a busy machine
-    assert set(answers) <= {"queued", "coalesced"} and answers.count("queued") <= 3
+    assert set(answers) <= {"queued", "coalesced"} and answers.count("queued") <= 2 + 6
     wait_until(lambda: sandbox.sb1.customers(ACME)[0]["WebUrl"] == "https://v19.example.no", 20,
                message="the latest state in the books")
     time.sleep(2.5)                          # nothing more may arrive afterwards
     updates = customer_writes(sandbox, sb1_id)[1:]
-    assert 1 <= len(updates) <= 3, updates
+    # the record's bucket: 2 syncs at once, then one per MSB1_COALESCE_WINDOW (0.25 s) while the
+    # burst lasts (under 1.5 s): far fewer writes than the 20 changes
+    assert 1 <= len(updates) <= 2 + 6, updates
     assert updates[-1][2] == "https://v19.example.no"
     assert sandbox.sb1.customers(ACME)[0]["WebUrl"] == "https://v19.example.no"
 

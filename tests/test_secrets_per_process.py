@@ -16,7 +16,8 @@ from worker.config.integrations import IntegrationsError, load_integrations, req
 from worker.config.settings import Settings, SettingsError, secret_settings, unknown_variables
 
 SECRET_SETTINGS = {"MSB1_SMTP_PASSWORD": "smtp_password", "MSB1_SENTRY_DSN": "sentry_dsn",
-                   "MSB1_SB1_P12_PASSWORD": "sb1_p12_password", "MSB1_SB1_CLIENT_SECRET": "sb1_client_secret"}
+                   "MSB1_SB1_P12_PASSWORD": "sb1_p12_password", "MSB1_SB1_CLIENT_SECRET": "sb1_client_secret",
+                   "MSB1_CONSOLE_SECRET": "console_secret"}
 WEBHOOK_SECRETS = {"acme": "acme-webhook-secret-from-env-0123", "fjord": "fjord-webhook-secret-from-file-45"}
 
 
