@@ -37,7 +37,7 @@ def poll_changes() -> int:
     letter whose notice was never collected (a worker died between the two)."""
     rt = poll_changes.runtime
     rt.redis.set(rt.keys.last_poll(), f"{time.time():.3f}")       # beat's health signal
-    refill_bulk(rt)             # bulk work whose chain of refills broke (a worker killed)
+    refill_bulk(rt, force=True)     # bulk work whose chain of refills broke (a worker killed)
     n = 0
     paused = rt.pauses.all()
     for integration in rt.integrations.values():

@@ -53,12 +53,13 @@ def enqueue_bulk(integration_id: str, data_type: str, record_ids: Iterable[int],
     if rt.pauses.is_paused(integration_id):
         raise Paused(integration_id)
     added = rt.lanes.add_bulk(integration_id, data_type, record_ids)
-    refill_bulk(rt)
+    refill_bulk(rt, force=True)
     return added
 
 
-def refill_bulk(rt: Runtime) -> int:
-    """Top the bulk queue up from the companies' lists, in turn."""
+def refill_bulk(rt: Runtime, force: bool = False) -> int:
+    """Top the bulk queue up from the companies' lists, in turn (``force``: look now, even
+    if this process looked a moment ago and found the queue full)."""
     def send(integration_id: str, data_type: str, record_id: int) -> None:
         publish_sync(data_type, integration_id, record_id, bulk=True)
-    return rt.lanes.refill(send, paused=rt.pauses.all)
+    return rt.lanes.refill(send, paused=rt.pauses.all, force=force)

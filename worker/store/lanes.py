@@ -87,8 +87,8 @@ class Lanes:
         self.redis, self.keys, self.target = r, keys, target
         self._take = r.register_script(_TAKE)
         self._join = r.register_script(_JOIN)
-        # checks this process may skip: the queue held plenty at the last one (see ``refill``)
-        self._skip = 0
+        # checks this process may skip, and until when: the queue held plenty at the last one
+        self._skip: tuple[int, float] = (0, 0.0)
 
     # --- keys
     @property
@@ -123,25 +123,26 @@ class Lanes:
         self._join(keys=[self.rotation], args=[integration_id])
         return len(items)
 
-    def refill(self, send, paused: Callable[[], Iterable[str]] = tuple) -> int:
+    def refill(self, send, paused: Callable[[], Iterable[str]] = tuple, force: bool = False) -> int:
         """Top the bulk queue up to its target, a chunk per company in turn (``paused()``:
         companies that keep their turn for later). ``send(iid, data_type, record_id)``
         publishes one bulk task. One refiller at a time. Called after every bulk sync, so
         when the queue is full enough it costs one round trip, and then none for the next
-        few syncs of this process.
+        few syncs of this process (``force``: new work came, look now).
 
         At least once: what an earlier refill took and did not publish (it died, or Redis
         failed mid-way) is published first. A task published twice is harmless (a sync
         that finds its record unchanged writes nothing); one never published would wait
         for a backfill to be run again, since the poll only sees records that change."""
-        if self._skip > 0:
-            self._skip -= 1
+        skip, until = self._skip
+        if not force and skip > 0 and time.monotonic() < until:
+            self._skip = (skip - 1, until)
             return 0
         queued, handed = self.redis.pipeline(transaction=False).llen(BULK_QUEUE).llen(self.handover).execute()
         if queued >= self.target // 2 and not handed:
-            # what is queued beyond half the target lasts this process's next few syncs even
-            # with ten processes taking from the queue: skip that many checks
-            self._skip = (queued - self.target // 2) // SHARERS
+            # what is queued beyond half the target lasts this process's next few syncs (for a
+            # second at most) even with ten processes taking from the queue: skip that many checks
+            self._skip = ((queued - self.target // 2) // SHARERS, time.monotonic() + 1.0)
             return 0
         if not self.redis.set(self.keys.bulk_refill(), "1", nx=True, px=5000):
             return 0
