@@ -96,9 +96,9 @@ def _check(rt, integration, data_type: str, record_id: int, sb1_id: int) -> str:
     if not fields:
         return "equal"
     if books is None:
-        # reported, not re-created: a create carries the guid of the Moment record's version
-        # (``tasks.upsert``), which the platform has seen; the record's next change in Moment
-        # creates it anew (docs/architecture.md, "Moment stays master in the books")
+        # reported, not re-created now (a person may have removed it on purpose): the nightly
+        # reconciliation or the record's next change in Moment creates it anew
+        # (docs/architecture.md, "Moment stays master in the books")
         log.warning("%s: %s was deleted in SpareBank 1 Regnskap; Moment still has it (the company is told)",
                     iid, ctx.what, extra={"integration": iid, "data_type": data_type, "moment_id": record_id})
         _tell(rt, integration, ctx, fields)
