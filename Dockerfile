@@ -3,7 +3,7 @@
 #   flower   the product plus Flower, for the monitor service
 #   sandbox  the product plus the local stand-ins for Moment and SpareBank 1 (the sandbox profile)
 # Every dependency comes from the lock files, checked against their hashes.
-FROM python:3.11-slim AS base
+FROM python:3.11.11-slim-bookworm AS base
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN useradd --system --uid 10001 app

@@ -327,3 +327,10 @@ def test_another_release_is_one_setting(tmp_path):
     assert out.returncode == 0, out.stderr
     services = yaml.safe_load(out.stdout)["services"]
     assert {services[n]["image"] for n in ("worker", "worker-live", "beat", "webhooks")} == {"moment-sb1:0.2.0"}
+
+
+def test_the_images_base_is_a_pinned_release():
+    """A rebuild of one version gives the same Python: the base image names its patch release."""
+    import re
+    bases = re.findall(r"^FROM (\S+) AS base$", (ROOT / "Dockerfile").read_text(), flags=re.M)
+    assert bases and all(re.fullmatch(r"python:\d+\.\d+\.\d+-slim-[a-z]+", b) for b in bases), bases
