@@ -10,6 +10,7 @@ anything for two JSON APIs.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import urllib.request
@@ -115,9 +116,11 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

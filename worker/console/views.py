@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 from flask import abort, current_app, flash, g, redirect, render_template, request, session, url_for
 
@@ -87,8 +88,7 @@ def register(app) -> None:
                 session.clear()                      # a new session: nothing carried over from before the login
                 session.permanent = True
                 session.update(user=user.name, csrf=secrets.token_urlsafe(32))
-                target = request.args.get("next") or ""
-                return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("home"))
+                return redirect(_local(request.args.get("next") or "") or url_for("home"))
         return render_template("login.html", error=error), 401 if error else 200
 
     @app.post("/logout")
@@ -199,3 +199,15 @@ def register(app) -> None:
     @app.errorhandler(404)
     def refused(err):
         return render_template("error.html", code=err.code, message=err.description), err.code
+
+
+def _local(target: str) -> str | None:
+    """``next`` after a login only when it is a path of this site: no scheme, no host, and no
+    character a browser or werkzeug would drop or turn (``/\t/evil.example`` becomes
+    ``//evil.example``)."""
+    if not target.startswith("/") or any(ch in target for ch in "\\") or not target.isprintable():
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or target.startswith("//") or " " in target:
+        return None
+    return target

@@ -80,7 +80,8 @@ def check_signature(key: str, header: str | None, body: bytes, now: float | None
         if sep:
             parts.setdefault(name, []).append(value)
     stamps = parts.get("t") or []
-    if len(stamps) != 1 or not stamps[0].isdigit() or len(stamps[0]) > 12 or not parts.get("v1"):
+    if len(stamps) != 1 or not (stamps[0].isascii() and stamps[0].isdigit()) or len(stamps[0]) > 12 \
+            or not parts.get("v1"):
         return f"the {SIGNATURE_HEADER} header is not t=<unix time>,v1=<signature>"
     t = int(stamps[0])
     expected = hmac.new(key.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()

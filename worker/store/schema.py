@@ -23,6 +23,7 @@ import time
 from typing import Callable
 
 import redis
+from redis.exceptions import LockError
 
 from worker.store.keys import Keys
 
@@ -89,7 +90,10 @@ def upgrade(r: redis.Redis, keys: Keys, wait: float = LOCK_SECONDS) -> list[str]
             done.append(f"Redis state migrated to schema version {version} ({what}) "
                         f"in {time.monotonic() - started:.1f}s")
     finally:
-        lock.release()
+        try:
+            lock.release()
+        except LockError:       # it expired during a long step: the version is written either way
+            pass
     return done
 
 

@@ -250,7 +250,8 @@ class RecordSync(RuntimeTask):
                 if exc.status == 429 and exc.retry_after is not None and attempt <= QUICK_429_TRIES:
                     # the service said when: come back then (the shared rate limit spaces the call);
                     # 429s that go on fall back to the backoff above
-                    retry_in = exc.retry_after + random.random() * min(1.0, max(0.1, exc.retry_after))
+                    retry_in = min(policy.max_delay,
+                                   exc.retry_after + random.random() * min(1.0, max(0.1, exc.retry_after)))
                 log.warning("%s %s: %s; try %d of %d in %.1fs", iid, ctx.what, exc, attempt + 1,
                             policy.max_attempts, retry_in)
                 return Try(attempt + 1, retry_in=retry_in, error=exc)
