@@ -149,7 +149,8 @@ def receivable_account(ctx: SyncContext, customer_id: int) -> int:
     return int(row["ID"])
 
 
-def posted_voucher(ctx: SyncContext, invoice: MomentInvoice, receivable: int, fresh: bool = False) -> int | None:
+def posted_voucher(ctx: SyncContext, invoice: MomentInvoice, receivable: int, fresh: bool = False,
+                   strict: bool = False) -> int | None:
     """The journal entry that already holds this invoice: a line with its invoice number on
     the customer's ledger account (the platform keeps it as AccountID, or as SubAccountID
     under 1500). Not ``fresh``: as the backfill's page read it, if it did (a voucher posted
@@ -162,6 +163,9 @@ def posted_voucher(ctx: SyncContext, invoice: MomentInvoice, receivable: int, fr
         try:
             rows = ctx.sb1.query(VOUCHER_LINES_ROUTE, filter=f"{VOUCHER_KEY_FIELD} eq {quote(number)}", top=100)
         except (NotFound, AuthError) as exc:
+            if strict:
+                raise TransientError(f"cannot look up posted vouchers (HTTP {exc.status}) before posting "
+                                     "again", service=ctx.sb1.service) from None
             # a platform without this route: the state and the _createguid still stop a twin
             log.warning("%s %s: cannot look up posted vouchers (HTTP %s); relying on the _createguid",
                         ctx.integration.id, ctx.what, exc.status)
@@ -221,7 +225,9 @@ def post_invoice(ctx: SyncContext) -> Outcome:
         log.info("%s %s: in %s, booked in NOK at %s per unit (%s's rate)", ctx.integration.id, ctx.what,
                  currency.code, currency.unit_rate, currency.source)
     sb1 = ctx.sb1
-    posted = posted_voucher(ctx, invoice, receivable) if receivable else None
+    # a voucher the reconciliation found deleted (``repost``) is looked for in the books as they
+    # are now, and a look-up that cannot be made holds the post back: its guid is a new one
+    posted = posted_voucher(ctx, invoice, receivable, fresh=bool(repost), strict=bool(repost)) if receivable else None
     outcome = Outcome.ALREADY_POSTED
     if posted is None:
         try:

@@ -172,3 +172,33 @@ def test_metrics_from_the_last_run():
     _reconcile_metrics("acme", json.dumps(report.as_dict()), differences, runs)
     assert [(s.labels["kind"], s.value) for s in differences.samples] == [("invoices", 1)]
     assert runs == [1_790_000_010.0]
+
+
+def test_a_voucher_is_posted_again_only_when_it_is_surely_gone():
+    """Posted after the books were read, still found by its ID, or not known now: never again."""
+    from errors import NotFound, TransientError
+    from worker.reconcile.run import _voucher_gone
+
+    class Books:
+        def __init__(self, answer):
+            self.answer = answer
+
+        def get(self, route, entity_id):
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+    class Runtime:
+        def __init__(self, answer):
+            self.books = Books(answer)
+
+        def sb1(self, integration):
+            return self.books
+
+    gone, there, unsure = (Runtime(NotFound("x", status=404)), Runtime({"ID": 7}),
+                           Runtime(TransientError("x", status=503)))
+    posted_before = {"posted": True, "sb1_id": 7, "synced_at": 100.0}
+    assert _voucher_gone(gone, None, posted_before, read_at=200.0)
+    assert not _voucher_gone(there, None, posted_before, read_at=200.0)
+    assert not _voucher_gone(unsure, None, posted_before, read_at=200.0)
+    assert not _voucher_gone(gone, None, {**posted_before, "synced_at": 250.0}, read_at=200.0)

@@ -128,7 +128,10 @@ def test_reconcile_finds_exactly_what_was_changed_by_hand(sandbox, worker, start
         ("customers", "customer 100003", "CustomerNumber", "repaired", "100003", "199003"),
         ("customers", "customer 200500", "CustomerNumber", "made-by-hand", None, "200500"),
     }, json.dumps(report["differences"], indent=1)
-    assert calls == report["books_calls"] == 4, store.requests   # statistics, customers, projects, currencies
+    # the reads: statistics, customers, projects, currencies; and before posting a voucher again,
+    # one look that the voucher its state names is gone indeed
+    assert report["books_calls"] == 4 and calls == 5, store.requests
+    assert store.requests[("GET", "journalentries")] == 1
 
     start_worker()
 

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from errors import IntegrationError, RecordInvalid
+from errors import IntegrationError, NotFound, RecordInvalid
 from schemas.datatypes import CUSTOMERS, INVOICES, PROJECTS
 from schemas.moment import MOMENT_CUSTOMER, MOMENT_INVOICE, MOMENT_PROJECT
 from schemas.sb1 import CUSTOMER_EXPAND, customer_fields, project_fields
@@ -232,14 +232,16 @@ def _repair(rt: Runtime, integration: Integration, report: Report) -> None:
             continue
         key = (finding.kind, finding.moment_id)
         if key not in done:
-            done[key] = _requeue(rt, integration, finding.kind, finding.moment_id, report.run_id, status)
+            done[key] = _requeue(rt, integration, finding.kind, finding.moment_id, report.run_id, status,
+                                 read_at=report.started)
         if done[key]:
             finding.status = done[key]
         else:
             finding.note = (finding.note + "; " if finding.note else "") + "not queued (see the log)"
 
 
-def _requeue(rt: Runtime, integration: Integration, data_type: str, record_id: int, run_id: str, status: str) -> str:
+def _requeue(rt: Runtime, integration: Integration, data_type: str, record_id: int, run_id: str, status: str,
+             read_at: float) -> str:
     lock = rt.record_lock(integration.id, data_type, record_id)
     if not lock.acquire():
         log.warning("%s reconcile: %s %s is being synced right now; the next run looks again",
@@ -247,6 +249,10 @@ def _requeue(rt: Runtime, integration: Integration, data_type: str, record_id: i
         return ""
     try:
         state = rt.state.get(integration.id, data_type, record_id)
+        if data_type == INVOICES.name and state and not _voucher_gone(rt, integration, state, read_at):
+            log.warning("%s reconcile: invoice with Moment id %s has its voucher after all (posted since the "
+                        "books were read, or found by its ID); not posted again", integration.id, record_id)
+            return ""
         if state:
             kept = {k: v for k, v in state.items() if k not in ("fingerprint", "synced_at", "posted")}
             if data_type == INVOICES.name:
@@ -261,6 +267,23 @@ def _requeue(rt: Runtime, integration: Integration, data_type: str, record_id: i
                     type(err).__name__)
         return ""
     return status
+
+
+def _voucher_gone(rt: Runtime, integration: Integration, state: dict[str, Any], read_at: float) -> bool:
+    """An invoice's voucher may be posted again only when it is surely gone: its sync did not
+    post it after the books were read, and the voucher its state names is not in the books."""
+    if float(state.get("synced_at") or 0) >= read_at:
+        return False
+    voucher = state.get("sb1_id")
+    if not voucher:
+        return True
+    try:
+        rt.sb1(integration).get(INVOICES.sb1_route, int(voucher))
+    except NotFound:
+        return True
+    except IntegrationError:
+        return False            # not known now: the next run looks again
+    return False
 
 
 PREVIOUS_MONTH_UNTIL_DAY = 10   # the nightly run also does the month before, until this day of the month
