@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from errors import IntegrationError
 from worker.broker import RECONCILE_TASK, app
-from worker.reconcile.run import nightly_months, reconcile
+from worker.reconcile.run import ReconcileBusy, nightly_months, reconcile
 from worker.sync.task import RuntimeTask
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,8 @@ def reconcile_nightly(self) -> int:
         for month in months:
             try:
                 found += bool(reconcile(rt, integration, month).differences)
+            except ReconcileBusy:       # a command (or a redelivered run) does it right now
+                log.info("%s reconcile %s: another run is under way; skipped", integration.id, month)
             except (IntegrationError, OSError) as exc:      # a service away: tomorrow's run tries again
                 log.error("%s reconcile %s: could not run (%s: %s)", integration.id, month,
                           type(exc).__name__, exc)

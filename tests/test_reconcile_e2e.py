@@ -161,3 +161,11 @@ def test_reconcile_finds_exactly_what_was_changed_by_hand(sandbox, worker, start
     wait_until(lambda: r.llen("msb1test:reconcile:acme") >= runs + len(months), 60, message="the nightly run")
     newest = [json.loads(x) for x in r.lrange("msb1test:reconcile:acme", 0, len(months) - 1)]
     assert sorted(run["month"] for run in newest) == sorted(months)
+
+
+def test_one_reconciliation_of_a_month_at_a_time(sandbox, worker_env, r):
+    """The nightly run redelivered, or a command beside it: the second says so and does nothing."""
+    r.set("msb1test:reconcile-lock:acme:2026-11", "someone", ex=60)
+    busy = reconcile_cli(worker_env, "--json")
+    assert busy.returncode == 1 and "a reconciliation of acme for 2026-11 is running now" in busy.stderr
+    assert "Traceback" not in busy.stderr and busy.stdout == ""

@@ -10,6 +10,7 @@ import click
 from errors import IntegrationError
 from worker.cli.base import load_runtime, main, pick
 from worker.reconcile.history import ReconcileHistory
+from worker.reconcile.run import ReconcileBusy
 from worker.reconcile.run import reconcile as run_reconcile
 
 
@@ -44,6 +45,8 @@ def reconcile(integration_id: str, month: str | None, as_json: bool, no_repair: 
         raise click.BadParameter(str(err), param_hint="--month") from None
     except IntegrationError as err:
         raise click.ClickException(f"the reconciliation could not read everything: {err}") from None
+    except ReconcileBusy as err:
+        raise click.ClickException(f"{err}; try again when it is done") from None
     out = report.as_dict()
     if as_json:
         click.echo(json.dumps(out, indent=2, default=str))

@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from redis.exceptions import LockError
+
 from errors import IntegrationError, NotFound, RecordInvalid
 from schemas.datatypes import CUSTOMERS, INVOICES, PROJECTS
 from schemas.moment import MOMENT_CUSTOMER, MOMENT_INVOICE, MOMENT_PROJECT
@@ -100,10 +102,33 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
 
 
+class ReconcileBusy(RuntimeError):
+    """Another reconciliation of this integration's month runs right now."""
+
+
+RUN_LOCK_SECONDS = 3600         # the longest a run holds its month (a run that died lets go then)
+
+
 def reconcile(rt: Runtime, integration: Integration, month: str, *, repair: bool = True,
               notify: bool = True) -> Report:
-    """Reconcile one integration's month (``YYYY-MM``); see the module's docstring."""
+    """Reconcile one integration's month (``YYYY-MM``), one run at a time (``ReconcileBusy``:
+    another runs); see the module's docstring."""
     first, last = month_range(month)
+    lock = rt.redis.lock(rt.keys.reconcile_lock(integration.id, month), timeout=RUN_LOCK_SECONDS,
+                         blocking_timeout=0)
+    if not lock.acquire():
+        raise ReconcileBusy(f"a reconciliation of {integration.id} for {month} is running now")
+    try:
+        return _run(rt, integration, month, first, last, repair=repair, notify=notify)
+    finally:
+        try:
+            lock.release()
+        except LockError:
+            pass
+
+
+def _run(rt: Runtime, integration: Integration, month: str, first, last, *, repair: bool,
+         notify: bool) -> Report:
     report = Report(integration.id, month, uuid.uuid4().hex[:12], time.time())
     sb1, moment = rt.sb1(integration), rt.moment(integration)
     if integration.wants(INVOICES.name):

@@ -56,6 +56,7 @@ Audit (``worker.store.audit``):
                                               purge, backfill), newest first, as JSON
 Reconciliation (``worker.reconcile``):
   ``{p}:reconcile:{integration}``             list  the runs, newest first (counts and differences, as JSON)
+  ``{p}:reconcile-lock:{integration}:{month}``  one run of a month at a time
 Notices (``worker.notices.digest``):
   ``{p}:notice-window:{integration}``         set while a window is open
   ``{p}:digest:{integration}``                hash  dead letter → the item to mail (encrypted)
@@ -219,6 +220,10 @@ class Keys:
         return f"{self.prefix}:audit"
 
     # --- reconciliation (worker.reconcile)
+    def reconcile_lock(self, integration_id: str, month: str) -> str:
+        """one reconciliation of an integration's month at a time (the nightly run, a command)"""
+        return f"{self.prefix}:reconcile-lock:{integration_id}:{month}"
+
     def reconcile_history(self, integration_id: str) -> str:
         """list: the integration's reconciliation runs, newest first (no personal data)."""
         return f"{self.prefix}:reconcile:{integration_id}"
