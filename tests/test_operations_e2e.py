@@ -328,7 +328,8 @@ def test_version_and_help(worker_env):
 def test_sandbox_config_missing_field_is_one_line(tmp_path):
     path = tmp_path / "sandbox.json"
     path.write_text(json.dumps({"companies": [{"moment_company": "x"}]}))
-    out = subprocess.run([sys.executable, "-m", "sandbox.server", "--moment-port", str(free_port()), "--sb1-port",
-                          str(free_port()), "--config", str(path)], capture_output=True, text=True, timeout=60,
+    # ports 0: the system's free ones (a port picked beforehand may be taken by a parallel test)
+    out = subprocess.run([sys.executable, "-m", "sandbox.server", "--moment-port", "0", "--sb1-port",
+                          "0", "--config", str(path)], capture_output=True, text=True, timeout=60,
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 1 and "misses the field 'moment_api_key'" in out.stderr and "Traceback" not in out.stderr
