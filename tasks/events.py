@@ -5,7 +5,9 @@ and the company is told once which record and fields, and that changes belong in
 
 The books are compared with the body a sync would write (the same ``build``, the same
 ``covers``): no difference (our own write coming back as an event, a field Moment does not
-own) means nothing is done, so a write-back never loops.
+own) means nothing is done, so a write-back does not loop; and should the platform keep a
+field its own way (the books differ again after every write-back), a record is written back
+at most ``WRITE_BACKS_PER_HOUR`` times an hour.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 REFERENCES = {"customers": customers.references, "projects": projects.references}
 # one email per record in this many seconds, however many events a person's edits make
 EVENT_NOTICE_BURST = 3600
+WRITE_BACKS_PER_HOUR = 3        # of one record: more would be a loop (see _write_back)
 RETRIES = 5
 
 
@@ -103,7 +106,12 @@ def _check(rt, integration, data_type: str, record_id: int, sb1_id: int) -> str:
                     iid, ctx.what, extra={"integration": iid, "data_type": data_type, "moment_id": record_id})
         _tell(rt, integration, ctx, fields)
         return "deleted-in-books"
-    _write_back(rt, ctx)
+    if not _write_back(rt, ctx):
+        log.warning("%s: %s still differs in SpareBank 1 Regnskap after %d write-backs this hour (%s): perhaps "
+                    "the platform stores these fields its own way; not written back again this hour (the nightly "
+                    "reconciliation looks again)", iid, ctx.what, WRITE_BACKS_PER_HOUR, ", ".join(fields),
+                    extra={"integration": iid, "data_type": data_type, "moment_id": record_id, "fields": fields})
+        return "write-back-held"
     log.info("%s: %s was changed in SpareBank 1 Regnskap (%s); Moment's values are written back", iid, ctx.what,
              ", ".join(fields),
              extra={"integration": iid, "data_type": data_type, "moment_id": record_id, "fields": fields})
@@ -111,10 +119,17 @@ def _check(rt, integration, data_type: str, record_id: int, sb1_id: int) -> str:
     return "written-back"
 
 
-def _write_back(rt, ctx: SyncContext) -> None:
+def _write_back(rt, ctx: SyncContext) -> bool:
     """Forget the record's fingerprint (under its lock: a running sync finishes first), so
-    its sync compares with the books instead of trusting what it wrote last, and queue it."""
+    its sync compares with the books instead of trusting what it wrote last, and queue it.
+    False (nothing done) after ``WRITE_BACKS_PER_HOUR`` write-backs of the record this hour:
+    books that differ again after each write-back are not a person's edits but a field the
+    platform keeps its own way, and writing again would loop."""
     iid, data_type, record_id = ctx.integration.id, ctx.data_type, ctx.record_id
+    counted = rt.keys.event_written_back(iid, data_type, record_id)
+    _, written = rt.redis.pipeline(transaction=False).set(counted, 0, ex=3600, nx=True).incr(counted).execute()
+    if written > WRITE_BACKS_PER_HOUR:
+        return False
     lock = rt.record_lock(iid, data_type, record_id)
     if not lock.acquire():
         raise TransientError(f"{ctx.what} is being transferred right now")
@@ -129,6 +144,7 @@ def _write_back(rt, ctx: SyncContext) -> None:
         enqueue(iid, data_type, record_id, runtime=rt)
     except Paused:
         pass                        # picked up when resumed (its fingerprint is gone: it compares)
+    return True
 
 
 def _tell(rt, integration, ctx: SyncContext, fields: list[str]) -> None:

@@ -200,3 +200,19 @@ def test_a_company_without_event_plans_is_told_the_reconciliation_repairs(sandbo
     no_url = subprocess.run([sys.executable, "-m", "worker.cli", "events", "subscribe", "--all"], cwd=ROOT,
                             capture_output=True, text=True, env=worker_env, timeout=60)
     assert no_url.returncode == 1 and "MSB1_EVENTS_URL is not set" in no_url.stderr
+
+
+def test_a_record_is_written_back_at_most_three_times_an_hour(sandbox, worker_env, r):
+    """Books that differ again after every write-back (a field the platform keeps its own way)
+    would loop: the fourth write-back within the hour is held, with a warning."""
+    from tasks.events import WRITE_BACKS_PER_HOUR, _write_back
+    from worker.config.settings import Settings
+    from worker.runtime import Runtime
+    from worker.sync.context import SyncContext
+    rt = Runtime(Settings.from_env(worker_env))
+    ctx = SyncContext(rt, rt.integration("acme"), "customers", 4711)
+    rt.state.save("acme", "customers", 4711, fingerprint="f", sb1_id=9)
+    done = [_write_back(rt, ctx) for _ in range(WRITE_BACKS_PER_HOUR + 2)]
+    assert done == [True] * WRITE_BACKS_PER_HOUR + [False, False]
+    assert "fingerprint" not in rt.state.get("acme", "customers", 4711)
+    assert 3500 < r.ttl("msb1test:event-written-back:acme:customers:4711") <= 3600

@@ -65,6 +65,7 @@ Notices (``worker.notices.digest``):
 Platform events (``worker.intake.events``, ``tasks.events``):
   ``{p}:event-pending:{integration}:{type}:{platform id}``  a check of a record the books sent an event for is queued
   ``{p}:event-told:{integration}:{type}:{id}``  the company was told of a change in the books (one email a burst)
+  ``{p}:event-written-back:{integration}:{type}:{id}``  write-backs of the record this hour (a loop's brake)
   ``{p}:event-plans``                       hash  integration → its event plan (id, when, or why refused)
 API clients (``clients``):
   ``{p}:rate:{bucket}``                       hash  a shared rate limit (tokens, learned rate,
@@ -231,6 +232,10 @@ class Keys:
     # --- platform events
     def event_pending(self, integration_id: str, data_type: str, sb1_id: int) -> str:
         return f"{self.prefix}:event-pending:{integration_id}:{data_type}:{sb1_id}"
+
+    def event_written_back(self, integration_id: str, data_type: str, record_id: int) -> str:
+        """write-backs of one record after books events, counted for an hour (a loop's brake)"""
+        return f"{self.prefix}:event-written-back:{integration_id}:{data_type}:{record_id}"
 
     def event_told(self, integration_id: str, data_type: str, record_id: int) -> str:
         return f"{self.prefix}:event-told:{integration_id}:{data_type}:{record_id}"
