@@ -22,12 +22,12 @@ from urllib.parse import urlsplit
 
 from urllib3 import encode_multipart_formdata
 
-from errors import AuthError, PermanentError, TransientError
+from errors import PermanentError, TransientError
 
 from .filters import quote
-from .http import Http, Timeouts, send
+from .http import Http, Response, Timeouts, send
 from .ratelimit import Limited
-from .sb1 import SB1Client
+from .sb1 import SB1Client, authorized
 
 ENDPOINTS_PATH = "/api/endpoints"
 FILES_HOST_KEY = "Files"            # the Files host in the answer of /api/endpoints (assumed: its URL)
@@ -96,23 +96,13 @@ class FilesClient:
         """Store ``data`` as ``name``; the new file's ID. Raises ``PermanentError`` (code
         ``document-not-stored``) when the host answers without having stored it."""
         url = self.files_host() + UPLOAD_PATH
-        for attempt in (1, 2):
-            token = self.sb1.tokens.token()
+
+        def call(token: str) -> Response:
             body, form_type = encode_multipart_formdata({
                 "Token": token, "Key": self.sb1.company_key, field: (name, data, content_type)})
-            self.limits.before()
-            try:
-                resp = send(self.http, "POST", url, service=self.service, timeouts=self.timeouts, body=body,
-                            headers={"Content-Type": form_type, "Accept": "application/json"})
-                break
-            except TransientError as exc:
-                if exc.status == 429:
-                    self.limits.rate_limited(exc.retry_after)
-                raise
-            except AuthError as exc:
-                if exc.status != 401 or attempt == 2:
-                    raise
-                self.sb1.tokens.invalidate(token)
+            return send(self.http, "POST", url, service=self.service, timeouts=self.timeouts, body=body,
+                        headers={"Content-Type": form_type, "Accept": "application/json"})
+        resp = authorized(self.sb1.tokens, self.limits, call)
         try:
             answer = resp.json() if resp.data.strip() else None
         except ValueError:

@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import jwt
 import redis
@@ -243,6 +243,26 @@ class TokenProvider:
         return code, desc if isinstance(desc, str) else None
 
 
+def authorized(tokens: TokenProvider, limits: Limited, call: Callable[[str], Response]) -> Response:
+    """``call(token)`` with the shared access token, in turn at the shared rate limit: a 429
+    teaches the limit; a 401 fetches a new token once and calls again (the business API, the
+    statistics API, the Files host)."""
+    for attempt in (1, 2):
+        token = tokens.token()
+        limits.before()
+        try:
+            return call(token)
+        except TransientError as exc:
+            if exc.status == 429:
+                limits.rate_limited(exc.retry_after)
+            raise
+        except AuthError as exc:
+            if exc.status != 401 or attempt == 2:
+                raise
+            tokens.invalidate(token)
+    raise AssertionError("unreachable")
+
+
 _LOOKING_UP: dict[tuple, threading.Lock] = {}     # a reference look-up under way, per key
 
 
@@ -276,25 +296,16 @@ class SB1Client:
             # Decimals go out as JSON numbers exactly as they are (12500.00), never via float
             kwargs["body"] = simplejson.dumps(kwargs.pop("json"), use_decimal=True).encode()
             extra_headers["Content-Type"] = "application/json; charset=utf-8"
-        for attempt in (1, 2):
-            token = self.tokens.token()
+        def call(token: str) -> Response:
             headers = {"Authorization": f"Bearer {token}", "CompanyKey": self.company_key,
                        "Accept": "application/json", **extra_headers}
-            self.limits.before()
-            try:
-                return send(self.http, method, url, service=self.service,
-                            timeouts=self.timeouts, headers=headers, **kwargs)
-            except TransientError as exc:
-                if exc.status == 429:
-                    self.limits.rate_limited(exc.retry_after)
-                raise
-            except AuthError as exc:
-                if exc.status != 401 or attempt == 2:
-                    raise AuthError(
-                        f"{exc.message} (credentials or company key refused)", status=exc.status,
-                        service=self.service, request_id=exc.request_id) from exc
-                self.tokens.invalidate(token)
-        raise AssertionError("unreachable")
+            return send(self.http, method, url, service=self.service, timeouts=self.timeouts, headers=headers,
+                        **kwargs)
+        try:
+            return authorized(self.tokens, self.limits, call)
+        except AuthError as exc:
+            raise AuthError(f"{exc.message} (credentials or company key refused)", status=exc.status,
+                            service=self.service, request_id=exc.request_id) from exc
 
     def get(self, route: str, entity_id: int, *, expand: str | None = None) -> dict[str, Any]:
         params = {"expand": expand} if expand else None

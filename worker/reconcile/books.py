@@ -18,8 +18,8 @@ from decimal import Decimal
 from typing import Any, Iterator
 
 from clients.http import send
-from clients.sb1 import CURRENCIES_ROUTE, SB1Client
-from errors import AuthError, TransientError
+from clients.sb1 import CURRENCIES_ROUTE, SB1Client, authorized
+from errors import TransientError
 from schemas.vouchers import ORE
 
 from .compare import BookRow
@@ -44,30 +44,18 @@ def statistics(sb1: SB1Client, params: dict[str, Any]) -> list[dict[str, Any]]:
     """One call of ``GET {host}/api/statistics`` (``wrap=false``), with the client's token,
     company key and rate limit; a refused token is fetched anew once, as the client does."""
     url = _host(sb1) + STATISTICS_PATH
-    for attempt in (1, 2):
-        token = sb1.tokens.token()
+
+    def call(token: str):
         headers = {"Authorization": f"Bearer {token}", "CompanyKey": sb1.company_key, "Accept": "application/json"}
-        sb1.limits.before()
-        try:
-            resp = send(sb1.http, "GET", url, service=sb1.service, timeouts=sb1.timeouts, headers=headers,
-                        params={**params, "wrap": "false"})
-        except TransientError as exc:
-            if exc.status == 429:
-                sb1.limits.rate_limited(exc.retry_after)
-            raise
-        except AuthError as exc:
-            if exc.status != 401 or attempt == 2:
-                raise
-            sb1.tokens.invalidate(token)
-            continue
-        body = resp.json()
-        if isinstance(body, dict) and body.get("Success") is False:
-            raise TransientError(f"{sb1.service} statistics: the query failed", service=sb1.service)
-        rows = body.get("Data") if isinstance(body, dict) else body
-        if not isinstance(rows, list):
-            raise TransientError(f"{sb1.service} statistics: the answer cannot be read", service=sb1.service)
-        return rows
-    raise AssertionError("unreachable")
+        return send(sb1.http, "GET", url, service=sb1.service, timeouts=sb1.timeouts, headers=headers,
+                    params={**params, "wrap": "false"})
+    body = authorized(sb1.tokens, sb1.limits, call).json()
+    if isinstance(body, dict) and body.get("Success") is False:
+        raise TransientError(f"{sb1.service} statistics: the query failed", service=sb1.service)
+    rows = body.get("Data") if isinstance(body, dict) else body
+    if not isinstance(rows, list):
+        raise TransientError(f"{sb1.service} statistics: the answer cannot be read", service=sb1.service)
+    return rows
 
 
 def _decimal(value: Any) -> Decimal | None:
