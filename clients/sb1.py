@@ -304,6 +304,8 @@ class SB1Client:
         try:
             return authorized(self.tokens, self.limits, call)
         except AuthError as exc:
+            if exc.service != self.service:
+                raise           # the identity server refused the integrator's credentials: as it said
             raise AuthError(f"{exc.message} (credentials or company key refused)", status=exc.status,
                             service=self.service, request_id=exc.request_id) from exc
 
