@@ -44,7 +44,7 @@ from errors import AuthError, IntegrationError
 from worker.config.integrations import Integration
 from worker.config.settings import Settings
 from worker.notices import templates
-from worker.notices.mail import make_email
+from worker.notices.mail import mail_operator, make_email
 from worker.notices.outages import Outages
 from worker.store.keys import Keys
 
@@ -286,8 +286,4 @@ class Circuits:
                 sentry_sdk.capture_message(subject, level="info" if over else "error")
         except Exception:
             log.exception("could not report the circuit to Sentry")
-        if self.settings.operator_email:
-            try:
-                self._send_email(make_email(self.settings, self.settings.operator_email, subject, body))
-            except Exception as exc:
-                log.error("could not email the operator about the circuit (%s)", type(exc).__name__)
+        mail_operator(self.settings, self._send_email, subject, body, "the circuit")

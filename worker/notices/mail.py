@@ -37,6 +37,17 @@ def send_email(settings: Settings, msg: EmailMessage) -> None:
         smtp.send_message(msg)
 
 
+def mail_operator(settings, send, subject: str, body: str, about: str) -> None:
+    """Email the operator (``MSB1_OPERATOR_EMAIL``, when set) with ``send``; a failure is
+    logged ("could not email the operator about ``about``"), never raised."""
+    if not settings.operator_email:
+        return
+    try:
+        send(make_email(settings, settings.operator_email, subject, body))
+    except Exception as exc:
+        log.error("could not email the operator about %s (%s)", about, type(exc).__name__)
+
+
 def make_email(settings, to: str, subject: str, body: str) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = settings.smtp_sender

@@ -34,7 +34,7 @@ import redis
 
 from worker.config.settings import Settings
 from worker.notices import templates
-from worker.notices.mail import make_email
+from worker.notices.mail import mail_operator
 from worker.ops.sentry import report_outage
 from worker.store.keys import Keys
 
@@ -137,8 +137,4 @@ class Outages:
                           integrations=[*first, *later], later=later)
         except Exception:
             log.exception("could not report the outage to Sentry")
-        if self.settings.operator_email:
-            try:
-                self._send_email(make_email(self.settings, self.settings.operator_email, subject, body))
-            except Exception as exc:
-                log.error("could not email the operator about the outage (%s)", type(exc).__name__)
+        mail_operator(self.settings, self._send_email, subject, body, "the outage")
