@@ -317,13 +317,11 @@ def worker(start_worker):
     return start_worker()
 
 
-@pytest.fixture
-def receiver(worker_env, r):
-    """The webhook receiver (a subprocess); yields acme's webhook URL."""
+def start_receiver(env: dict, output=subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
+    """The webhook receiver as a subprocess, once it answers; and its base URL."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "webhooks", "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=ROOT, env=worker_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--port", str(port)], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 
     def up():
@@ -332,6 +330,13 @@ def receiver(worker_env, r):
         except requests.ConnectionError:
             return False
     wait_until(up, 30, message="the webhook receiver")
+    return proc, url
+
+
+@pytest.fixture
+def receiver(worker_env, r):
+    """The webhook receiver (a subprocess); yields acme's webhook URL."""
+    proc, url = start_receiver(worker_env)
     yield f"{url}/webhooks/acme/acme-webhook-secret-0123456789"
     proc.terminate()
     proc.wait(10)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import requests
-from conftest import COMPANY_KEYS, ROOT, free_port, wait_until
+from conftest import COMPANY_KEYS, ROOT, start_receiver, wait_until
 
 from sandbox.moment import seed_customers
 
@@ -81,19 +81,10 @@ def test_every_line_of_a_json_worker_is_json(sandbox, start_worker, worker_env, 
 
 
 def test_the_receiver_logs_the_task_it_queued(sandbox, worker_env, tmp_path):
-    port, log_path = free_port(), tmp_path / "receiver.log"
+    log_path = tmp_path / "receiver.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "webhooks", "--port", str(port)], cwd=ROOT,
-                                env=worker_env, stdout=log, stderr=subprocess.STDOUT)
+        proc, url = start_receiver(worker_env, log)
     try:
-        url = f"http://127.0.0.1:{port}"
-
-        def up():
-            try:
-                return requests.get(f"{url}/healthz", timeout=1).ok
-            except requests.ConnectionError:
-                return False
-        wait_until(up, 30, message="the webhook receiver")
         resp = requests.post(f"{url}/webhooks/acme/acme-webhook-secret-0123456789",
                              json={"event": "UPDATE", "customer": {"id": 7}}, timeout=10)
         assert resp.status_code == 202 and resp.json()["status"] == "queued"
