@@ -35,6 +35,7 @@ from schemas.datatypes import DOCUMENTS, INVOICES
 from worker.broker import app, publish_sync
 from worker.config.integrations import AUTO
 from worker.config.queues import LIVE
+from worker.intake.producer import enqueue_bulk
 from worker.sync.context import SyncContext
 from worker.sync.outcomes import Outcome
 from worker.sync.task import RecordSync
@@ -65,8 +66,8 @@ def queue_document(ctx: SyncContext) -> None:
         return
     rt = ctx.runtime
     try:
-        if ctx.bulk:
-            rt.lanes.add_bulk(integration.id, TYPE.name, [ctx.record_id])
+        if ctx.bulk:        # its turn in the company's bulk list, the refill looking at once
+            enqueue_bulk(integration.id, TYPE.name, [ctx.record_id], runtime=rt)
         else:
             publish_sync(TYPE.name, integration.id, ctx.record_id, countdown=DOCUMENT_DELAY, quick=False)
             rt.lanes.queued(integration.id, LIVE)
