@@ -334,3 +334,32 @@ def test_the_images_base_is_a_pinned_release():
     import re
     bases = re.findall(r"^FROM (\S+) AS base$", (ROOT / "Dockerfile").read_text(), flags=re.M)
     assert bases and all(re.fullmatch(r"python:\d+\.\d+\.\d+-slim-[a-z]+", b) for b in bases), bases
+
+
+# .env.example's values that are examples of a deployment's own (hosts, addresses, files), not tuning
+EXAMPLE_VALUES = {"MSB1_SMTP_HOST", "MSB1_SMTP_PORT", "MSB1_SMTP_USER", "MSB1_SMTP_TLS", "MSB1_SMTP_SENDER",
+                  "MSB1_SB1_CLIENT_ID", "MSB1_SB1_PRIVATE_KEY_FILE", "MSB1_SB1_P12_FILE", "MSB1_SB1_TOKEN_URL",
+                  "MSB1_INSECURE_HTTP_HOSTS", "MSB1_EVENTS_URL", "MSB1_OPERATOR_EMAIL"}
+
+
+def test_env_example_tuning_values_are_the_codes_defaults():
+    """Copied to .env, the example must not pin an old default (a rate limit, a window)."""
+    from dataclasses import MISSING, fields
+
+    from worker.config.settings import Settings
+    defaults = {f"MSB1_{f.name.upper()}": f.default for f in fields(Settings) if f.default is not MISSING}
+    stale = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if not sep or line.startswith("#") or name not in defaults or name in EXAMPLE_VALUES:
+            continue
+        default = defaults[name]
+        if isinstance(default, bool):
+            same = value.lower() == str(default).lower()
+        elif isinstance(default, (int, float)):
+            same = value != "" and float(value) == float(default)
+        else:
+            same = value == ("" if default is None else str(default))
+        if not same:
+            stale[name] = (value, default)
+    assert not stale, stale
