@@ -28,17 +28,17 @@ def unquote(literal: str) -> str:
 
 def chunks(terms: list[str], budget: int) -> list[list[str]]:
     """Terms joined by `` or `` into filters of at most ``budget`` URL-encoded characters."""
-    chunks: list[list[str]] = []
+    out: list[list[str]] = []
     size = 0
     for term in terms:
         cost = len(quote_plus(term + " or "))
-        if chunks and size + cost <= budget:
-            chunks[-1].append(term)
+        if out and size + cost <= budget:
+            out[-1].append(term)
             size += cost
         else:
-            chunks.append([term])
+            out.append([term])
             size = cost
-    return chunks
+    return out
 
 
 Query = Callable[..., list[dict[str, Any]]]    # SB1Client.query: (route, filter=, expand=, top=) -> rows
